@@ -1,0 +1,43 @@
+"""Appending audit events. The caller's transaction carries the event with the action."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy.orm import Session
+
+from tutela.audit.models import AuditEvent
+from tutela.core.ids import uuid7
+
+
+class AuditTag(StrEnum):
+    """`part:subject:action` tags of every event Tutela records."""
+
+    ACCOUNT_LOGIN_SUCCESS = "identity:login:success"
+    ACCOUNT_LOGIN_FAILURE = "identity:login:failure"
+    ACCOUNT_LOGOUT = "identity:session:end"
+    ACCOUNT_CREATED = "households:account:create"
+    PROFILE_CREATED = "households:profile:create"
+    DEVICE_REGISTERED = "households:device:register"
+    DEVICE_REVOKED = "households:device:revoke"
+    DEVICE_TOKEN_REFUSED = "households:device:token-refused"
+    MASTER_KEY_ROTATED = "vault:master-key:rotate"
+
+
+def record(
+    session: Session,
+    *,
+    tag: AuditTag,
+    actor: str,
+    now: datetime,
+    household_id: uuid.UUID | None = None,
+    subject: str | None = None,
+) -> None:
+    """Add an event to `session`; it commits with the action it records, or not at all."""
+    session.add(
+        AuditEvent(
+            id=uuid7(), at=now, tag=tag, actor=actor, household_id=household_id, subject=subject
+        )
+    )

@@ -1,0 +1,1 @@
+"""Engines, sessions, the declarative bases and the migrations of both stores."""

@@ -1,0 +1,8 @@
+"""Imports every part's tables so the metadata of both stores is complete."""
+
+from tutela.audit import models as audit_models
+from tutela.households import models as households_models
+from tutela.identity import models as identity_models
+from tutela.vault import models as vault_models
+
+__all__ = ["audit_models", "households_models", "identity_models", "vault_models"]

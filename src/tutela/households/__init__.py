@@ -1,0 +1,1 @@
+"""Households, customer accounts, profiles (adult or child, with guardians) and devices."""

@@ -1,0 +1,80 @@
+"""One settings class, read from `TUTELA_*` environment variables. No global instance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TUTELA_", env_file=None, extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    home: Path = Field(default=Path("var"), description="Folder for the embedded store.")
+
+    database_url: str | None = None
+    keystore_url: str | None = None
+
+    master_key: SecretStr | None = Field(
+        default=None, description="Base64 of a 32-byte master key; else the key file is used."
+    )
+    master_key_file: Path | None = None
+
+    blob_store: Literal["local", "s3"] = "local"
+    blob_dir: Path | None = None
+    s3_bucket: str = "tutela-blobs"
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key_id: SecretStr | None = None
+    s3_secret_access_key: SecretStr | None = None
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_workers: int = 1
+
+    max_upload_bytes: int = 200 * MiB
+    max_location_points: int = 10_000
+    max_future_skew_seconds: int = 300
+    session_ttl_hours: int = 12
+    api_token_ttl_hours: int = 24
+    cookie_secure: bool = False
+    page_size_max: int = 200
+
+    argon2_time_cost: int = 2
+    argon2_memory_kib: int = 19_456
+    argon2_parallelism: int = 1
+
+    embedded_worker: bool = True
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
+        if self.environment == "production":
+            if self.database_url is None or self.database_url.startswith("sqlite"):
+                raise ValueError("production needs TUTELA_DATABASE_URL on PostgreSQL")
+            if self.keystore_url is None or self.keystore_url == self.database_url:
+                raise ValueError("production needs a TUTELA_KEYSTORE_URL apart from the database")
+            if not self.cookie_secure:
+                raise ValueError("production needs TUTELA_COOKIE_SECURE=true")
+        return self
+
+    @property
+    def main_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.home / 'tutela.db').resolve()}"
+
+    @property
+    def keys_url(self) -> str:
+        return self.keystore_url or f"sqlite:///{(self.home / 'keys.db').resolve()}"
+
+    @property
+    def key_file(self) -> Path:
+        return self.master_key_file or self.home / "master.key"
+
+    @property
+    def blob_path(self) -> Path:
+        return self.blob_dir or self.home / "blobs"

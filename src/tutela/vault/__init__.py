@@ -1,0 +1,1 @@
+"""The vault: key hierarchy, envelope encryption, blob stores and media items."""

@@ -1,0 +1,236 @@
+"""Blob stores: where sealed media bytes live. A local folder, or any S3-compatible store.
+
+Stores only ever see ciphertext (vault/crypto.py seals before a byte is written), so a
+copied bucket or disk holds nothing readable without the key store (R8).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from tutela.core.errors import NotFound
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+_KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,511}$")
+S3_PART_BYTES = 8 * 1024 * 1024
+
+
+def check_blob_key(key: str) -> str:
+    """Blob keys are made by Tutela, never by a caller; still, refuse anything path-like."""
+    if not _KEY_PATTERN.match(key) or ".." in key or "//" in key:
+        raise ValueError("invalid blob key")
+    return key
+
+
+class BlobStore(Protocol):
+    def write(self, key: str, pieces: Iterable[bytes]) -> int:
+        """Store `pieces` under `key` atomically; return the bytes written."""
+        ...
+
+    def read_at(self, key: str, offset: int, length: int) -> bytes: ...
+
+    def size(self, key: str) -> int: ...
+
+    def delete(self, key: str) -> None:
+        """Remove `key`; removing a missing key is not an error (idempotent)."""
+        ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def keys(self, prefix: str = "") -> Iterator[str]: ...
+
+
+class LocalBlobStore:
+    """Blobs as files under one folder, written to a temporary file then renamed."""
+
+    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+        self.root = root
+        self.fsync = fsync
+        root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_blob_key(key)
+
+    def write(self, key: str, pieces: Iterable[bytes]) -> int:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".incoming-")
+        written = 0
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for piece in pieces:
+                    out.write(piece)
+                    written += len(piece)
+                if self.fsync:
+                    out.flush()
+                    os.fsync(out.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return written
+
+    def read_at(self, key: str, offset: int, length: int) -> bytes:
+        try:
+            with self._path(key).open("rb") as f:
+                f.seek(offset)
+                return f.read(length)
+        except FileNotFoundError as exc:
+            raise NotFound("The stored media is gone.", code="blob_missing") from exc
+
+    def size(self, key: str) -> int:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError as exc:
+            raise NotFound("The stored media is gone.", code="blob_missing") from exc
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        for path in sorted(self.root.rglob("*")):
+            if path.is_file() and not path.name.startswith(".incoming-"):
+                key = path.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    yield key
+
+
+class S3BlobStore:
+    """Blobs in an S3-compatible bucket; large blobs go up as a multipart upload.
+
+    Memory stays at one part (8 MiB) whatever the blob's size.
+    """
+
+    def __init__(self, client: S3Client, bucket: str) -> None:
+        self.client = client
+        self.bucket = bucket
+
+    @classmethod
+    def connect(
+        cls,
+        *,
+        bucket: str,
+        endpoint_url: str | None,
+        region: str,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        create_bucket: bool = False,
+    ) -> S3BlobStore:
+        import boto3  # noqa: PLC0415  (only installs using S3 pay for the import)
+
+        client: S3Client = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=region,
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret_access_key,
+        )
+        store = cls(client, bucket)
+        if create_bucket:
+            store.ensure_bucket()
+        return store
+
+    def ensure_bucket(self) -> None:
+        from botocore.exceptions import ClientError  # noqa: PLC0415
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError:
+            self.client.create_bucket(Bucket=self.bucket)
+
+    def write(self, key: str, pieces: Iterable[bytes]) -> int:
+        check_blob_key(key)
+        buf = bytearray()
+        upload_id: str | None = None
+        parts: list[dict[str, Any]] = []
+        written = 0
+        try:
+            for piece in pieces:
+                buf += piece
+                written += len(piece)
+                if len(buf) >= S3_PART_BYTES:
+                    if upload_id is None:
+                        upload_id = self.client.create_multipart_upload(
+                            Bucket=self.bucket, Key=key
+                        )["UploadId"]
+                    part = self.client.upload_part(
+                        Bucket=self.bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        PartNumber=len(parts) + 1,
+                        Body=bytes(buf),
+                    )
+                    parts.append({"ETag": part["ETag"], "PartNumber": len(parts) + 1})
+                    buf.clear()
+            if upload_id is None:
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=bytes(buf))
+                return written
+            if buf:
+                part = self.client.upload_part(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    PartNumber=len(parts) + 1,
+                    Body=bytes(buf),
+                )
+                parts.append({"ETag": part["ETag"], "PartNumber": len(parts) + 1})
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
+            )
+        except BaseException:
+            if upload_id is not None:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            raise
+        return written
+
+    def read_at(self, key: str, offset: int, length: int) -> bytes:
+        from botocore.exceptions import ClientError  # noqa: PLC0415
+
+        if length <= 0:
+            return b""
+        try:
+            obj = self.client.get_object(
+                Bucket=self.bucket, Key=check_blob_key(key), Range=f"bytes={offset}-{offset + length - 1}"
+            )
+        except ClientError as exc:
+            raise NotFound("The stored media is gone.", code="blob_missing") from exc
+        return obj["Body"].read()
+
+    def size(self, key: str) -> int:
+        from botocore.exceptions import ClientError  # noqa: PLC0415
+
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=check_blob_key(key))["ContentLength"]
+        except ClientError as exc:
+            raise NotFound("The stored media is gone.", code="blob_missing") from exc
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=check_blob_key(key))
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError  # noqa: PLC0415
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=check_blob_key(key))
+        except ClientError:
+            return False
+        return True
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                yield obj["Key"]
