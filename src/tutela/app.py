@@ -1,0 +1,135 @@
+"""create_app(settings): routers, the problem+json error mapping (RFC 9457), middleware."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tutela import __version__
+from tutela.container import Container, build
+from tutela.core.errors import TutelaError
+from tutela.households.api import router as households_router
+from tutela.identity.api import router as identity_router
+from tutela.settings import Settings
+from tutela.vault.api import ingest as ingest_router
+from tutela.vault.api import items as items_router
+from tutela.web.routes import router as web_router
+from tutela.web.routes import static_files
+
+log = logging.getLogger("tutela.http")
+PROBLEM = "application/problem+json"
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "not_authenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media",
+    422: "invalid_input",
+}
+
+
+def problem(
+    status: int, code: str, title: str, detail: str, instance: str, **extra: Any
+) -> JSONResponse:
+    body = {
+        "type": f"urn:tutela:problem:{code}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+        "code": code,
+        **extra,
+    }
+    headers = {"www-authenticate": 'Bearer realm="tutela"'} if status == 401 else None
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(TutelaError)
+    async def tutela_error(request: Request, exc: TutelaError) -> JSONResponse:
+        return problem(exc.status, exc.code, exc.title, exc.detail, request.url.path, **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Field locations and messages only: the offending input may be personal data.
+        errors = [
+            {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", "")} for e in exc.errors()
+        ]
+        return problem(
+            422, "invalid_input", "Invalid input", "The request is not valid.", request.url.path,
+            errors=errors,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _STATUS_CODES.get(exc.status_code, "http_error")
+        detail = exc.detail if isinstance(exc.detail, str) else "Request refused."
+        return problem(exc.status_code, code, detail, detail, request.url.path)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        error_id = uuid.uuid4().hex[:12]
+        # The type only: a message or traceback could carry personal data.
+        log.error("unexpected error %s id=%s path=%s", type(exc).__name__, error_id, request.url.path)
+        return problem(
+            500, "internal_error", "Internal error",
+            f"Something went wrong on our side (error {error_id}).", request.url.path,
+        )
+
+
+def create_app(settings: Settings | None = None, *, container: Container | None = None) -> FastAPI:
+    settings = settings or (container.settings if container else Settings())
+    owned = container is None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if owned:
+            app.state.container.close()
+
+    app = FastAPI(
+        title="Tutela",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/api/docs",
+        openapi_url="/api/openapi.json",
+        redoc_url=None,
+    )
+    app.state.container = container or build(settings)
+    _add_error_handlers(app)
+
+    @app.middleware("http")
+    async def request_log(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        response.headers.setdefault("x-content-type-options", "nosniff")
+        response.headers.setdefault("referrer-policy", "no-referrer")
+        response.headers.setdefault("x-frame-options", "DENY")
+        # Path only, never the query string; ids are not personal content.
+        log.info(
+            "%s %s %s %.1fms", request.method, request.url.path, response.status_code,
+            (time.perf_counter() - started) * 1000,
+        )
+        return response
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    for router in (identity_router, households_router, ingest_router, items_router, web_router):
+        app.include_router(router)
+    app.mount("/static", static_files(), name="static")
+    return app

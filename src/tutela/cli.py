@@ -1,0 +1,158 @@
+"""The `tutela` command line: serve, worker, database, keys and demo commands."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from typing import Annotated
+
+import typer
+
+from tutela.settings import Settings
+
+app = typer.Typer(help="Tutela: privacy and security control plane.", no_args_is_help=True)
+db_app = typer.Typer(help="Database migrations for the main store and the key store.")
+keys_app = typer.Typer(help="The master key and the key hierarchy.")
+app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
+log = logging.getLogger("tutela.cli")
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    workers: Annotated[int | None, typer.Option(help="API processes.")] = None,
+) -> None:
+    """Serve the API and the console."""
+    import uvicorn  # noqa: PLC0415
+
+    from tutela.logging import configure  # noqa: PLC0415
+
+    settings = _settings()
+    configure(settings.log_level)
+    uvicorn.run(
+        "tutela.app:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers or settings.api_workers,
+        access_log=False,
+        log_config=None,
+        server_header=False,
+    )
+
+
+@app.command()
+def worker(
+    once: Annotated[bool, typer.Option(help="Run one pass and exit.")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between passes.")] = 5.0,
+) -> None:
+    """Run background work. Erasure and retention jobs attach here; today it only heartbeats."""
+    from tutela.logging import configure  # noqa: PLC0415
+
+    settings = _settings()
+    configure(settings.log_level)
+    stopping = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    log.info("worker started")
+    while not stopping:
+        log.info("worker pass: no job kinds registered yet")
+        if once:
+            break
+        deadline = time.monotonic() + interval
+        while not stopping and time.monotonic() < deadline:
+            time.sleep(0.2)
+    log.info("worker stopped")
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Migrate both stores to `revision` (default: the newest)."""
+    from tutela.db import migrate  # noqa: PLC0415
+
+    settings = _settings()
+    migrate.upgrade(settings.main_url, settings.keys_url, revision)
+    typer.echo("Both stores are at the newest revision.")
+
+
+@db_app.command("check")
+def db_check() -> None:
+    """Fail when the models and the migrations disagree (alembic check) on either store."""
+    from tutela.db import migrate  # noqa: PLC0415
+
+    settings = _settings()
+    migrate.check(settings.main_url, settings.keys_url)
+    typer.echo("Models and migrations agree on both stores.")
+
+
+@keys_app.command("rotate-master")
+def rotate_master(
+    batch_size: Annotated[int, typer.Option(min=1, help="Profile keys per transaction.")] = 500,
+) -> None:
+    """Re-wrap every profile key under a new master key, then retire the old one.
+
+    No blob and no item key is touched. If interrupted, run it again: it finishes the
+    rotation it began, and the old master key stays until nothing is wrapped under it.
+    """
+    from tutela.audit.service import AuditTag, record  # noqa: PLC0415
+    from tutela.container import build  # noqa: PLC0415
+
+    container = build(_settings())
+    try:
+        result = container.vault.keys.rotate_master(batch_size=batch_size)
+        with container.stores.session() as session:
+            record(
+                session,
+                tag=AuditTag.MASTER_KEY_ROTATED,
+                actor="operator:cli",
+                now=container.clock.now(),
+                subject=f"master-key:{result.new_master_key_id}",
+            )
+            session.commit()
+    finally:
+        container.close()
+    typer.echo(
+        f"New master key {result.new_master_key_id}: {result.rewrapped} keys re-wrapped, "
+        f"{len(result.retired)} old master key(s) retired."
+    )
+
+
+@app.command()
+def demo(
+    households: Annotated[int, typer.Option(min=1, help="How many households to create.")] = 20,
+    seed: Annotated[int, typer.Option(help="Random seed, for a repeatable population.")] = 7,
+    if_empty: Annotated[
+        bool, typer.Option("--if-empty", help="Do nothing when a demo already exists.")
+    ] = False,
+) -> None:
+    """Create a synthetic population of homes, people, devices and recordings."""
+    from tutela.container import build  # noqa: PLC0415
+    from tutela.demo import DEMO_PASSWORD, build_demo, demo_exists  # noqa: PLC0415
+
+    container = build(_settings())
+    try:
+        if if_empty and demo_exists(container):
+            typer.echo("The demo homes are already there.")
+        else:
+            build_demo(container, households=households, seed=seed)
+    finally:
+        container.close()
+    typer.echo("Demo sign-ins (password for all: " + DEMO_PASSWORD + "):")
+    typer.echo("  parent@demo.tutela.test   a parent of two children, with cameras")
+    typer.echo("  parent2@demo.tutela.test  the other parent of the same home")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,79 @@
+"""Builds Tutela's real components from settings: stores, key source, blob store, hasher."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tutela.core.clock import Clock, SystemClock
+from tutela.db.engine import Stores, open_stores
+from tutela.identity.passwords import PasswordHasher
+from tutela.settings import Settings
+from tutela.vault.blobs import BlobStore, LocalBlobStore, S3BlobStore
+from tutela.vault.keysource import FileKeySource, KeySource, StaticKeySource
+from tutela.vault.keystore import KeyStore
+from tutela.vault.service import Limits, Vault
+
+
+@dataclass
+class Container:
+    """Everything a request, a command or a worker needs, made once per process."""
+
+    settings: Settings
+    stores: Stores
+    vault: Vault
+    hasher: PasswordHasher
+    clock: Clock
+
+    @property
+    def limits(self) -> Limits:
+        from datetime import timedelta  # noqa: PLC0415
+
+        return Limits(
+            max_upload_bytes=self.settings.max_upload_bytes,
+            max_future_skew=timedelta(seconds=self.settings.max_future_skew_seconds),
+            max_location_points=self.settings.max_location_points,
+        )
+
+    def close(self) -> None:
+        self.stores.dispose()
+
+
+def key_source(settings: Settings) -> KeySource:
+    if settings.master_key is not None:
+        return StaticKeySource(settings.master_key.get_secret_value())
+    return FileKeySource(settings.key_file)
+
+
+def blob_store(settings: Settings) -> BlobStore:
+    if settings.blob_store == "s3":
+        return S3BlobStore.connect(
+            bucket=settings.s3_bucket,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            access_key_id=(
+                settings.s3_access_key_id.get_secret_value() if settings.s3_access_key_id else None
+            ),
+            secret_access_key=(
+                settings.s3_secret_access_key.get_secret_value()
+                if settings.s3_secret_access_key
+                else None
+            ),
+            create_bucket=settings.environment != "production",
+        )
+    return LocalBlobStore(settings.blob_path)
+
+
+def build(settings: Settings, *, clock: Clock | None = None) -> Container:
+    stores = open_stores(settings.main_url, settings.keys_url)
+    keys = KeyStore(stores.key_sessions, key_source(settings))
+    return Container(
+        settings=settings,
+        stores=stores,
+        vault=Vault(keys=keys, blobs=blob_store(settings)),
+        hasher=PasswordHasher(
+            time_cost=settings.argon2_time_cost,
+            memory_kib=settings.argon2_memory_kib,
+            parallelism=settings.argon2_parallelism,
+        ),
+        clock=clock or SystemClock(),
+    )

@@ -1,0 +1,92 @@
+"""Request dependencies shared by every part's routes, as `Annotated` aliases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from tutela.container import Container
+from tutela.core.errors import Forbidden, NotAuthenticated
+from tutela.households import service as households
+from tutela.households.models import Device
+from tutela.identity import service as identity
+from tutela.identity.service import Principal
+from tutela.vault.service import Reader
+
+SESSION_COOKIE = "tutela_session"
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def get_container(request: Request) -> Container:
+    container: Container = request.app.state.container
+    return container
+
+
+def get_session(container: Annotated[Container, Depends(get_container)]) -> Iterator[Session]:
+    with container.stores.session() as session:
+        yield session
+
+
+AppContainer = Annotated[Container, Depends(get_container)]
+DbSession = Annotated[Session, Depends(get_session)]
+
+
+def bearer_token(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token else None
+
+
+def _check_same_origin(request: Request) -> None:
+    """Cookie-authenticated writes must come from our own pages (OWASP CSRF, Origin check)."""
+    if request.method not in UNSAFE_METHODS:
+        return
+    site = request.headers.get("sec-fetch-site")
+    origin = request.headers.get("origin")
+    if site is not None and site not in {"same-origin", "none"}:
+        raise Forbidden("Cross-site request refused.", code="cross_site_request")
+    if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
+        raise Forbidden("Cross-site request refused.", code="cross_site_request")
+
+
+def current_principal(request: Request, session: DbSession, container: AppContainer) -> Principal:
+    """The signed-in customer: an API bearer token, or the console's session cookie."""
+    token = bearer_token(request)
+    if token is None:
+        token = request.cookies.get(SESSION_COOKIE)
+        if token is None:
+            raise NotAuthenticated("Sign in first.")
+        _check_same_origin(request)
+    return identity.authenticate(session, token=token, now=container.clock.now())
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+def current_reader(principal: CurrentPrincipal, session: DbSession) -> Reader:
+    return Reader(
+        household_id=principal.household_id,
+        profile_ids=frozenset(
+            households.visible_profile_ids(
+                session,
+                household_id=principal.household_id,
+                account_id=principal.account_id,
+                own_profile_id=principal.profile_id,
+            )
+        ),
+    )
+
+
+CurrentReader = Annotated[Reader, Depends(current_reader)]
+
+
+def current_device(request: Request, session: DbSession, container: AppContainer) -> Device:
+    token = bearer_token(request)
+    if token is None:
+        raise NotAuthenticated("A device token is needed.", code="device_token_required")
+    return households.authenticate_device(session, token=token, now=container.clock.now())
+
+
+CurrentDevice = Annotated[Device, Depends(current_device)]

@@ -1,0 +1,356 @@
+"""Use cases of the households part: homes, people, guardians and devices."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tutela.audit.service import AuditTag, record
+from tutela.core.errors import Conflict, InvalidDeviceToken, NotFound
+from tutela.core.ids import uuid7
+from tutela.households import rules
+from tutela.households.models import (
+    Account,
+    AccountRole,
+    Device,
+    Guardianship,
+    Household,
+    Profile,
+    ProfileKind,
+)
+from tutela.vault import crypto
+from tutela.vault.keystore import EMAIL_INDEX_KEY, KeyStore
+
+DEVICE_TOKEN_PREFIX = "tdv_"
+
+
+@dataclass(frozen=True)
+class AdultSpec:
+    name: str
+    email: str
+    password_hash: str
+    role: AccountRole = AccountRole.MEMBER
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    name: str
+    birth_date: date
+    guardian_emails: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    kind: str
+    label: str
+    zone: str | None = None
+
+
+@dataclass(frozen=True)
+class HomeSpec:
+    adults: tuple[AdultSpec, ...]
+    children: tuple[ChildSpec, ...] = ()
+    devices: tuple[DeviceSpec, ...] = ()
+
+
+@dataclass
+class CreatedHome:
+    household_id: uuid.UUID
+    accounts: dict[str, uuid.UUID] = field(default_factory=dict)  # email -> account id
+    adult_profiles: dict[str, uuid.UUID] = field(default_factory=dict)  # email -> profile id
+    child_profiles: list[uuid.UUID] = field(default_factory=list)
+    device_tokens: dict[uuid.UUID, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProfileView:
+    id: uuid.UUID
+    kind: str
+    name: str
+    birth_date: date | None
+    created_at: datetime
+    last_active_at: datetime
+
+
+def _name_aad(household_id: uuid.UUID, profile_id: uuid.UUID) -> bytes:
+    return b"tutela:profile-name:" + household_id.bytes + profile_id.bytes
+
+
+def _birth_aad(household_id: uuid.UUID, profile_id: uuid.UUID) -> bytes:
+    return b"tutela:profile-birth-date:" + household_id.bytes + profile_id.bytes
+
+
+def _email_aad(household_id: uuid.UUID, account_id: uuid.UUID) -> bytes:
+    return b"tutela:account-email:" + household_id.bytes + account_id.bytes
+
+
+def email_index(keys: KeyStore, email: str, *, now: datetime) -> bytes:
+    """Keyed index of an email (HMAC-SHA-256): lookups work, the table reveals no address."""
+    key = keys.service_key(EMAIL_INDEX_KEY, now=now)
+    return crypto.keyed_digest(key, rules.normalise_email(email).encode())
+
+
+def hash_device_token(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def _new_profile(
+    session: Session,
+    keys: KeyStore,
+    *,
+    household_id: uuid.UUID,
+    kind: ProfileKind,
+    name: str,
+    birth_date: date | None,
+    now: datetime,
+) -> Profile:
+    profile_id = uuid7()
+    key = keys.create_profile_key(household_id=household_id, profile_id=profile_id, now=now)
+    profile = Profile(
+        household_id=household_id,
+        id=profile_id,
+        kind=kind,
+        name_sealed=crypto.seal(key, name.encode(), aad=_name_aad(household_id, profile_id)),
+        birth_date_sealed=(
+            crypto.seal(key, birth_date.isoformat().encode(), aad=_birth_aad(household_id, profile_id))
+            if birth_date
+            else None
+        ),
+        created_at=now,
+        last_active_at=now,
+    )
+    session.add(profile)
+    record(
+        session,
+        tag=AuditTag.PROFILE_CREATED,
+        actor="system",
+        now=now,
+        household_id=household_id,
+        subject=f"profile:{profile_id}",
+    )
+    return profile
+
+
+def _new_device(
+    session: Session, *, household_id: uuid.UUID, spec: DeviceSpec, now: datetime
+) -> tuple[Device, str]:
+    kind, zone = rules.check_device(spec.kind, spec.zone)
+    device_id = uuid7()
+    token = f"{DEVICE_TOKEN_PREFIX}{secrets.token_urlsafe(32)}"
+    device = Device(
+        household_id=household_id,
+        id=device_id,
+        kind=kind,
+        zone=zone,
+        label=spec.label[:80],
+        token_hash=hash_device_token(token),
+        created_at=now,
+    )
+    session.add(device)
+    record(
+        session,
+        tag=AuditTag.DEVICE_REGISTERED,
+        actor="system",
+        now=now,
+        household_id=household_id,
+        subject=f"device:{device_id}",
+    )
+    return device, token
+
+
+def create_home(
+    session: Session, keys: KeyStore, *, spec: HomeSpec, now: datetime, commit: bool = True
+) -> CreatedHome:
+    """A household with its adults (accounts), children (with guardians) and devices.
+
+    Device tokens are returned once and stored only hashed. `commit=False` lets a bulk
+    loader (the demo) commit many homes at once.
+    """
+    if not spec.adults:
+        raise Conflict("A household needs at least one adult.", code="household_needs_adult")
+    household = Household(id=uuid7(), created_at=now, state="active")
+    session.add(household)
+    created = CreatedHome(household_id=household.id)
+    for adult in spec.adults:
+        email = rules.check_email(adult.email)
+        index = email_index(keys, email, now=now)
+        if session.scalar(select(Account.id).where(Account.email_index == index)) is not None:
+            raise Conflict("That email already has an account.", code="email_taken")
+        profile = _new_profile(
+            session, keys, household_id=household.id, kind=ProfileKind.ADULT,
+            name=adult.name, birth_date=None, now=now,
+        )
+        session.flush()
+        account_id = uuid7()
+        profile_key = keys.profile_key(household_id=household.id, profile_id=profile.id)
+        session.add(
+            Account(
+                household_id=household.id,
+                id=account_id,
+                profile_id=profile.id,
+                email_index=index,
+                email_sealed=crypto.seal(
+                    profile_key, email.encode(), aad=_email_aad(household.id, account_id)
+                ),
+                role=adult.role,
+                created_at=now,
+            )
+        )
+        # identity owns passwords; imported here because identity also reads accounts.
+        from tutela.identity.service import add_password  # noqa: PLC0415
+
+        session.flush()
+        add_password(
+            session, household_id=household.id, account_id=account_id,
+            password_hash=adult.password_hash, now=now,
+        )
+        record(
+            session, tag=AuditTag.ACCOUNT_CREATED, actor="system", now=now,
+            household_id=household.id, subject=f"account:{account_id}",
+        )
+        created.accounts[email] = account_id
+        created.adult_profiles[email] = profile.id
+    for child in spec.children:
+        rules.check_child_birth_date(child.birth_date, now.date())
+        profile = _new_profile(
+            session, keys, household_id=household.id, kind=ProfileKind.CHILD,
+            name=child.name, birth_date=child.birth_date, now=now,
+        )
+        session.flush()
+        guardians = [created.accounts.get(rules.normalise_email(e)) for e in child.guardian_emails]
+        if not guardians or None in guardians:
+            raise Conflict("A child's guardian must be an adult of the household.", code="unknown_guardian")
+        for account_id in guardians:
+            assert account_id is not None
+            session.add(
+                Guardianship(
+                    household_id=household.id,
+                    child_profile_id=profile.id,
+                    guardian_account_id=account_id,
+                    created_at=now,
+                )
+            )
+        created.child_profiles.append(profile.id)
+    for device_spec in spec.devices:
+        device, token = _new_device(session, household_id=household.id, spec=device_spec, now=now)
+        created.device_tokens[device.id] = token
+    if commit:
+        session.commit()
+    return created
+
+
+def register_device(
+    session: Session, *, household_id: uuid.UUID, spec: DeviceSpec, now: datetime
+) -> tuple[Device, str]:
+    """Add a device; its token is returned this once and kept only as a hash."""
+    if session.get(Household, household_id) is None:
+        raise NotFound("No such household.", code="household_not_found")
+    device, token = _new_device(session, household_id=household_id, spec=spec, now=now)
+    session.commit()
+    return device, token
+
+
+def revoke_device(
+    session: Session, *, household_id: uuid.UUID, device_id: uuid.UUID, now: datetime
+) -> Device:
+    device = session.get(Device, (household_id, device_id))
+    if device is None:
+        raise NotFound("No such device.", code="device_not_found")
+    if device.revoked_at is None:
+        device.revoked_at = now
+        record(
+            session, tag=AuditTag.DEVICE_REVOKED, actor="system", now=now,
+            household_id=household_id, subject=f"device:{device_id}",
+        )
+        session.commit()
+    return device
+
+
+def authenticate_device(session: Session, *, token: str, now: datetime) -> Device:
+    """The device a token belongs to; a bad, unknown or revoked token is refused alike."""
+    if not token.startswith(DEVICE_TOKEN_PREFIX) or len(token) > 200:
+        raise InvalidDeviceToken("The device token is not valid.")
+    digest = hash_device_token(token)
+    device = session.scalar(select(Device).where(Device.token_hash == digest))
+    if (
+        device is None
+        or not hmac.compare_digest(device.token_hash, digest)
+        or device.revoked_at is not None
+    ):
+        raise InvalidDeviceToken("The device token is not valid.")
+    return device
+
+
+def find_account(session: Session, keys: KeyStore, *, email: str, now: datetime) -> Account | None:
+    return session.scalar(
+        select(Account).where(Account.email_index == email_index(keys, email, now=now))
+    )
+
+
+def account_email(keys: KeyStore, account: Account) -> str:
+    key = keys.profile_key(household_id=account.household_id, profile_id=account.profile_id)
+    return crypto.open_sealed(
+        key, account.email_sealed, aad=_email_aad(account.household_id, account.id)
+    ).decode()
+
+
+def visible_profile_ids(
+    session: Session, *, household_id: uuid.UUID, account_id: uuid.UUID, own_profile_id: uuid.UUID
+) -> set[uuid.UUID]:
+    guarded = set(
+        session.scalars(
+            select(Guardianship.child_profile_id).where(
+                Guardianship.household_id == household_id,
+                Guardianship.guardian_account_id == account_id,
+            )
+        )
+    )
+    return rules.visible_profiles(own_profile_id=own_profile_id, guarded_profile_ids=guarded)
+
+
+def profile_view(keys: KeyStore, profile: Profile) -> ProfileView:
+    key = keys.profile_key(household_id=profile.household_id, profile_id=profile.id)
+    name = crypto.open_sealed(key, profile.name_sealed, aad=_name_aad(profile.household_id, profile.id))
+    birth = (
+        date.fromisoformat(
+            crypto.open_sealed(
+                key, profile.birth_date_sealed, aad=_birth_aad(profile.household_id, profile.id)
+            ).decode()
+        )
+        if profile.birth_date_sealed
+        else None
+    )
+    return ProfileView(
+        id=profile.id,
+        kind=profile.kind,
+        name=name.decode(),
+        birth_date=birth,
+        created_at=profile.created_at,
+        last_active_at=profile.last_active_at,
+    )
+
+
+def list_profiles(
+    session: Session, keys: KeyStore, *, household_id: uuid.UUID, profile_ids: set[uuid.UUID]
+) -> list[ProfileView]:
+    rows = session.scalars(
+        select(Profile)
+        .where(Profile.household_id == household_id, Profile.id.in_(profile_ids))
+        .order_by(Profile.kind, Profile.created_at)
+    ).all()
+    return [profile_view(keys, p) for p in rows]
+
+
+def list_devices(session: Session, *, household_id: uuid.UUID) -> list[Device]:
+    return list(
+        session.scalars(
+            select(Device).where(Device.household_id == household_id).order_by(Device.created_at)
+        )
+    )

@@ -1,0 +1,408 @@
+"""Use cases of the vault: device ingestion, and a customer's listing and reading of items.
+
+An upload is sealed as it streams in (no plaintext touches a disk), under a key made for
+that item alone. If anything fails before the item's row commits, the blob and the key
+are removed again: nothing half-written stays behind.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, tuple_
+from sqlalchemy.orm import Session
+
+from tutela.core.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
+from tutela.core.ids import uuid7
+from tutela.households.models import Device, Profile, ProfileState
+from tutela.vault import crypto, rules
+from tutela.vault.blobs import BlobStore
+from tutela.vault.keystore import KeyStore
+from tutela.vault.models import ItemKind, ItemState, MediaItem
+
+
+@dataclass
+class Vault:
+    """The key store and the blob store, the two ports every vault use case needs."""
+
+    keys: KeyStore
+    blobs: BlobStore
+    chunk_size: int = crypto.DEFAULT_CHUNK
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_upload_bytes: int
+    max_future_skew: timedelta
+    max_location_points: int = 10_000
+
+
+@dataclass(frozen=True)
+class LocationPoint:
+    latitude: float
+    longitude: float
+    captured_at: datetime
+    accuracy_m: float | None = None
+
+
+@dataclass(frozen=True)
+class Reader:
+    """Whose items a listing or read may show: one household, some of its profiles."""
+
+    household_id: uuid.UUID
+    profile_ids: frozenset[uuid.UUID]
+
+
+@dataclass
+class Page:
+    items: list[MediaItem]
+    next_cursor: str | None
+
+
+@dataclass
+class Content:
+    item: MediaItem
+    start: int
+    end: int
+    partial: bool
+    chunks: Iterator[bytes] = field(repr=False)
+
+
+def item_aad(household_id: uuid.UUID, item_id: uuid.UUID) -> bytes:
+    return b"tutela:item:" + household_id.bytes + item_id.bytes
+
+
+def blob_key(household_id: uuid.UUID, profile_id: uuid.UUID, item_id: uuid.UUID) -> str:
+    """Blobs are laid out by household and profile, so a profile's prefix is all of it."""
+    return f"{household_id}/{profile_id}/{item_id}"
+
+
+ACTIVITY_RESOLUTION = timedelta(hours=1)
+
+
+def _profile_for_upload(
+    session: Session, device: Device, profile_id: uuid.UUID, now: datetime
+) -> Profile:
+    profile = session.get(Profile, (device.household_id, profile_id))
+    if profile is None:
+        raise NotFound("No such profile in this device's household.", code="profile_not_found")
+    if profile.state != ProfileState.ACTIVE:
+        raise Conflict("This profile is being erased; nothing more is taken.", code="under_erasure")
+    if now - profile.last_active_at >= ACTIVITY_RESOLUTION:
+        # Activity keeps a child profile out of the inactive-child rule (A1).
+        profile.last_active_at = now
+    return profile
+
+
+def _limited(pieces: Iterable[bytes], *, limit: int, media_type: str) -> Iterator[bytes]:
+    """Pass `pieces` through, refusing past `limit` bytes and checking the sniffed type."""
+    total = 0
+    head = bytearray()
+    sniffed = False
+    for piece in pieces:
+        total += len(piece)
+        if total > limit:
+            raise PayloadTooLarge(f"Uploads are limited to {limit} bytes.")
+        if not sniffed:
+            head += piece
+            if len(head) < rules.SNIFF_BYTES:
+                continue
+            rules.check_sniffed(bytes(head), media_type)
+            sniffed = True
+            yield bytes(head)
+            continue
+        yield piece
+    if not sniffed:
+        if not head:
+            raise InvalidInput("The upload is empty.", code="empty_upload")
+        rules.check_sniffed(bytes(head), media_type)
+        yield bytes(head)
+
+
+def _store_sealed(
+    session: Session,
+    vault: Vault,
+    *,
+    item: MediaItem,
+    pieces: Iterable[bytes],
+    now: datetime,
+) -> MediaItem:
+    """Seal `pieces` into the item's blob, then commit its row; undo both on any failure."""
+    key = vault.keys.create_item_key(
+        household_id=item.household_id, profile_id=item.profile_id, item_id=item.id, now=now
+    )
+    item.blob_key = blob_key(item.household_id, item.profile_id, item.id)
+    sealer = crypto.StreamSealer(
+        key, aad=item_aad(item.household_id, item.id), chunk_size=vault.chunk_size
+    )
+    try:
+        item.sealed_size = vault.blobs.write(item.blob_key, sealer.seal(pieces))
+        item.size = sealer.plain_size
+        item.content_mac = sealer.digest
+        session.add(item)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        vault.blobs.delete(item.blob_key)
+        vault.keys.destroy_item_keys(household_id=item.household_id, item_ids=[item.id])
+        raise
+    return item
+
+
+def ingest_media(
+    session: Session,
+    vault: Vault,
+    *,
+    device: Device,
+    profile_id: uuid.UUID,
+    kind: str,
+    declared_type: str,
+    captured_at: datetime,
+    body: Iterable[bytes],
+    limits: Limits,
+    now: datetime,
+    source_item_id: uuid.UUID | None = None,
+    declared_length: int | None = None,
+) -> MediaItem:
+    """Take a recording, clip or snapshot from a device (R8: sealed before it is written)."""
+    item_kind, media_type = rules.check_upload_kind(kind, declared_type, device.kind)
+    rules.check_captured_at(captured_at, now=now, max_skew=limits.max_future_skew)
+    if declared_length is not None and declared_length > limits.max_upload_bytes:
+        raise PayloadTooLarge(f"Uploads are limited to {limits.max_upload_bytes} bytes.")
+    profile = _profile_for_upload(session, device, profile_id, now)
+    if item_kind is ItemKind.THUMBNAIL:
+        if source_item_id is None:
+            raise InvalidInput("A thumbnail names the clip it shows.", code="source_required")
+        _source_for_derived(session, device, profile, source_item_id, {ItemKind.VIDEO})
+    elif source_item_id is not None:
+        raise InvalidInput("Only derived artifacts name a source item.", code="source_not_allowed")
+    item = MediaItem(
+        household_id=device.household_id,
+        id=uuid7(),
+        profile_id=profile.id,
+        device_id=device.id,
+        source_item_id=source_item_id,
+        kind=item_kind,
+        media_type=media_type,
+        captured_at=captured_at,
+        received_at=now,
+        state=ItemState.ACTIVE,
+    )
+    pieces = _limited(body, limit=limits.max_upload_bytes, media_type=media_type)
+    return _store_sealed(session, vault, item=item, pieces=pieces, now=now)
+
+
+def _source_for_derived(
+    session: Session,
+    device: Device,
+    profile: Profile,
+    source_item_id: uuid.UUID,
+    kinds: set[ItemKind],
+) -> MediaItem:
+    source = session.get(MediaItem, (device.household_id, source_item_id))
+    if source is None or source.profile_id != profile.id or source.kind not in kinds:
+        raise NotFound("No such source item for this profile.", code="source_not_found")
+    if source.state != ItemState.ACTIVE:
+        raise Conflict("The source item is being erased.", code="under_erasure")
+    return source
+
+
+def ingest_transcript(
+    session: Session,
+    vault: Vault,
+    *,
+    device: Device,
+    source_item_id: uuid.UUID,
+    text: str,
+    language: str | None,
+    now: datetime,
+) -> MediaItem:
+    """A device's transcript of a voice recording: a derived item, sealed under its own key."""
+    if device.kind not in rules.DEVICE_KINDS[ItemKind.TRANSCRIPT]:
+        raise InvalidInput("This device cannot upload transcripts.", code="kind_not_for_device")
+    source = session.get(MediaItem, (device.household_id, source_item_id))
+    if source is None or source.kind != ItemKind.VOICE:
+        raise NotFound("No such voice recording.", code="source_not_found")
+    profile = _profile_for_upload(session, device, source.profile_id, now)
+    _source_for_derived(session, device, profile, source_item_id, {ItemKind.VOICE})
+    item_id = uuid7()
+    key = vault.keys.create_item_key(
+        household_id=device.household_id, profile_id=profile.id, item_id=item_id, now=now
+    )
+    payload = json.dumps({"text": text, "language": language}).encode()
+    item = MediaItem(
+        household_id=device.household_id,
+        id=item_id,
+        profile_id=profile.id,
+        device_id=device.id,
+        source_item_id=source.id,
+        kind=ItemKind.TRANSCRIPT,
+        media_type="text/plain",
+        captured_at=source.captured_at,
+        received_at=now,
+        size=len(text.encode()),
+        content_mac=crypto.keyed_digest(key, text.encode()),
+        sealed_fields=crypto.seal(key, payload, aad=item_aad(device.household_id, item_id)),
+        state=ItemState.ACTIVE,
+    )
+    try:
+        session.add(item)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        vault.keys.destroy_item_keys(household_id=device.household_id, item_ids=[item_id])
+        raise
+    return item
+
+
+def ingest_locations(
+    session: Session,
+    vault: Vault,
+    *,
+    device: Device,
+    profile_id: uuid.UUID,
+    points: list[LocationPoint],
+    limits: Limits,
+    now: datetime,
+) -> MediaItem:
+    """A batch of location points, stored whole as one sealed item, or refused whole."""
+    if device.kind not in rules.DEVICE_KINDS[ItemKind.LOCATION]:
+        raise InvalidInput("This device cannot upload locations.", code="kind_not_for_device")
+    if not points:
+        raise InvalidInput("A location batch needs at least one point.", code="empty_batch")
+    if len(points) > limits.max_location_points:
+        raise PayloadTooLarge(f"A batch holds at most {limits.max_location_points} points.")
+    for point in points:
+        rules.check_captured_at(point.captured_at, now=now, max_skew=limits.max_future_skew)
+    profile = _profile_for_upload(session, device, profile_id, now)
+    body = json.dumps(
+        [
+            {
+                "lat": p.latitude,
+                "lon": p.longitude,
+                "at": p.captured_at.isoformat(),
+                "accuracy_m": p.accuracy_m,
+            }
+            for p in points
+        ]
+    ).encode()
+    item = MediaItem(
+        household_id=device.household_id,
+        id=uuid7(),
+        profile_id=profile.id,
+        device_id=device.id,
+        kind=ItemKind.LOCATION,
+        media_type="application/json",
+        captured_at=min(p.captured_at for p in points),
+        received_at=now,
+        state=ItemState.ACTIVE,
+    )
+    return _store_sealed(session, vault, item=item, pieces=[body], now=now)
+
+
+def list_items(
+    session: Session,
+    *,
+    reader: Reader,
+    profile_id: uuid.UUID | None = None,
+    kind: ItemKind | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> Page:
+    """The reader's items, newest first, in pages that stay stable as new items arrive."""
+    profiles = reader.profile_ids
+    if profile_id is not None:
+        if profile_id not in profiles:
+            raise NotFound("No such profile.", code="profile_not_found")
+        profiles = frozenset({profile_id})
+    query = select(MediaItem).where(
+        MediaItem.household_id == reader.household_id,
+        MediaItem.profile_id.in_(profiles),
+        MediaItem.state == ItemState.ACTIVE,
+    )
+    if kind is not None:
+        query = query.where(MediaItem.kind == kind)
+    if since is not None:
+        query = query.where(MediaItem.captured_at >= since)
+    if until is not None:
+        query = query.where(MediaItem.captured_at < until)
+    if cursor is not None:
+        at, last_id = rules.decode_cursor(cursor)
+        query = query.where(tuple_(MediaItem.captured_at, MediaItem.id) < tuple_(at, last_id))
+    rows = list(
+        session.scalars(
+            query.order_by(MediaItem.captured_at.desc(), MediaItem.id.desc()).limit(limit + 1)
+        )
+    )
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = rules.encode_cursor(rows[-1].captured_at, rows[-1].id)
+    return Page(items=rows, next_cursor=next_cursor)
+
+
+def get_item(session: Session, *, reader: Reader, item_id: uuid.UUID) -> MediaItem:
+    """One of the reader's items; anybody else's answers NotFound, so ids leak nothing."""
+    item = session.get(MediaItem, (reader.household_id, item_id))
+    if item is None or item.profile_id not in reader.profile_ids or item.state != ItemState.ACTIVE:
+        raise NotFound("No such item.", code="item_not_found")
+    return item
+
+
+def derived_items(session: Session, *, item: MediaItem) -> list[MediaItem]:
+    return list(
+        session.scalars(
+            select(MediaItem)
+            .where(
+                MediaItem.household_id == item.household_id,
+                MediaItem.source_item_id == item.id,
+                MediaItem.state == ItemState.ACTIVE,
+            )
+            .order_by(MediaItem.id)
+        )
+    )
+
+
+def read_transcript(vault: Vault, *, item: MediaItem) -> dict[str, str | None]:
+    if item.kind != ItemKind.TRANSCRIPT or item.sealed_fields is None:
+        raise NotFound("No transcript.", code="item_not_found")
+    key = vault.keys.item_key(household_id=item.household_id, item_id=item.id)
+    data: dict[str, str | None] = json.loads(
+        crypto.open_sealed(key, item.sealed_fields, aad=item_aad(item.household_id, item.id))
+    )
+    return data
+
+
+def open_content(
+    session: Session,
+    vault: Vault,
+    *,
+    reader: Reader,
+    item_id: uuid.UUID,
+    byte_range: str | None = None,
+) -> Content:
+    """Decrypt an item's content, whole or one HTTP range, a chunk at a time."""
+    item = get_item(session, reader=reader, item_id=item_id)
+    if item.blob_key is None:
+        payload = json.dumps(read_transcript(vault, item=item)).encode()
+        return Content(
+            item=item, start=0, end=len(payload), partial=False, chunks=iter([payload])
+        )
+    parsed = rules.parse_range(byte_range, item.size) if item.size else None
+    span = parsed or (0, item.size)
+    key = vault.keys.item_key(household_id=item.household_id, item_id=item.id)
+    blob = item.blob_key
+    header = vault.blobs.read_at(blob, 0, crypto.STREAM_HEADER.size)
+    opener = crypto.StreamOpener(
+        key, aad=item_aad(item.household_id, item.id), header=header, plain_size=item.size
+    )
+    chunks = opener.read(
+        lambda offset, length: vault.blobs.read_at(blob, offset, length), span[0], span[1]
+    )
+    return Content(item=item, start=span[0], end=span[1], partial=parsed is not None, chunks=chunks)
