@@ -64,10 +64,15 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         # Field locations and messages only: the offending input may be personal data.
         errors = [
-            {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", "")} for e in exc.errors()
+            {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", "")}
+            for e in exc.errors()
         ]
         return problem(
-            422, "invalid_input", "Invalid input", "The request is not valid.", request.url.path,
+            422,
+            "invalid_input",
+            "Invalid input",
+            "The request is not valid.",
+            request.url.path,
             errors=errors,
         )
 
@@ -81,10 +86,15 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         error_id = uuid.uuid4().hex[:12]
         # The type only: a message or traceback could carry personal data.
-        log.error("unexpected error %s id=%s path=%s", type(exc).__name__, error_id, request.url.path)
+        log.error(
+            "unexpected error %s id=%s path=%s", type(exc).__name__, error_id, request.url.path
+        )
         return problem(
-            500, "internal_error", "Internal error",
-            f"Something went wrong on our side (error {error_id}).", request.url.path,
+            500,
+            "internal_error",
+            "Internal error",
+            f"Something went wrong on our side (error {error_id}).",
+            request.url.path,
         )
 
 
@@ -120,7 +130,10 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         response.headers.setdefault("x-frame-options", "DENY")
         # Path only, never the query string; ids are not personal content.
         log.info(
-            "%s %s %s %.1fms", request.method, request.url.path, response.status_code,
+            "%s %s %s %.1fms",
+            request.method,
+            request.url.path,
+            response.status_code,
             (time.perf_counter() - started) * 1000,
         )
         return response

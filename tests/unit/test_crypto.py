@@ -248,7 +248,9 @@ def test_ranged_reads_equal_plaintext_slices() -> None:
 
     rng = random.Random(2)
     ranges = [(0, size), (0, 1), (size - 1, size), (CHUNK, 2 * CHUNK), (5, size + 40)]
-    ranges += [tuple(sorted(rng.sample(range(size + 1), 2))) for _ in range(300)]
+    for _ in range(300):
+        low, high = sorted(rng.sample(range(size + 1), 2))
+        ranges.append((low, high))
     for start, end in ranges:
         fetched.clear()
         assert b"".join(opener.read(read_at, start, end)) == plaintext[start:end]

@@ -15,9 +15,7 @@ Store = Literal["main", "keys"]
 def alembic_config(store: Store, url: str) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS / store))
-    cfg.set_main_option(
-        "file_template", "%%(year)d%%(month).2d%%(day).2d_%%(rev)s_%%(slug)s"
-    )
+    cfg.set_main_option("file_template", "%%(year)d%%(month).2d%%(day).2d_%%(rev)s_%%(slug)s")
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     cfg.attributes["store"] = store
     return cfg

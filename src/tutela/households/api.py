@@ -26,13 +26,20 @@ def me(principal: CurrentPrincipal, session: DbSession, container: AppContainer)
 
 
 @router.get("/profiles", response_model=list[ProfileOut])
-def profiles(reader: CurrentReader, session: DbSession, container: AppContainer) -> list[ProfileOut]:
+def profiles(
+    reader: CurrentReader, session: DbSession, container: AppContainer
+) -> list[ProfileOut]:
     views = service.list_profiles(
-        session, container.vault.keys, household_id=reader.household_id, profile_ids=set(reader.profile_ids)
+        session,
+        container.vault.keys,
+        household_id=reader.household_id,
+        profile_ids=set(reader.profile_ids),
     )
     return [ProfileOut.of(v) for v in views]
 
 
 @router.get("/devices", response_model=list[DeviceOut])
 def devices(principal: CurrentPrincipal, session: DbSession) -> list[DeviceOut]:
-    return [DeviceOut.of(d) for d in service.list_devices(session, household_id=principal.household_id)]
+    return [
+        DeviceOut.of(d) for d in service.list_devices(session, household_id=principal.household_id)
+    ]

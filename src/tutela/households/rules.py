@@ -33,7 +33,7 @@ def visible_profiles(
 
 
 def check_device(kind: str, zone: str | None) -> tuple[DeviceKind, CameraZone | None]:
-    """A camera must say which zone it watches (bedroom and bathroom matter later); nothing else may."""
+    """A camera must say which zone it watches (bedrooms and bathrooms matter); nothing else may."""
     try:
         device_kind = DeviceKind(kind)
     except ValueError as exc:

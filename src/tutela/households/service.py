@@ -28,7 +28,7 @@ from tutela.households.models import (
 from tutela.vault import crypto
 from tutela.vault.keystore import EMAIL_INDEX_KEY, KeyStore
 
-DEVICE_TOKEN_PREFIX = "tdv_"
+DEVICE_TOKEN_PREFIX = "tdv_"  # noqa: S105 (a public prefix, not a secret)
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,9 @@ def _new_profile(
         kind=kind,
         name_sealed=crypto.seal(key, name.encode(), aad=_name_aad(household_id, profile_id)),
         birth_date_sealed=(
-            crypto.seal(key, birth_date.isoformat().encode(), aad=_birth_aad(household_id, profile_id))
+            crypto.seal(
+                key, birth_date.isoformat().encode(), aad=_birth_aad(household_id, profile_id)
+            )
             if birth_date
             else None
         ),
@@ -184,8 +186,13 @@ def create_home(
         if session.scalar(select(Account.id).where(Account.email_index == index)) is not None:
             raise Conflict("That email already has an account.", code="email_taken")
         profile = _new_profile(
-            session, keys, household_id=household.id, kind=ProfileKind.ADULT,
-            name=adult.name, birth_date=None, now=now,
+            session,
+            keys,
+            household_id=household.id,
+            kind=ProfileKind.ADULT,
+            name=adult.name,
+            birth_date=None,
+            now=now,
         )
         session.flush()
         account_id = uuid7()
@@ -208,27 +215,40 @@ def create_home(
 
         session.flush()
         add_password(
-            session, household_id=household.id, account_id=account_id,
-            password_hash=adult.password_hash, now=now,
+            session,
+            household_id=household.id,
+            account_id=account_id,
+            password_hash=adult.password_hash,
+            now=now,
         )
         record(
-            session, tag=AuditTag.ACCOUNT_CREATED, actor="system", now=now,
-            household_id=household.id, subject=f"account:{account_id}",
+            session,
+            tag=AuditTag.ACCOUNT_CREATED,
+            actor="system",
+            now=now,
+            household_id=household.id,
+            subject=f"account:{account_id}",
         )
         created.accounts[email] = account_id
         created.adult_profiles[email] = profile.id
     for child in spec.children:
         rules.check_child_birth_date(child.birth_date, now.date())
         profile = _new_profile(
-            session, keys, household_id=household.id, kind=ProfileKind.CHILD,
-            name=child.name, birth_date=child.birth_date, now=now,
+            session,
+            keys,
+            household_id=household.id,
+            kind=ProfileKind.CHILD,
+            name=child.name,
+            birth_date=child.birth_date,
+            now=now,
         )
         session.flush()
-        guardians = [created.accounts.get(rules.normalise_email(e)) for e in child.guardian_emails]
-        if not guardians or None in guardians:
-            raise Conflict("A child's guardian must be an adult of the household.", code="unknown_guardian")
-        for account_id in guardians:
-            assert account_id is not None
+        emails = [rules.normalise_email(e) for e in child.guardian_emails]
+        if not emails or any(e not in created.accounts for e in emails):
+            raise Conflict(
+                "A child's guardian must be an adult of the household.", code="unknown_guardian"
+            )
+        for account_id in (created.accounts[e] for e in emails):
             session.add(
                 Guardianship(
                     household_id=household.id,
@@ -266,8 +286,12 @@ def revoke_device(
     if device.revoked_at is None:
         device.revoked_at = now
         record(
-            session, tag=AuditTag.DEVICE_REVOKED, actor="system", now=now,
-            household_id=household_id, subject=f"device:{device_id}",
+            session,
+            tag=AuditTag.DEVICE_REVOKED,
+            actor="system",
+            now=now,
+            household_id=household_id,
+            subject=f"device:{device_id}",
         )
         session.commit()
     return device
@@ -317,7 +341,9 @@ def visible_profile_ids(
 
 def profile_view(keys: KeyStore, profile: Profile) -> ProfileView:
     key = keys.profile_key(household_id=profile.household_id, profile_id=profile.id)
-    name = crypto.open_sealed(key, profile.name_sealed, aad=_name_aad(profile.household_id, profile.id))
+    name = crypto.open_sealed(
+        key, profile.name_sealed, aad=_name_aad(profile.household_id, profile.id)
+    )
     birth = (
         date.fromisoformat(
             crypto.open_sealed(

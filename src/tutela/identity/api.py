@@ -21,7 +21,7 @@ class SignInIn(BaseModel):
 
 class TokenOut(BaseModel):
     token: str
-    token_type: str = "bearer"
+    token_type: str = "bearer"  # noqa: S105 (RFC 6750 token type)
     expires_at: datetime
 
 

@@ -23,7 +23,9 @@ class PasswordCredential(Base):
 
     __tablename__ = "passwords"
     __table_args__ = (
-        ForeignKeyConstraint(["household_id", "account_id"], ["accounts.household_id", "accounts.id"]),
+        ForeignKeyConstraint(
+            ["household_id", "account_id"], ["accounts.household_id", "accounts.id"]
+        ),
     )
 
     household_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
@@ -40,7 +42,9 @@ class SignInSession(Base):
 
     __tablename__ = "sessions"
     __table_args__ = (
-        ForeignKeyConstraint(["household_id", "account_id"], ["accounts.household_id", "accounts.id"]),
+        ForeignKeyConstraint(
+            ["household_id", "account_id"], ["accounts.household_id", "accounts.id"]
+        ),
         Index("ix_sessions_token_hash", "token_hash", unique=True),
         Index("ix_sessions_household_account", "household_id", "account_id"),
     )

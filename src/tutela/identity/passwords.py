@@ -10,7 +10,9 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 class PasswordHasher:
     """argon2id with parameters from settings; flags hashes made with older parameters."""
 
-    def __init__(self, *, time_cost: int = 2, memory_kib: int = 19_456, parallelism: int = 1) -> None:
+    def __init__(
+        self, *, time_cost: int = 2, memory_kib: int = 19_456, parallelism: int = 1
+    ) -> None:
         if memory_kib < 19_456 or time_cost < 2:
             raise ValueError("argon2id below OWASP's minimum (19 MiB, 2 passes)")
         self._argon = _Argon2(

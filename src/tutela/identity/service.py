@@ -23,7 +23,7 @@ from tutela.identity.models import PasswordCredential, SessionKind, SignInSessio
 from tutela.identity.passwords import PasswordHasher
 from tutela.vault.keystore import KeyStore
 
-SESSION_TOKEN_PREFIX = "tss_"
+SESSION_TOKEN_PREFIX = "tss_"  # noqa: S105 (a public prefix, not a secret)
 LAST_SEEN_RESOLUTION = timedelta(minutes=1)
 
 
@@ -143,7 +143,9 @@ def authenticate(session: Session, *, token: str, now: datetime) -> Principal:
     """The principal of a live session token; expired, ended or unknown tokens are refused."""
     if not token.startswith(SESSION_TOKEN_PREFIX) or len(token) > 200:
         raise NotAuthenticated("Sign in first.")
-    row = session.scalar(select(SignInSession).where(SignInSession.token_hash == _token_hash(token)))
+    row = session.scalar(
+        select(SignInSession).where(SignInSession.token_hash == _token_hash(token))
+    )
     if row is None or row.revoked_at is not None or row.expires_at <= now:
         raise NotAuthenticated("Your session has ended; sign in again.", code="session_ended")
     account = session.get(Account, (row.household_id, row.account_id))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
-
 from typing import Annotated
 
 import anyio
@@ -155,7 +154,11 @@ def get_item(
     item = service.get_item(session, reader=reader, item_id=item_id)
     derived = service.derived_items(session, item=item)
     transcript = next(
-        (service.read_transcript(container.vault, item=d)["text"] for d in derived if d.kind == ItemKind.TRANSCRIPT),
+        (
+            service.read_transcript(container.vault, item=d)["text"]
+            for d in derived
+            if d.kind == ItemKind.TRANSCRIPT
+        ),
         None,
     )
     if item.kind == ItemKind.TRANSCRIPT:
@@ -190,6 +193,6 @@ def item_content(
         status = 206
         headers["content-range"] = f"bytes {content.start}-{content.end - 1}/{content.item.size}"
     media_type = "application/json" if content.item.blob_key is None else content.item.media_type
-    return StreamingResponse(content.chunks, status_code=status, headers=headers, media_type=media_type)
-
-
+    return StreamingResponse(
+        content.chunks, status_code=status, headers=headers, media_type=media_type
+    )

@@ -18,6 +18,15 @@ from tutela.core.errors import NotFound
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+_MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
+
+
+def _is_missing(exc: Exception) -> bool:
+    """A ClientError that means "no such object"; anything else (403, 500…) is re-raised."""
+    error = getattr(exc, "response", {}).get("Error", {})
+    return str(error.get("Code", "")) in _MISSING
+
+
 _KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,511}$")
 S3_PART_BYTES = 8 * 1024 * 1024
 
@@ -203,19 +212,29 @@ class S3BlobStore:
             return b""
         try:
             obj = self.client.get_object(
-                Bucket=self.bucket, Key=check_blob_key(key), Range=f"bytes={offset}-{offset + length - 1}"
+                Bucket=self.bucket,
+                Key=check_blob_key(key),
+                Range=f"bytes={offset}-{offset + length - 1}",
             )
         except ClientError as exc:
-            raise NotFound("The stored media is gone.", code="blob_missing") from exc
+            if exc.response.get("Error", {}).get("Code") == "InvalidRange":
+                return b""  # past the end, as a file read would be
+            if _is_missing(exc):
+                raise NotFound("The stored media is gone.", code="blob_missing") from exc
+            raise
         return obj["Body"].read()
 
     def size(self, key: str) -> int:
         from botocore.exceptions import ClientError  # noqa: PLC0415
 
         try:
-            return self.client.head_object(Bucket=self.bucket, Key=check_blob_key(key))["ContentLength"]
+            return self.client.head_object(Bucket=self.bucket, Key=check_blob_key(key))[
+                "ContentLength"
+            ]
         except ClientError as exc:
-            raise NotFound("The stored media is gone.", code="blob_missing") from exc
+            if _is_missing(exc):
+                raise NotFound("The stored media is gone.", code="blob_missing") from exc
+            raise
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=check_blob_key(key))
@@ -225,8 +244,11 @@ class S3BlobStore:
 
         try:
             self.client.head_object(Bucket=self.bucket, Key=check_blob_key(key))
-        except ClientError:
-            return False
+        except ClientError as exc:
+            # Only "not found" means absent: an erasure check must not mistake a 403 for gone.
+            if _is_missing(exc):
+                return False
+            raise
         return True
 
     def keys(self, prefix: str = "") -> Iterator[str]:

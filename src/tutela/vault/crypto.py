@@ -35,6 +35,7 @@ STREAM_MAGIC: Final = b"TVS1"
 STREAM_PREFIX_BYTES: Final = 7
 STREAM_HEADER = struct.Struct(">4sI7s")  # magic, chunk size, nonce prefix
 DEFAULT_CHUNK: Final = 256 * 1024
+MAX_CHUNK: Final = 64 * 1024 * 1024
 
 
 def new_key() -> bytes:
@@ -80,6 +81,11 @@ def keyed_digest(key: bytes, data: bytes) -> bytes:
     return hmac.new(key, data, hashlib.sha256).digest()
 
 
+def content_mac_key(key: bytes) -> bytes:
+    """A MAC key derived from an item key, so one key never serves two primitives."""
+    return keyed_digest(key, b"tutela:content-mac")
+
+
 def _chunk_nonce(prefix: bytes, index: int, last: bool) -> bytes:
     return prefix + struct.pack(">IB", index, 1 if last else 0)
 
@@ -106,14 +112,14 @@ class StreamSealer:
         chunk_size: int = DEFAULT_CHUNK,
         mac_key: bytes | None = None,
     ) -> None:
-        if chunk_size <= 0 or chunk_size > 64 * 1024 * 1024:
+        if chunk_size <= 0 or chunk_size > MAX_CHUNK:
             raise ValueError("chunk size out of range")
         self._aead = AESGCM(key)
         self._chunk = chunk_size
         self._prefix = os.urandom(STREAM_PREFIX_BYTES)
         self._header = STREAM_HEADER.pack(STREAM_MAGIC, chunk_size, self._prefix)
         self._aad = self._header + aad
-        self._mac = hmac.new(mac_key or key, digestmod=hashlib.sha256)
+        self._mac = hmac.new(mac_key or content_mac_key(key), digestmod=hashlib.sha256)
         self.plain_size = 0
 
     @property
@@ -122,29 +128,45 @@ class StreamSealer:
 
     def seal(self, pieces: Iterable[bytes]) -> Iterator[bytes]:
         yield self._header
+        size = self._chunk
         buf = bytearray()
-        pending: bytes | None = None
+        pending: bytes | memoryview | None = None
         index = 0
         for piece in pieces:
             if not piece:
                 continue
             self._mac.update(piece)
             self.plain_size += len(piece)
-            buf += piece
-            while len(buf) >= self._chunk:
+            view = memoryview(piece)
+            if buf:
+                # Top up the partial chunk first.
+                take = min(size - len(buf), len(view))
+                buf += view[:take]
+                view = view[take:]
+                if len(buf) < size:
+                    continue
+                full: bytes | memoryview = bytes(buf)
+                buf.clear()
                 if pending is not None:
                     yield self._seal_chunk(pending, index, last=False)
                     index += 1
-                pending = bytes(buf[: self._chunk])
-                del buf[: self._chunk]
+                pending = full
+            # Whole chunks straight from the caller's buffer: no copy.
+            while len(view) >= size:
+                if pending is not None:
+                    yield self._seal_chunk(pending, index, last=False)
+                    index += 1
+                pending = view[:size]
+                view = view[size:]
+            buf += view
         if buf:
             if pending is not None:
                 yield self._seal_chunk(pending, index, last=False)
                 index += 1
             pending = bytes(buf)
-        yield self._seal_chunk(pending or b"", index, last=True)
+        yield self._seal_chunk(pending if pending is not None else b"", index, last=True)
 
-    def _seal_chunk(self, chunk: bytes, index: int, *, last: bool) -> bytes:
+    def _seal_chunk(self, chunk: bytes | memoryview, index: int, *, last: bool) -> bytes:
         return self._aead.encrypt(_chunk_nonce(self._prefix, index, last), chunk, self._aad)
 
 
@@ -159,11 +181,11 @@ class StreamOpener:
         if len(header) != STREAM_HEADER.size:
             raise IntegrityFailure("A sealed blob is truncated.")
         magic, chunk, prefix = STREAM_HEADER.unpack(header)
-        if magic != STREAM_MAGIC or chunk <= 0:
+        if magic != STREAM_MAGIC or chunk <= 0 or chunk > MAX_CHUNK:
             raise IntegrityFailure("A sealed blob has an unknown format.")
         self._aead = AESGCM(key)
-        self._chunk = chunk
-        self._prefix = prefix
+        self._chunk: int = chunk
+        self._prefix: bytes = prefix
         self._aad = header + aad
         self.plain_size = plain_size
         self._last_index = max(0, -(-plain_size // chunk) - 1)
@@ -183,7 +205,9 @@ class StreamOpener:
     def open_chunk(self, index: int, sealed_chunk: bytes) -> bytes:
         last = index == self._last_index
         try:
-            return self._aead.decrypt(_chunk_nonce(self._prefix, index, last), sealed_chunk, self._aad)
+            return self._aead.decrypt(
+                _chunk_nonce(self._prefix, index, last), sealed_chunk, self._aad
+            )
         except InvalidTag as exc:
             raise IntegrityFailure("A sealed blob failed its integrity check.") from exc
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tutela.core.errors import KeyUnavailable
@@ -118,7 +118,12 @@ class KeyStore:
     def item_key(self, *, household_id: uuid.UUID, item_id: uuid.UUID) -> bytes:
         with self.sessions() as s:
             row = s.execute(
-                select(ItemKey.wrapped, ProfileKey.wrapped, ProfileKey.master_key_id, ItemKey.profile_id)
+                select(
+                    ItemKey.wrapped,
+                    ProfileKey.wrapped,
+                    ProfileKey.master_key_id,
+                    ItemKey.profile_id,
+                )
                 .join(
                     ProfileKey,
                     (ProfileKey.household_id == ItemKey.household_id)
@@ -144,7 +149,9 @@ class KeyStore:
             return 0
         with self.sessions() as s:
             result = s.execute(
-                delete(ItemKey).where(ItemKey.household_id == household_id, ItemKey.item_id.in_(ids))
+                delete(ItemKey).where(
+                    ItemKey.household_id == household_id, ItemKey.item_id.in_(ids)
+                )
             )
             s.commit()
         return int(getattr(result, "rowcount", 0) or 0)
@@ -212,7 +219,9 @@ class KeyStore:
                     break
                 for row in rows:
                     ctx = _profile_context(row.household_id, row.profile_id)
-                    key = crypto.unwrap_key(self.source.key(row.master_key_id), row.wrapped, context=ctx)
+                    key = crypto.unwrap_key(
+                        self.source.key(row.master_key_id), row.wrapped, context=ctx
+                    )
                     row.wrapped = crypto.wrap_key(new_key, key, context=ctx)
                     row.master_key_id = new_id
                 rewrapped += len(rows)
@@ -220,7 +229,9 @@ class KeyStore:
         with self.sessions() as s:
             for svc in s.scalars(select(ServiceKey).where(ServiceKey.master_key_id != new_id)):
                 ctx = _service_context(svc.name)
-                key = crypto.unwrap_key(self.source.key(svc.master_key_id), svc.wrapped, context=ctx)
+                key = crypto.unwrap_key(
+                    self.source.key(svc.master_key_id), svc.wrapped, context=ctx
+                )
                 svc.wrapped = crypto.wrap_key(new_key, key, context=ctx)
                 svc.master_key_id = new_id
                 rewrapped += 1

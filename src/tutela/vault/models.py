@@ -41,7 +41,9 @@ class MediaItem(Base):
             ["household_id", "profile_id"], ["profiles.household_id", "profiles.id"]
         ),
         ForeignKeyConstraint(["household_id", "device_id"], ["devices.household_id", "devices.id"]),
-        ForeignKeyConstraint(["household_id", "source_item_id"], ["items.household_id", "items.id"]),
+        ForeignKeyConstraint(
+            ["household_id", "source_item_id"], ["items.household_id", "items.id"]
+        ),
         Index("ix_items_household_profile_captured", "household_id", "profile_id", "captured_at"),
         Index("ix_items_household_captured", "household_id", "captured_at"),
         Index("ix_items_household_source", "household_id", "source_item_id"),

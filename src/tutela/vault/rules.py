@@ -12,7 +12,9 @@ from tutela.vault.models import ItemKind
 
 # What each uploaded kind accepts, by declared media type.
 MEDIA_TYPES: dict[ItemKind, frozenset[str]] = {
-    ItemKind.VOICE: frozenset({"audio/wav", "audio/x-wav", "audio/wave", "audio/ogg", "audio/opus"}),
+    ItemKind.VOICE: frozenset(
+        {"audio/wav", "audio/x-wav", "audio/wave", "audio/ogg", "audio/opus"}
+    ),
     ItemKind.VIDEO: frozenset({"video/mp4"}),
     ItemKind.SNAPSHOT: frozenset({"image/jpeg"}),
     ItemKind.THUMBNAIL: frozenset({"image/jpeg"}),

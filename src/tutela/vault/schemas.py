@@ -51,7 +51,9 @@ class TranscriptIn(BaseModel):
 
     source_item_id: uuid.UUID
     text: str = Field(min_length=1, max_length=100_000)
-    language: str | None = Field(default=None, max_length=35, pattern=r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$")
+    language: str | None = Field(
+        default=None, max_length=35, pattern=r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$"
+    )
 
 
 class LocationPointIn(BaseModel):

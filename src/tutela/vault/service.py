@@ -245,7 +245,7 @@ def ingest_transcript(
         captured_at=source.captured_at,
         received_at=now,
         size=len(text.encode()),
-        content_mac=crypto.keyed_digest(key, text.encode()),
+        content_mac=crypto.keyed_digest(crypto.content_mac_key(key), text.encode()),
         sealed_fields=crypto.seal(key, payload, aad=item_aad(device.household_id, item_id)),
         state=ItemState.ACTIVE,
     )
@@ -391,9 +391,7 @@ def open_content(
     item = get_item(session, reader=reader, item_id=item_id)
     if item.blob_key is None:
         payload = json.dumps(read_transcript(vault, item=item)).encode()
-        return Content(
-            item=item, start=0, end=len(payload), partial=False, chunks=iter([payload])
-        )
+        return Content(item=item, start=0, end=len(payload), partial=False, chunks=iter([payload]))
     parsed = rules.parse_range(byte_range, item.size) if item.size else None
     span = parsed or (0, item.size)
     key = vault.keys.item_key(household_id=item.household_id, item_id=item.id)

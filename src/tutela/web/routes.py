@@ -56,7 +56,9 @@ def login(
 ) -> Response:
     expected = request.cookies.get(CSRF_COOKIE, "")
     if not expected or not secrets.compare_digest(expected, csrf):
-        return _login_page(request, error="Your sign-in form expired; please try again.", status=400)
+        return _login_page(
+            request, error="Your sign-in form expired; please try again.", status=400
+        )
     try:
         issued = identity.sign_in(
             session,
@@ -140,7 +142,9 @@ def profile_page(
     transcripts: dict[uuid.UUID, str | None] = {}
     for item in page.items:
         if item.kind == ItemKind.TRANSCRIPT and item.source_item_id is not None:
-            transcripts[item.source_item_id] = vault.read_transcript(container.vault, item=item)["text"]
+            transcripts[item.source_item_id] = vault.read_transcript(container.vault, item=item)[
+                "text"
+            ]
     shown = [i for i in page.items if i.kind != ItemKind.TRANSCRIPT]
     return templates.TemplateResponse(
         request,

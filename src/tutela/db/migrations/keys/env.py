@@ -9,9 +9,10 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from tutela.core.types import UTCDateTime
-from tutela.db.engine import make_engine
 from tutela.db import registry  # noqa: F401  (fills the metadata)
 from tutela.db.base import KeyBase
+from tutela.db.engine import make_engine
+from tutela.settings import Settings
 
 target_metadata = KeyBase.metadata
 
@@ -44,10 +45,7 @@ def run_migrations_online() -> None:
         return
     url = context.config.get_main_option("sqlalchemy.url")
     if not url:
-        from tutela.settings import Settings
-
-        settings = Settings()
-        url = settings.main_url if "keys" == "main" else settings.keys_url
+        url = Settings().keys_url
     engine = make_engine(url)
     try:
         with engine.connect() as conn:

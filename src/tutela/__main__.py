@@ -1,0 +1,5 @@
+"""`python -m tutela` runs the command line."""
+
+from tutela.cli import main
+
+main()

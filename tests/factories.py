@@ -1,0 +1,109 @@
+"""Test data: homes through the real services, and small but valid media files."""
+
+from __future__ import annotations
+
+import io
+import math
+import struct
+import wave
+from datetime import date, timedelta
+
+from tutela.container import Container
+from tutela.households import service as households
+from tutela.households.models import AccountRole, Device
+from tutela.households.service import AdultSpec, ChildSpec, CreatedHome, DeviceSpec, HomeSpec
+
+PASSWORD = "correct horse battery staple"
+_hash_cache: dict[int, str] = {}
+
+
+def password_hash(container: Container) -> str:
+    """argon2id is slow on purpose; one hash serves every account in a test."""
+    key = id(container.hasher)
+    if key not in _hash_cache:
+        _hash_cache[key] = container.hasher.hash(PASSWORD)
+    return _hash_cache[key]
+
+
+def make_home(
+    container: Container,
+    *,
+    tag: str,
+    child_name: str = "Lily Marchetti",
+    second_adult: bool = False,
+) -> CreatedHome:
+    """A home with a parent (guardian of one child), a voice device, a nursery camera, a phone."""
+    adults = [
+        AdultSpec(
+            "Ana Marchetti", f"ana.{tag}@example.com", password_hash(container), AccountRole.OWNER
+        )
+    ]
+    if second_adult:
+        adults.append(
+            AdultSpec("Bruno Marchetti", f"bruno.{tag}@example.com", password_hash(container))
+        )
+    spec = HomeSpec(
+        adults=tuple(adults),
+        children=(ChildSpec(child_name, date(2019, 3, 14), (f"ana.{tag}@example.com",)),),
+        devices=(
+            DeviceSpec("voice", "Kitchen speaker"),
+            DeviceSpec("camera", "Nursery camera", "nursery"),
+            DeviceSpec("phone", "Family phone"),
+        ),
+    )
+    with container.stores.session() as session:
+        return households.create_home(
+            session, container.vault.keys, spec=spec, now=container.clock.now()
+        )
+
+
+def device_token(home: CreatedHome, container: Container, kind: str) -> str:
+    with container.stores.session() as session:
+        for device_id, token in home.device_tokens.items():
+            device = session.get(Device, (home.household_id, device_id))
+            assert device is not None
+            if device.kind == kind:
+                return token
+    raise LookupError(kind)
+
+
+def wav_bytes(seconds: float = 1.0, *, rate: int = 8000, pitch: float = 440.0) -> bytes:
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        frames = int(seconds * rate)
+        w.writeframes(
+            b"".join(
+                struct.pack("<h", int(9000 * math.sin(2 * math.pi * pitch * i / rate)))
+                for i in range(frames)
+            )
+        )
+    return buf.getvalue()
+
+
+def jpeg_bytes(width: int = 64, height: int = 48) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (40, 120, 200)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def mp4_bytes(payload: int = 4096) -> bytes:
+    """An ISO BMFF file: an `ftyp` box then an `mdat` box (enough to sniff as MP4)."""
+    ftyp = struct.pack(">I4s4sI", 24, b"ftyp", b"isom", 512) + b"isomiso2"
+    mdat = struct.pack(">I4s", 8 + payload, b"mdat") + bytes(payload)
+    return ftyp + mdat
+
+
+def ogg_opus_bytes() -> bytes:
+    """The first Ogg page of an Opus stream: `OggS` header carrying an `OpusHead` packet."""
+    head = b"OpusHead" + bytes([1, 1]) + struct.pack("<HIhB", 312, 48000, 0, 0)
+    page = b"OggS" + bytes([0, 2]) + bytes(8) + struct.pack("<II", 1, 0) + bytes(4)
+    return page + bytes([1, len(head)]) + head + bytes(200)
+
+
+def past(container: Container, minutes: int = 5) -> str:
+    return (container.clock.now() - timedelta(minutes=minutes)).isoformat()

@@ -1,0 +1,84 @@
+"""The `tutela` command line on a fresh home: migrate, rotate the master key, run a worker."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from tests.factories import PASSWORD, device_token, make_home, past, wav_bytes
+from typer.testing import CliRunner
+
+from tutela.app import create_app
+from tutela.cli import app
+from tutela.container import build
+from tutela.settings import Settings
+
+
+@pytest.fixture
+def home_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for var in ("TUTELA_DATABASE_URL", "TUTELA_KEYSTORE_URL", "TUTELA_MASTER_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("TUTELA_HOME", str(tmp_path))
+    return tmp_path
+
+
+def test_db_upgrade_makes_both_stores_and_check_agrees(home_dir: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    assert (home_dir / "tutela.db").exists() and (home_dir / "keys.db").exists()
+    result = runner.invoke(app, ["db", "check"])
+    assert result.exit_code == 0, result.output
+    assert "agree" in result.output
+
+
+def test_rotate_master_then_a_recording_still_plays(home_dir: Path) -> None:
+    runner = CliRunner()
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    container = build(Settings())
+    home = make_home(container, tag="cli")
+    with TestClient(create_app(container=container)) as client:
+        audio = wav_bytes(0.4)
+        r = client.post(
+            "/api/v1/ingest/media",
+            params={
+                "profile_id": str(home.child_profiles[0]),
+                "kind": "voice",
+                "captured_at": past(container),
+            },
+            content=audio,
+            headers={
+                "authorization": f"Bearer {device_token(home, container, 'voice')}",
+                "content-type": "audio/wav",
+            },
+        )
+        assert r.status_code == 201
+        key_file_before = (home_dir / "master.key").read_text()
+        result = runner.invoke(app, ["keys", "rotate-master"])
+        assert result.exit_code == 0, result.output
+        assert "1 old master key(s) retired" in result.output
+        assert (home_dir / "master.key").read_text() != key_file_before
+        token = client.post(
+            "/api/v1/auth/token", json={"email": "ana.cli@example.com", "password": PASSWORD}
+        ).json()["token"]
+        got = client.get(
+            f"/api/v1/items/{r.json()['id']}/content", headers={"authorization": f"Bearer {token}"}
+        )
+        assert got.status_code == 200
+        assert got.content == audio
+    container.close()
+
+
+def test_worker_runs_a_pass_and_stops(home_dir: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "tutela", "worker", "--once"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "worker stopped" in proc.stderr

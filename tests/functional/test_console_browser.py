@@ -1,0 +1,427 @@
+"""The console in Debian's Chromium: sign-in, a child's recordings that play, one household only."""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import socket
+import threading
+import time
+import uuid
+import wave
+from array import array
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from PIL import Image, ImageDraw
+from playwright.sync_api import Page, expect
+
+from tutela.app import create_app
+from tutela.container import Container
+from tutela.db import migrate
+from tutela.households import service as households
+from tutela.households.models import AccountRole, Device
+from tutela.settings import Settings
+from tutela.vault import service as vault
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOT = Path("/tmp/console-profile.png")
+PASSWORD = "correct horse battery staple"
+SAMPLE_RATE = 16_000
+SNAPSHOT_SIZE = (320, 240)
+
+
+@dataclass(frozen=True)
+class Recording:
+    item_id: uuid.UUID
+    seconds: float
+    transcript: str
+
+
+@dataclass(frozen=True)
+class Household:
+    """What the signed-in parent should see, and what belongs to the family next door."""
+
+    email: str
+    child_id: uuid.UUID
+    child_name: str
+    recordings: tuple[Recording, ...]
+    snapshot_id: uuid.UUID
+    other_child_id: uuid.UUID
+    other_recording: Recording
+
+
+def wav_tone(seconds: float, *, hz: float = 440.0) -> bytes:
+    """A real 16-bit mono PCM WAV file, as a voice assistant would upload."""
+    frames = round(seconds * SAMPLE_RATE)
+    samples = array(
+        "h", (round(6000 * math.sin(2 * math.pi * hz * i / SAMPLE_RATE)) for i in range(frames))
+    )
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(SAMPLE_RATE)
+        out.writeframes(samples.tobytes())
+    return buffer.getvalue()
+
+
+def jpeg_snapshot() -> bytes:
+    image = Image.new("RGB", SNAPSHOT_SIZE, (200, 220, 240))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((40, 60, 140, 200), fill=(240, 180, 60))
+    draw.ellipse((180, 50, 280, 150), fill=(90, 160, 90))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def _devices(container: Container, home: households.CreatedHome) -> dict[str, Device]:
+    with container.stores.session() as session:
+        found = [session.get(Device, (home.household_id, d)) for d in home.device_tokens]
+        return {d.kind: d for d in found if d is not None}
+
+
+def _record_voice(
+    container: Container,
+    *,
+    device: Device,
+    profile_id: uuid.UUID,
+    seconds: float,
+    transcript: str,
+    captured_at: datetime,
+    now: datetime,
+) -> Recording:
+    with container.stores.session() as session:
+        item = vault.ingest_media(
+            session,
+            container.vault,
+            device=device,
+            profile_id=profile_id,
+            kind="voice",
+            declared_type="audio/wav",
+            captured_at=captured_at,
+            body=[wav_tone(seconds)],
+            limits=container.limits,
+            now=now,
+        )
+        vault.ingest_transcript(
+            session,
+            container.vault,
+            device=device,
+            source_item_id=item.id,
+            text=transcript,
+            language="en",
+            now=now,
+        )
+        return Recording(item_id=item.id, seconds=seconds, transcript=transcript)
+
+
+def _build_households(container: Container) -> Household:
+    now = container.clock.now()
+    password_hash = container.hasher.hash(PASSWORD)
+    with container.stores.session() as session:
+        ours = households.create_home(
+            session,
+            container.vault.keys,
+            spec=households.HomeSpec(
+                adults=(
+                    households.AdultSpec(
+                        "Ana Parent", "ana@example.com", password_hash, AccountRole.OWNER
+                    ),
+                ),
+                children=(
+                    households.ChildSpec("Lily Child", date(2018, 5, 1), ("ana@example.com",)),
+                ),
+                devices=(
+                    households.DeviceSpec("voice", "Kitchen speaker"),
+                    households.DeviceSpec("camera", "Nursery cam", "nursery"),
+                ),
+            ),
+            now=now,
+        )
+        theirs = households.create_home(
+            session,
+            container.vault.keys,
+            spec=households.HomeSpec(
+                adults=(
+                    households.AdultSpec(
+                        "Bo Neighbour", "bo@example.com", password_hash, AccountRole.OWNER
+                    ),
+                ),
+                children=(
+                    households.ChildSpec("Max Neighbour", date(2017, 3, 9), ("bo@example.com",)),
+                ),
+                devices=(households.DeviceSpec("voice", "Hall speaker"),),
+            ),
+            now=now,
+        )
+    our_devices, their_devices = _devices(container, ours), _devices(container, theirs)
+    child = ours.child_profiles[0]
+    recordings = tuple(
+        _record_voice(
+            container,
+            device=our_devices["voice"],
+            profile_id=child,
+            seconds=seconds,
+            transcript=transcript,
+            captured_at=now - timedelta(hours=hours_ago),
+            now=now,
+        )
+        for seconds, transcript, hours_ago in (
+            (2.0, "Play the dinosaur song", 3),
+            (2.5, "What do whales eat for breakfast", 2),
+        )
+    )
+    with container.stores.session() as session:
+        snapshot = vault.ingest_media(
+            session,
+            container.vault,
+            device=our_devices["camera"],
+            profile_id=child,
+            kind="snapshot",
+            declared_type="image/jpeg",
+            captured_at=now - timedelta(minutes=30),
+            body=[jpeg_snapshot()],
+            limits=container.limits,
+            now=now,
+        )
+    other = _record_voice(
+        container,
+        device=their_devices["voice"],
+        profile_id=theirs.child_profiles[0],
+        seconds=2.0,
+        transcript="The neighbours' secret birthday plan",
+        captured_at=now - timedelta(hours=1),
+        now=now,
+    )
+    return Household(
+        email="ana@example.com",
+        child_id=child,
+        child_name="Lily Child",
+        recordings=recordings,
+        snapshot_id=snapshot.id,
+        other_child_id=theirs.child_profiles[0],
+        other_recording=other,
+    )
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
+    if not CHROMIUM.exists():
+        reason = f"{CHROMIUM} is missing: `apt-get install -y chromium` (RECIPES.md)"
+        if os.environ.get("TUTELA_REQUIRE_BROWSER") == "1":
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    return {
+        **browser_type_launch_args,
+        "executable_path": str(CHROMIUM),
+        "args": [
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--autoplay-policy=no-user-gesture-required",
+        ],
+    }
+
+
+@pytest.fixture(scope="session")
+def console_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Household]]:
+    """The app on a free loopback port, over a fresh home folder holding two households."""
+    home = tmp_path_factory.mktemp("tutela-home")
+    # Explicit stores, so a developer's TUTELA_DATABASE_URL or S3 settings are never touched.
+    settings = Settings(
+        environment="test",
+        home=home,
+        database_url=None,
+        keystore_url=None,
+        master_key=None,
+        master_key_file=None,
+        blob_store="local",
+        blob_dir=None,
+        log_level="WARNING",
+    )
+    migrate.upgrade(settings.main_url, settings.keys_url)
+    app = create_app(settings)
+    household = _build_households(app.state.container)
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("The console server did not start.", pytrace=False)
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}", household
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        listener.close()
+
+
+@pytest.fixture(scope="session")
+def base_url(console_app: tuple[str, Household]) -> str:
+    return console_app[0]
+
+
+@pytest.fixture(scope="session")
+def household(console_app: tuple[str, Household]) -> Household:
+    return console_app[1]
+
+
+@pytest.fixture(autouse=True)
+def _quick_failures(page: Page) -> None:
+    # Every page here answers in milliseconds; a 30 s wait would only hide a failure.
+    page.set_default_timeout(5_000)
+
+
+def sign_in(page: Page, email: str, password: str) -> None:
+    page.goto("/login")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def open_child_page(page: Page, base_url: str, household: Household) -> None:
+    sign_in(page, household.email, PASSWORD)
+    page.get_by_role("link", name=household.child_name).click()
+    expect(page).to_have_url(f"{base_url}/profiles/{household.child_id}")
+
+
+def test_a_parent_signs_in_and_sees_the_child(
+    page: Page, base_url: str, household: Household
+) -> None:
+    sign_in(page, household.email, PASSWORD)
+
+    expect(page).to_have_url(f"{base_url}/")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Your household")
+    expect(page.get_by_role("link", name=household.child_name)).to_be_visible()
+    expect(page.get_by_text("Max Neighbour")).to_have_count(0)
+
+
+def test_a_wrong_password_is_refused_without_a_session(
+    page: Page, base_url: str, household: Household
+) -> None:
+    sign_in(page, household.email, "not the password")
+
+    expect(page.get_by_role("alert")).to_have_text("The email or password is not right.")
+    assert "tutela_session" not in {c["name"] for c in page.context.cookies()}
+    page.goto("/")
+    expect(page).to_have_url(f"{base_url}/login")
+
+
+def test_the_childs_recordings_play_with_their_transcripts(
+    page: Page, base_url: str, household: Household
+) -> None:
+    open_child_page(page, base_url, household)
+    expect(page.get_by_role("heading", level=1)).to_contain_text(household.child_name)
+
+    for recording in household.recordings:
+        item = page.locator(f'[data-item-id="{recording.item_id}"]')
+        expect(item).to_contain_text(recording.transcript)
+        audio = item.locator("audio")
+        expect(audio).to_have_count(1)
+        audio.scroll_into_view_if_needed()
+        assert audio.evaluate("a => a.play().then(() => true)") is True
+        page.wait_for_function(
+            "a => a.currentTime > 0 && Number.isFinite(a.duration)",
+            arg=audio.element_handle(),
+            timeout=5_000,
+        )
+        duration = audio.evaluate("a => { a.pause(); return a.duration; }")
+        assert duration == pytest.approx(recording.seconds, abs=0.2)
+
+    snapshot = page.locator(f'[data-item-id="{household.snapshot_id}"] img')
+    snapshot.scroll_into_view_if_needed()
+    page.wait_for_function(
+        "img => img.complete && img.naturalWidth > 0", arg=snapshot.element_handle()
+    )
+    assert snapshot.evaluate("img => img.naturalWidth") == SNAPSHOT_SIZE[0]
+
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+
+def test_the_other_households_items_stay_out_of_sight(
+    page: Page, base_url: str, household: Household
+) -> None:
+    open_child_page(page, base_url, household)
+    expect(page.locator("audio")).to_have_count(len(household.recordings))
+
+    html = page.content()
+    assert household.other_recording.transcript not in html
+    assert str(household.other_recording.item_id) not in html
+    foreign = page.goto(f"/api/v1/items/{household.other_recording.item_id}/content")
+    assert foreign is not None
+    assert foreign.status == 404
+    foreign_profile = page.goto(f"/profiles/{household.other_child_id}")
+    assert foreign_profile is not None
+    assert foreign_profile.status == 404
+
+
+def test_a_kind_filter_shows_only_that_kind(
+    page: Page, base_url: str, household: Household
+) -> None:
+    open_child_page(page, base_url, household)
+
+    page.get_by_role("link", name="Snapshots").click()
+
+    expect(page).to_have_url(f"{base_url}/profiles/{household.child_id}?kind=snapshot")
+    expect(page.get_by_role("link", name="Snapshots")).to_have_attribute("aria-current", "page")
+    expect(page.locator("[data-item-id]")).to_have_count(1)
+    expect(page.locator(f'[data-item-id="{household.snapshot_id}"] img')).to_be_visible()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="web/routes.py profile_page takes transcripts only from the filtered page of items",
+)
+def test_the_voice_filter_keeps_the_transcripts(
+    page: Page, base_url: str, household: Household
+) -> None:
+    open_child_page(page, base_url, household)
+
+    page.get_by_role("link", name="Voice", exact=True).click()
+
+    expect(page.locator("audio")).to_have_count(len(household.recordings))
+    for recording in household.recordings:
+        expect(page.get_by_text(recording.transcript)).to_be_visible(timeout=1_000)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="POST /logout answers 403: the app's `Referrer-Policy: no-referrer` makes Chromium "
+    "send `Origin: null`, which deps._check_same_origin refuses",
+)
+def test_signing_out_ends_the_session(page: Page, base_url: str, household: Household) -> None:
+    open_child_page(page, base_url, household)
+    (old_session,) = [c for c in page.context.cookies() if c["name"] == "tutela_session"]
+
+    page.get_by_role("button", name="Sign out").click()
+
+    expect(page).to_have_url(f"{base_url}/login")
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    page.goto("/")
+    expect(page).to_have_url(f"{base_url}/login")
+    # The server forgot the session too: its old cookie, replayed, no longer signs anyone in.
+    page.context.add_cookies([old_session])
+    page.goto("/")
+    expect(page).to_have_url(f"{base_url}/login")

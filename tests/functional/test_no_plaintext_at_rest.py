@@ -1,0 +1,91 @@
+"""No plaintext personal data at rest: database files, WAL, key store and blobs (R8, C2, S6).
+
+A demo-like home is written through the API; then the raw bytes of every file Tutela
+keeps (and, on PostgreSQL, a dump of the main database) are searched for the child's
+name, the child's birth date, a transcript's words, the parent's email and the audio.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import make_url
+from tests.factories import device_token, past, wav_bytes
+from tests.functional.conftest import owner_email, sign_in
+
+from tutela.container import Container
+from tutela.households.service import CreatedHome
+
+TRANSCRIPT = "remind me to pick up Zephyrine from violin practice"
+SECRETS = [b"Lily Marchetti", b"Marchetti", b"2019-03-14", b"Zephyrine", b"violin practice"]
+
+
+def _write_everything(client: TestClient, container: Container, home: CreatedHome) -> bytes:
+    audio = wav_bytes(0.5, pitch=523.0)
+    r = client.post(
+        "/api/v1/ingest/media",
+        params={
+            "profile_id": str(home.child_profiles[0]),
+            "kind": "voice",
+            "captured_at": past(container),
+        },
+        content=audio,
+        headers={
+            "authorization": f"Bearer {device_token(home, container, 'voice')}",
+            "content-type": "audio/wav",
+        },
+    )
+    assert r.status_code == 201
+    t = client.post(
+        "/api/v1/ingest/transcripts",
+        json={"source_item_id": r.json()["id"], "text": TRANSCRIPT},
+        headers={"authorization": f"Bearer {device_token(home, container, 'voice')}"},
+    )
+    assert t.status_code == 201
+    # The data is really there and readable through Tutela.
+    headers = sign_in(client, owner_email(home))
+    assert (
+        client.get(f"/api/v1/items/{r.json()['id']}", headers=headers).json()["transcript"]
+        == TRANSCRIPT
+    )
+    names = [p["name"] for p in client.get("/api/v1/profiles", headers=headers).json()]
+    assert "Lily Marchetti" in names
+    return audio[44:4000]  # a run of raw PCM samples
+
+
+def _files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file()]
+
+
+def test_nothing_personal_is_stored_in_plaintext(
+    client: TestClient, container: Container, home: CreatedHome, backend: str, tmp_path: Path
+) -> None:
+    pcm = _write_everything(client, container, home)
+    needles = [*SECRETS, owner_email(home).encode(), pcm]
+    files = _files(container.settings.blob_path)
+    assert files, "blobs were written"
+    for url in (container.settings.main_url, container.settings.keys_url):
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite":
+            db = Path(str(parsed.database))
+            files += [p for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")) if p.exists()]
+    if backend == "postgresql":
+        pg_dump = shutil.which("pg_dump")
+        if pg_dump is None:
+            pytest.skip("pg_dump is not installed")
+        for url in (container.settings.main_url, container.settings.keys_url):
+            out = tmp_path / f"{make_url(url).database}.sql"
+            plain = make_url(url).set(drivername="postgresql").render_as_string(False)
+            subprocess.run([pg_dump, "--data-only", "-f", str(out), plain], check=True)
+            files.append(out)
+        assert any(b"COPY public.items" in f.read_bytes() for f in files if f.suffix == ".sql")
+    else:
+        assert any(f.name.endswith("-wal") or f.name == "tutela.db" for f in files)
+    for path in files:
+        data = path.read_bytes()
+        for needle in needles:
+            assert needle not in data, f"{needle[:20]!r} found in plaintext in {path.name}"

@@ -1,0 +1,172 @@
+"""The key hierarchy on both stores: keys kept apart, cryptographic erase, rotation (S6, R8)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect, select
+from tests.factories import make_home, past, wav_bytes
+
+from tutela.container import Container
+from tutela.core.errors import ConfigurationError, KeyUnavailable
+from tutela.households import service as households
+from tutela.households.models import Profile
+from tutela.vault import crypto, service
+from tutela.vault.keysource import FileKeySource, StaticKeySource
+from tutela.vault.keystore import KeyStore
+from tutela.vault.models import ProfileKey
+
+
+def _voice(container: Container, home: households.CreatedHome) -> uuid.UUID:
+    from datetime import datetime
+
+    with container.stores.session() as s:
+        device = households.authenticate_device(
+            s, token=next(iter(home.device_tokens.values())), now=container.clock.now()
+        )
+        item = service.ingest_media(
+            s,
+            container.vault,
+            device=device,
+            profile_id=home.child_profiles[0],
+            kind="voice",
+            declared_type="audio/wav",
+            captured_at=datetime.fromisoformat(past(container)),
+            body=[wav_bytes(0.3)],
+            limits=container.limits,
+            now=container.clock.now(),
+        )
+        return item.id
+
+
+def _read(container: Container, home: households.CreatedHome, item_id: uuid.UUID) -> bytes:
+    reader = service.Reader(
+        household_id=home.household_id, profile_ids=frozenset(home.child_profiles)
+    )
+    with container.stores.session() as s:
+        content = service.open_content(s, container.vault, reader=reader, item_id=item_id)
+        return b"".join(content.chunks)
+
+
+def test_destroying_an_item_key_makes_that_item_unreadable_at_once(
+    container: Container, unique: str
+) -> None:
+    home = make_home(container, tag=unique)
+    kept, erased = _voice(container, home), _voice(container, home)
+    container.vault.keys.destroy_item_keys(household_id=home.household_id, item_ids=[erased])
+    with pytest.raises(KeyUnavailable):
+        _read(container, home, erased)
+    assert _read(container, home, kept).startswith(b"RIFF")
+
+
+def test_destroying_a_profile_key_erases_every_item_and_the_name(
+    container: Container, unique: str
+) -> None:
+    home = make_home(container, tag=unique)
+    item = _voice(container, home)
+    child = home.child_profiles[0]
+    assert container.vault.keys.destroy_profile_key(
+        household_id=home.household_id, profile_id=child
+    )
+    with pytest.raises(KeyUnavailable):
+        _read(container, home, item)
+    with container.stores.session() as s:
+        profile = s.get(Profile, (home.household_id, child))
+        assert profile is not None
+        with pytest.raises(KeyUnavailable):
+            households.profile_view(container.vault.keys, profile)
+
+
+def test_the_main_database_holds_no_usable_key(container: Container, unique: str) -> None:
+    home = make_home(container, tag=unique)
+    _voice(container, home)
+    with container.stores.key_sessions() as k:
+        wrapped = k.scalars(select(ProfileKey.wrapped)).all()
+    assert wrapped
+    main_tables = set(inspect(container.stores.main).get_table_names())
+    key_tables = set(inspect(container.stores.keys).get_table_names())
+    assert {"profile_keys", "item_keys", "service_keys"} <= key_tables
+    assert not main_tables & {"profile_keys", "item_keys", "service_keys"}
+
+
+def test_rotating_the_master_key_rewraps_profiles_and_keeps_every_item_readable(
+    container: Container, unique: str
+) -> None:
+    home = make_home(container, tag=unique)
+    item = _voice(container, home)
+    blob = Path(container.settings.blob_path)
+    blobs_before = {p: p.read_bytes() for p in blob.rglob("*") if p.is_file()}
+    source = container.vault.keys.source
+    old = source.current_id()
+    result = container.vault.keys.rotate_master(batch_size=1)
+    assert result.new_master_key_id != old
+    assert result.retired == [old]
+    assert source.key_ids() == [result.new_master_key_id]
+    with container.stores.key_sessions() as k:
+        assert set(k.scalars(select(ProfileKey.master_key_id))) == {result.new_master_key_id}
+    # Blobs untouched, data readable, sign-in (email index) still works.
+    assert {p: p.read_bytes() for p in blob.rglob("*") if p.is_file()} == blobs_before
+    assert _read(container, home, item).startswith(b"RIFF")
+    with container.stores.session() as s:
+        assert households.find_account(
+            s, container.vault.keys, email=f"ana.{unique}@example.com", now=container.clock.now()
+        )
+
+
+def test_an_interrupted_rotation_is_finished_by_running_it_again(
+    container: Container, unique: str
+) -> None:
+    home = make_home(container, tag=unique)
+    item = _voice(container, home)
+    source = container.vault.keys.source
+    old = source.current_id()
+    new = source.begin_rotation()  # as if a rotation stopped before re-wrapping anything
+    assert set(source.key_ids()) == {old, new}
+    assert _read(container, home, item).startswith(b"RIFF"), "readable mid-rotation"
+    result = container.vault.keys.rotate_master()
+    assert result.new_master_key_id == new
+    assert result.retired == [old]
+    assert _read(container, home, item).startswith(b"RIFF")
+
+
+def test_a_retired_master_key_cannot_be_used(container: Container, unique: str) -> None:
+    make_home(container, tag=unique)
+    source = container.vault.keys.source
+    old = source.current_id()
+    container.vault.keys.rotate_master()
+    with pytest.raises(KeyUnavailable):
+        source.key(old)
+
+
+def test_the_key_file_is_created_private_and_refused_when_not(tmp_path: Path) -> None:
+    path = tmp_path / "master.key"
+    source = FileKeySource(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert len(source.key(source.current_id())) == 32
+    os.chmod(path, 0o644)
+    with pytest.raises(ConfigurationError) as info:
+        FileKeySource(path)
+    assert info.value.code == "key_file_mode"
+    assert base64.b64decode(json.loads(path.read_text())["keys"][0]["key"]) == source.key(
+        source.current_id()
+    )
+
+
+def test_a_master_key_from_the_environment_works_and_refuses_rotation(container: Container) -> None:
+    encoded = base64.b64encode(crypto.new_key()).decode()
+    source = StaticKeySource(encoded)
+    store = KeyStore(container.stores.key_sessions, source)
+    hh, pid = uuid.uuid4(), uuid.uuid4()
+    key = store.create_profile_key(household_id=hh, profile_id=pid, now=container.clock.now())
+    assert store.profile_key(household_id=hh, profile_id=pid) == key
+    with pytest.raises(ConfigurationError):
+        store.rotate_master()
+    for bad in ("not base64!", base64.b64encode(b"short").decode()):
+        with pytest.raises(ConfigurationError):
+            StaticKeySource(bad)
