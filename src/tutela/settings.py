@@ -49,7 +49,6 @@ class Settings(BaseSettings):
     argon2_memory_kib: int = 19_456
     argon2_parallelism: int = 1
 
-    embedded_worker: bool = True
     log_level: str = "INFO"
 
     @model_validator(mode="after")
