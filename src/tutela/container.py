@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from tutela.core.clock import Clock, SystemClock
 from tutela.db.engine import Stores, open_stores
@@ -26,8 +27,6 @@ class Container:
 
     @property
     def limits(self) -> Limits:
-        from datetime import timedelta  # noqa: PLC0415
-
         return Limits(
             max_upload_bytes=self.settings.max_upload_bytes,
             max_future_skew=timedelta(seconds=self.settings.max_future_skew_seconds),

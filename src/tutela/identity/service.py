@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from tutela.audit.service import AuditTag, record
 from tutela.core.errors import InvalidCredentials, NotAuthenticated
+from tutela.core.ids import uuid7
 from tutela.households import service as households
 from tutela.households.models import Account
 from tutela.identity.models import PasswordCredential, SessionKind, SignInSession
@@ -103,7 +104,7 @@ def sign_in(
         credential.updated_at = now
     token = f"{SESSION_TOKEN_PREFIX}{secrets.token_urlsafe(32)}"
     row = SignInSession(
-        id=uuid.uuid4(),
+        id=uuid7(),
         household_id=account.household_id,
         account_id=account.id,
         kind=kind,
