@@ -128,6 +128,13 @@ def container(settings: Settings, clock: FakeClock) -> Iterator[Container]:
     built.close()
 
 
+def use_home(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
+    """Point every `TUTELA_*` setting at the embedded defaults under `home`, nothing else."""
+    for var in [v for v in os.environ if v.startswith("TUTELA_")]:
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("TUTELA_HOME", str(home))
+
+
 @pytest.fixture
 def unique() -> str:
     return uuid.uuid4().hex[:8]

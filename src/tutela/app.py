@@ -126,7 +126,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         started = time.perf_counter()
         response = await call_next(request)
         response.headers.setdefault("x-content-type-options", "nosniff")
-        response.headers.setdefault("referrer-policy", "no-referrer")
+        response.headers.setdefault("referrer-policy", "same-origin")
         response.headers.setdefault("x-frame-options", "DENY")
         # Path only, never the query string; ids are not personal content.
         log.info(

@@ -408,19 +408,20 @@ def _plan_history(rng: random.Random, plan: HomePlan, *, documented: bool, now: 
     children = [i for i, p in enumerate(plan.people) if p.is_child]
     margin = timedelta(hours=3)  # room for a track and its upload, all before now
     if documented:
-        voice_count = 18
+        # Everyone speaks, the children most: each child has recordings to look at.
+        speakers_by_clip = [*children * 5, 0, 0, 0, 0, 1, 1, 1, 1]
+        rng.shuffle(speakers_by_clip)
         # Each parent carries a phone; the children's tracks come from a parent's phone
         # with family location sharing (Mia at the park, Theo walking to school).
         track_owners = [(phones[0], 0), (phones[0], 0), (phones[1], 1), (phones[1], 1)]
         track_owners += [(phones[0], children[0]), (phones[1], children[1])]
         shot_cameras = [*cameras, cameras[0]]
     else:
-        voice_count = rng.randint(3, 8)
+        speakers_by_clip = [rng.randrange(len(plan.people)) for _ in range(rng.randint(3, 8))]
         tracked = [rng.choice(phones) for _ in range(rng.randint(1, 2))] if phones else []
         track_owners = [(phone, plan.phone_owners[phone]) for phone in tracked]
         shot_cameras = [rng.choice(cameras) for _ in range(rng.randint(1, 3))] if cameras else []
-    for _ in range(voice_count):
-        speaker = rng.randrange(len(plan.people))
+    for speaker in speakers_by_clip:
         lines = CHILD_LINES if plan.people[speaker].is_child else ADULT_LINES
         plan.uploads.append(
             VoiceClip(
@@ -689,7 +690,7 @@ def _snapshot(rng: random.Random, *, zone: str, label: str, at: datetime, child:
     draw.rounded_rectangle((x - body // 4, floor - body, x + body // 4, floor), 6, fill=coat)
     draw.ellipse((x - head, floor - body - 2 * head, x + head, floor - body), fill=(225, 190, 160))
     if at.hour >= 21 or at.hour < 6:  # night: the camera switches to infrared
-        image = image.convert("L").convert("RGB")
+        image = image.convert("L").point(lambda v: v * 3 // 5).convert("RGB")
         draw = ImageDraw.Draw(image)
         label = f"{label} (IR)"
     caption = (label.upper(), at.strftime("%Y-%m-%d %H:%M:%S UTC"))

@@ -44,9 +44,12 @@ def _check_same_origin(request: Request) -> None:
     if request.method not in UNSAFE_METHODS:
         return
     site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        # Fetch Metadata is set by the browser and cannot be forged by a page.
+        if site not in {"same-origin", "none"}:
+            raise Forbidden("Cross-site request refused.", code="cross_site_request")
+        return
     origin = request.headers.get("origin")
-    if site is not None and site not in {"same-origin", "none"}:
-        raise Forbidden("Cross-site request refused.", code="cross_site_request")
     if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
         raise Forbidden("Cross-site request refused.", code="cross_site_request")
 

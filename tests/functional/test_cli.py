@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from tests.conftest import use_home
 from tests.factories import PASSWORD, device_token, make_home, past, wav_bytes
 from typer.testing import CliRunner
 
@@ -19,9 +20,7 @@ from tutela.settings import Settings
 
 @pytest.fixture
 def home_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for var in ("TUTELA_DATABASE_URL", "TUTELA_KEYSTORE_URL", "TUTELA_MASTER_KEY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("TUTELA_HOME", str(tmp_path))
+    use_home(monkeypatch, tmp_path)
     return tmp_path
 
 

@@ -412,10 +412,6 @@ def test_a_kind_filter_shows_only_that_kind(
     expect(page.locator(f'[data-item-id="{household.snapshot_id}"] img')).to_be_visible()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="web/routes.py profile_page takes transcripts only from the filtered page of items",
-)
 def test_the_voice_filter_keeps_the_transcripts(
     page: Page, base_url: str, household: Household, parent_cookie: dict[str, Any]
 ) -> None:
@@ -429,11 +425,6 @@ def test_the_voice_filter_keeps_the_transcripts(
     assert [r.transcript for r in household.recordings if f"“{r.transcript}”" not in shown] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="POST /logout answers 403: the app's `Referrer-Policy: no-referrer` makes Chromium "
-    "send `Origin: null`, which deps._check_same_origin refuses",
-)
 def test_signing_out_ends_the_session(page: Page, base_url: str, household: Household) -> None:
     # Its own session, through the form: signing out must not end the one other tests share.
     sign_in(page, household.email, PASSWORD)

@@ -110,7 +110,8 @@ def _new_profile(
     name: str,
     birth_date: date | None,
     now: datetime,
-) -> Profile:
+) -> tuple[Profile, bytes]:
+    """A new profile and its fresh key (committed to the key store at once)."""
     profile_id = uuid7()
     key = keys.create_profile_key(household_id=household_id, profile_id=profile_id, now=now)
     profile = Profile(
@@ -137,7 +138,7 @@ def _new_profile(
         household_id=household_id,
         subject=f"profile:{profile_id}",
     )
-    return profile
+    return profile, key
 
 
 def _new_device(
@@ -167,102 +168,127 @@ def _new_device(
     return device, token
 
 
+def _check_home(
+    session: Session, keys: KeyStore, *, spec: HomeSpec, now: datetime
+) -> dict[str, bytes]:
+    """Refuse a bad home before anything is written; return each adult's email index."""
+    if not spec.adults:
+        raise Conflict("A household needs at least one adult.", code="household_needs_adult")
+    indexes: dict[str, bytes] = {}
+    for adult in spec.adults:
+        email = rules.check_email(adult.email)
+        index = email_index(keys, email, now=now)
+        taken = session.scalar(select(Account.id).where(Account.email_index == index))
+        if email in indexes or taken is not None:
+            raise Conflict("That email already has an account.", code="email_taken")
+        indexes[email] = index
+    for child in spec.children:
+        rules.check_child_birth_date(child.birth_date, now.date())
+        guardians = [rules.normalise_email(e) for e in child.guardian_emails]
+        if not guardians or any(e not in indexes for e in guardians):
+            raise Conflict(
+                "A child's guardian must be an adult of the household.", code="unknown_guardian"
+            )
+    for device in spec.devices:
+        rules.check_device(device.kind, device.zone)
+    return indexes
+
+
 def create_home(
     session: Session, keys: KeyStore, *, spec: HomeSpec, now: datetime, commit: bool = True
 ) -> CreatedHome:
     """A household with its adults (accounts), children (with guardians) and devices.
 
-    Device tokens are returned once and stored only hashed. `commit=False` lets a bulk
-    loader (the demo) commit many homes at once.
+    Everything is checked before anything is written. Profile keys go to the key store
+    first; if the household then fails to commit, they are destroyed again. Device
+    tokens are returned once and stored only hashed. `commit=False` lets a bulk loader
+    commit several homes at once.
     """
-    if not spec.adults:
-        raise Conflict("A household needs at least one adult.", code="household_needs_adult")
-    household = Household(id=uuid7(), created_at=now, state="active")
-    session.add(household)
-    created = CreatedHome(household_id=household.id)
-    for adult in spec.adults:
-        email = rules.check_email(adult.email)
-        index = email_index(keys, email, now=now)
-        if session.scalar(select(Account.id).where(Account.email_index == index)) is not None:
-            raise Conflict("That email already has an account.", code="email_taken")
-        profile = _new_profile(
-            session,
-            keys,
-            household_id=household.id,
-            kind=ProfileKind.ADULT,
-            name=adult.name,
-            birth_date=None,
-            now=now,
-        )
-        session.flush()
-        account_id = uuid7()
-        profile_key = keys.profile_key(household_id=household.id, profile_id=profile.id)
-        session.add(
-            Account(
-                household_id=household.id,
-                id=account_id,
-                profile_id=profile.id,
-                email_index=index,
-                email_sealed=crypto.seal(
-                    profile_key, email.encode(), aad=_email_aad(household.id, account_id)
-                ),
-                role=adult.role,
-                created_at=now,
-            )
-        )
-        # identity owns passwords; imported here because identity also reads accounts.
-        from tutela.identity.service import add_password  # noqa: PLC0415
+    # identity owns passwords; imported here because identity also reads accounts.
+    from tutela.identity.service import add_password  # noqa: PLC0415
 
-        session.flush()
-        add_password(
-            session,
-            household_id=household.id,
-            account_id=account_id,
-            password_hash=adult.password_hash,
-            now=now,
-        )
-        record(
-            session,
-            tag=AuditTag.ACCOUNT_CREATED,
-            actor="system",
-            now=now,
-            household_id=household.id,
-            subject=f"account:{account_id}",
-        )
-        created.accounts[email] = account_id
-        created.adult_profiles[email] = profile.id
-    for child in spec.children:
-        rules.check_child_birth_date(child.birth_date, now.date())
-        profile = _new_profile(
-            session,
-            keys,
-            household_id=household.id,
-            kind=ProfileKind.CHILD,
-            name=child.name,
-            birth_date=child.birth_date,
-            now=now,
-        )
-        session.flush()
-        emails = [rules.normalise_email(e) for e in child.guardian_emails]
-        if not emails or any(e not in created.accounts for e in emails):
-            raise Conflict(
-                "A child's guardian must be an adult of the household.", code="unknown_guardian"
+    indexes = _check_home(session, keys, spec=spec, now=now)
+    household = Household(id=uuid7(), created_at=now, state="active")
+    created = CreatedHome(household_id=household.id)
+    try:
+        session.add(household)
+        for adult in spec.adults:
+            email = rules.normalise_email(adult.email)
+            profile, profile_key = _new_profile(
+                session,
+                keys,
+                household_id=household.id,
+                kind=ProfileKind.ADULT,
+                name=adult.name,
+                birth_date=None,
+                now=now,
             )
-        for account_id in (created.accounts[e] for e in emails):
+            created.adult_profiles[email] = profile.id
+            session.flush()  # no ORM relationships: rows go in the order they depend on
+            account_id = uuid7()
             session.add(
-                Guardianship(
+                Account(
                     household_id=household.id,
-                    child_profile_id=profile.id,
-                    guardian_account_id=account_id,
+                    id=account_id,
+                    profile_id=profile.id,
+                    email_index=indexes[email],
+                    email_sealed=crypto.seal(
+                        profile_key, email.encode(), aad=_email_aad(household.id, account_id)
+                    ),
+                    role=adult.role,
                     created_at=now,
                 )
             )
-        created.child_profiles.append(profile.id)
-    for device_spec in spec.devices:
-        device, token = _new_device(session, household_id=household.id, spec=device_spec, now=now)
-        created.device_tokens[device.id] = token
-    if commit:
-        session.commit()
+            session.flush()
+            add_password(
+                session,
+                household_id=household.id,
+                account_id=account_id,
+                password_hash=adult.password_hash,
+                now=now,
+            )
+            record(
+                session,
+                tag=AuditTag.ACCOUNT_CREATED,
+                actor="system",
+                now=now,
+                household_id=household.id,
+                subject=f"account:{account_id}",
+            )
+            created.accounts[email] = account_id
+        for child in spec.children:
+            profile, _ = _new_profile(
+                session,
+                keys,
+                household_id=household.id,
+                kind=ProfileKind.CHILD,
+                name=child.name,
+                birth_date=child.birth_date,
+                now=now,
+            )
+            created.child_profiles.append(profile.id)
+            session.flush()
+            for email in {rules.normalise_email(e) for e in child.guardian_emails}:
+                session.add(
+                    Guardianship(
+                        household_id=household.id,
+                        child_profile_id=profile.id,
+                        guardian_account_id=created.accounts[email],
+                        created_at=now,
+                    )
+                )
+        for device_spec in spec.devices:
+            device, token = _new_device(
+                session, household_id=household.id, spec=device_spec, now=now
+            )
+            created.device_tokens[device.id] = token
+        if commit:
+            session.commit()
+    except BaseException:
+        session.rollback()
+        for profile_id in [*created.adult_profiles.values(), *created.child_profiles]:
+            keys.destroy_profile_key(household_id=household.id, profile_id=profile_id)
+        raise
     return created
 
 

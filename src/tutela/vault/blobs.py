@@ -81,6 +81,13 @@ class LocalBlobStore:
                     out.flush()
                     os.fsync(out.fileno())
             os.replace(tmp, path)
+            if self.fsync:
+                # The rename itself must reach the disk, not only the file's bytes.
+                dir_fd = os.open(path.parent, os.O_RDONLY)
+                try:
+                    os.fsync(dir_fd)
+                finally:
+                    os.close(dir_fd)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

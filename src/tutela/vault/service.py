@@ -314,8 +314,12 @@ def list_items(
     until: datetime | None = None,
     cursor: str | None = None,
     limit: int = 50,
+    primary_only: bool = False,
 ) -> Page:
-    """The reader's items, newest first, in pages that stay stable as new items arrive."""
+    """The reader's items, newest first, in pages that stay stable as new items arrive.
+
+    `primary_only` leaves out derived artifacts (transcripts, thumbnails).
+    """
     profiles = reader.profile_ids
     if profile_id is not None:
         if profile_id not in profiles:
@@ -328,6 +332,8 @@ def list_items(
     )
     if kind is not None:
         query = query.where(MediaItem.kind == kind)
+    if primary_only:
+        query = query.where(MediaItem.source_item_id.is_(None))
     if since is not None:
         query = query.where(MediaItem.captured_at >= since)
     if until is not None:
@@ -367,6 +373,29 @@ def derived_items(session: Session, *, item: MediaItem) -> list[MediaItem]:
             .order_by(MediaItem.id)
         )
     )
+
+
+def transcripts_of(
+    session: Session, vault: Vault, *, items: list[MediaItem]
+) -> dict[uuid.UUID, str | None]:
+    """The transcript text of each voice item that has one, by the voice item's id."""
+    voice = [i for i in items if i.kind == ItemKind.VOICE]
+    if not voice:
+        return {}
+    household_ids = {i.household_id for i in voice}
+    derived = session.scalars(
+        select(MediaItem).where(
+            MediaItem.household_id.in_(household_ids),
+            MediaItem.source_item_id.in_([i.id for i in voice]),
+            MediaItem.kind == ItemKind.TRANSCRIPT,
+            MediaItem.state == ItemState.ACTIVE,
+        )
+    )
+    return {
+        d.source_item_id: read_transcript(vault, item=d)["text"]
+        for d in derived
+        if d.source_item_id is not None
+    }
 
 
 def read_transcript(vault: Vault, *, item: MediaItem) -> dict[str, str | None]:

@@ -137,24 +137,27 @@ def profile_page(
         session, keys, household_id=reader.household_id, profile_ids={profile_id}
     )
     page = vault.list_items(
-        session, reader=reader, profile_id=profile_id, kind=kind, cursor=cursor, limit=30
+        session,
+        reader=reader,
+        profile_id=profile_id,
+        kind=kind,
+        cursor=cursor,
+        limit=30,
+        primary_only=True,
     )
-    transcripts: dict[uuid.UUID, str | None] = {}
-    for item in page.items:
-        if item.kind == ItemKind.TRANSCRIPT and item.source_item_id is not None:
-            transcripts[item.source_item_id] = vault.read_transcript(container.vault, item=item)[
-                "text"
-            ]
-    shown = [i for i in page.items if i.kind != ItemKind.TRANSCRIPT]
+    transcripts = vault.transcripts_of(session, container.vault, items=page.items)
     return templates.TemplateResponse(
         request,
         "profile.html",
         {
             "profile": profile,
-            "items": shown,
+            "items": page.items,
+            "principal": principal,
             "transcripts": transcripts,
             "next_cursor": page.next_cursor,
             "kind": kind.value if kind else "",
-            "kinds": [k.value for k in ItemKind if k != ItemKind.TRANSCRIPT],
+            "kinds": [
+                k.value for k in ItemKind if k not in {ItemKind.TRANSCRIPT, ItemKind.THUMBNAIL}
+            ],
         },
     )

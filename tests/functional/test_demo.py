@@ -1,0 +1,141 @@
+"""The `tutela demo` command, checked the way a person trying the demo would check it."""
+
+from __future__ import annotations
+
+import io
+import json
+import wave
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from sqlalchemy import func, select
+from tests.conftest import use_home
+from typer.testing import CliRunner
+
+from tutela.app import create_app
+from tutela.cli import app
+from tutela.container import build
+from tutela.demo import DEMO_OWNER_EMAIL, DEMO_PASSWORD, DEMO_SECOND_PARENT_EMAIL
+from tutela.settings import Settings
+from tutela.vault.models import MediaItem
+
+runner = CliRunner()
+
+
+def tutela(*args: str) -> str:
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def items_by_kind() -> dict[str, int]:
+    container = build(Settings())
+    try:
+        with container.stores.session() as session:
+            query = select(MediaItem.kind, func.count()).group_by(MediaItem.kind)
+            rows = session.execute(query).all()
+    finally:
+        container.close()
+    return dict(rows)
+
+
+@pytest.fixture
+def demo_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "demo"
+    use_home(monkeypatch, home)
+    tutela("db", "upgrade")
+    output = tutela("demo", "--households", "3", "--seed", "11")
+    assert "3 homes created" in output
+    assert DEMO_OWNER_EMAIL in output and DEMO_PASSWORD in output
+    return home
+
+
+@pytest.fixture
+def client(demo_home: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(Settings())) as test_client:
+        yield test_client
+
+
+def sign_in(client: TestClient, email: str) -> dict[str, str]:
+    r = client.post("/api/v1/auth/token", json={"email": email, "password": DEMO_PASSWORD})
+    assert r.status_code == 201, r.text
+    return {"authorization": f"Bearer {r.json()['token']}"}
+
+
+def age(birth: str) -> int:
+    born, today = date.fromisoformat(birth), datetime.now(UTC).date()
+    return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
+
+
+def test_demo_parent_sees_two_children_with_recordings(client: TestClient) -> None:
+    auth = sign_in(client, DEMO_OWNER_EMAIL)
+    profiles = client.get("/api/v1/profiles", headers=auth).json()
+    children = [p for p in profiles if p["kind"] == "child"]
+    assert [p["kind"] for p in profiles].count("adult") == 1
+    assert sorted(age(c["birth_date"]) for c in children) == [6, 11]
+
+    for child in children:
+        page = client.get(
+            "/api/v1/items",
+            params={"profile_id": child["id"], "kind": "voice"},
+            headers=auth,
+        ).json()
+        assert page["items"], f"{child['name']} has no recordings"
+        recording = page["items"][0]
+        audio = client.get(f"/api/v1/items/{recording['id']}/content", headers=auth).content
+        assert audio[:4] == b"RIFF" and audio[8:12] == b"WAVE"
+        with wave.open(io.BytesIO(audio)) as wav:
+            assert (wav.getnchannels(), wav.getsampwidth()) == (1, 2)
+            assert 1.5 <= wav.getnframes() / wav.getframerate() <= 4.0
+        detail = client.get(f"/api/v1/items/{recording['id']}", headers=auth).json()
+        assert detail["transcript"]
+        assert datetime.fromisoformat(recording["captured_at"]) < datetime.now(UTC)
+
+    snapshots = client.get("/api/v1/items", params={"kind": "snapshot"}, headers=auth).json()
+    assert snapshots["items"]
+    for snapshot in snapshots["items"]:
+        picture = client.get(f"/api/v1/items/{snapshot['id']}/content", headers=auth).content
+        with Image.open(io.BytesIO(picture)) as image:
+            assert image.format == "JPEG"
+
+    tracks = client.get("/api/v1/items", params={"kind": "location"}, headers=auth).json()
+    assert tracks["items"]
+    points = json.loads(
+        client.get(f"/api/v1/items/{tracks['items'][0]['id']}/content", headers=auth).content
+    )
+    assert 10 <= len(points) <= 60
+
+
+def test_second_parent_sees_the_same_children(client: TestClient) -> None:
+    def children(email: str) -> set[str]:
+        profiles = client.get("/api/v1/profiles", headers=sign_in(client, email)).json()
+        return {p["id"] for p in profiles if p["kind"] == "child"}
+
+    assert len(children(DEMO_OWNER_EMAIL)) == 2
+    assert children(DEMO_SECOND_PARENT_EMAIL) == children(DEMO_OWNER_EMAIL)
+
+
+def test_if_empty_adds_nothing_the_second_time(demo_home: Path) -> None:
+    before = items_by_kind()
+    assert before["voice"] == before["transcript"] >= 18
+
+    output = tutela("demo", "--households", "3", "--seed", "11", "--if-empty")
+
+    assert "already there" in output and "homes created" not in output
+    assert items_by_kind() == before
+
+
+def test_the_same_seed_gives_the_same_population(
+    demo_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = items_by_kind()
+    use_home(monkeypatch, tmp_path / "again")
+    tutela("db", "upgrade")
+
+    tutela("demo", "--households", "3", "--seed", "11")
+
+    assert items_by_kind() == first
