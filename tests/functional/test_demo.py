@@ -139,3 +139,30 @@ def test_the_same_seed_gives_the_same_population(
     tutela("demo", "--households", "3", "--seed", "11")
 
     assert items_by_kind() == first
+
+
+def test_demo_names_and_transcripts_are_nowhere_in_plaintext(
+    client: TestClient, demo_home: Path
+) -> None:
+    """The demo's own children's names and transcripts are not in any file it wrote (R8, C2)."""
+    auth = sign_in(client, DEMO_OWNER_EMAIL)
+    children = [
+        p for p in client.get("/api/v1/profiles", headers=auth).json() if p["kind"] == "child"
+    ]
+    voice = client.get(
+        "/api/v1/items", params={"kind": "voice", "limit": "20"}, headers=auth
+    ).json()
+    transcripts = [
+        client.get(f"/api/v1/items/{i['id']}", headers=auth).json()["transcript"]
+        for i in voice["items"]
+    ]
+    needles = [c["name"].encode() for c in children] + [t.encode() for t in transcripts if t]
+    assert len(needles) >= 5
+    files = [p for p in demo_home.rglob("*") if p.is_file() and p.name != "master.key"]
+    assert any(p.name == "tutela.db-wal" for p in files) or any(
+        p.name == "tutela.db" for p in files
+    )
+    for path in files:
+        data = path.read_bytes()
+        for needle in needles:
+            assert needle not in data, f"{needle.decode()!r} in plaintext in {path.name}"
