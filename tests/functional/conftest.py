@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
-from tests.factories import PASSWORD, make_home
 
+from tests.factories import PASSWORD, device_token, make_home
 from tutela.app import create_app
 from tutela.container import Container
 from tutela.households.service import CreatedHome
@@ -50,6 +52,34 @@ def home(container: Container, unique: str) -> CreatedHome:
 @pytest.fixture
 def other_home(container: Container, unique: str) -> CreatedHome:
     return make_home(container, tag=unique + "x", child_name="Otto Lindqvist")
+
+
+def upload_voice(
+    client: TestClient,
+    container: Container,
+    home: CreatedHome,
+    *,
+    body: bytes,
+    profile: uuid.UUID | None = None,
+    minutes_ago: int = 5,
+) -> str:
+    """Upload a WAV as the home's voice device; return the new item's id."""
+    when = container.clock.now() - timedelta(minutes=minutes_ago)
+    r = client.post(
+        "/api/v1/ingest/media",
+        params={
+            "profile_id": str(profile or home.child_profiles[0]),
+            "kind": "voice",
+            "captured_at": when.isoformat(),
+        },
+        content=body,
+        headers={
+            "authorization": f"Bearer {device_token(home, container, 'voice')}",
+            "content-type": "audio/wav",
+        },
+    )
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
 
 
 def sign_in(client: TestClient, email: str) -> dict[str, str]:

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from tests.conftest import use_home
-from tests.factories import PASSWORD, device_token, make_home, past, wav_bytes
 from typer.testing import CliRunner
 
+from tests.conftest import use_home
+from tests.factories import PASSWORD, make_home, wav_bytes
+from tests.functional.conftest import upload_voice
 from tutela.app import create_app
 from tutela.cli import app
 from tutela.container import build
@@ -41,20 +42,7 @@ def test_rotate_master_then_a_recording_still_plays(home_dir: Path) -> None:
     home = make_home(container, tag="cli")
     with TestClient(create_app(container=container)) as client:
         audio = wav_bytes(0.4)
-        r = client.post(
-            "/api/v1/ingest/media",
-            params={
-                "profile_id": str(home.child_profiles[0]),
-                "kind": "voice",
-                "captured_at": past(container),
-            },
-            content=audio,
-            headers={
-                "authorization": f"Bearer {device_token(home, container, 'voice')}",
-                "content-type": "audio/wav",
-            },
-        )
-        assert r.status_code == 201
+        item_id = upload_voice(client, container, home, body=audio)
         key_file_before = (home_dir / "master.key").read_text()
         result = runner.invoke(app, ["keys", "rotate-master"])
         assert result.exit_code == 0, result.output
@@ -64,7 +52,7 @@ def test_rotate_master_then_a_recording_still_plays(home_dir: Path) -> None:
             "/api/v1/auth/token", json={"email": "ana.cli@example.com", "password": PASSWORD}
         ).json()["token"]
         got = client.get(
-            f"/api/v1/items/{r.json()['id']}/content", headers={"authorization": f"Bearer {token}"}
+            f"/api/v1/items/{item_id}/content", headers={"authorization": f"Bearer {token}"}
         )
         assert got.status_code == 200
         assert got.content == audio

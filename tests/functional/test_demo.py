@@ -13,9 +13,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy import func, select
-from tests.conftest import use_home
 from typer.testing import CliRunner
 
+from tests.conftest import use_home
 from tutela.app import create_app
 from tutela.cli import app
 from tutela.container import build

@@ -11,9 +11,9 @@ from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
+
 from tests.factories import device_token, jpeg_bytes, mp4_bytes, ogg_opus_bytes, past, wav_bytes
 from tests.functional.conftest import owner_email, sign_in, stored
-
 from tutela.container import Container
 from tutela.households import service as households
 from tutela.households.service import CreatedHome

@@ -10,9 +10,9 @@ from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
-from tests.factories import PASSWORD, device_token, jpeg_bytes, wav_bytes
-from tests.functional.conftest import owner_email, sign_in
 
+from tests.factories import PASSWORD, device_token, jpeg_bytes, wav_bytes
+from tests.functional.conftest import owner_email, sign_in, upload_voice
 from tutela.container import Container
 from tutela.households.service import CreatedHome
 
@@ -21,25 +21,18 @@ def put_voice(
     client: TestClient,
     container: Container,
     home: CreatedHome,
-    profile: object,
+    profile: uuid.UUID,
     minutes_ago: int,
     body: bytes | None = None,
 ) -> str:
-    r = client.post(
-        "/api/v1/ingest/media",
-        params={
-            "profile_id": str(profile),
-            "kind": "voice",
-            "captured_at": (container.clock.now() - timedelta(minutes=minutes_ago)).isoformat(),
-        },
-        content=body or wav_bytes(0.2),
-        headers={
-            "authorization": f"Bearer {device_token(home, container, 'voice')}",
-            "content-type": "audio/wav",
-        },
+    return upload_voice(
+        client,
+        container,
+        home,
+        body=body or wav_bytes(0.2),
+        profile=profile,
+        minutes_ago=minutes_ago,
     )
-    assert r.status_code == 201, r.text
-    return str(r.json()["id"])
 
 
 def test_pages_walk_every_item_once_newest_first(

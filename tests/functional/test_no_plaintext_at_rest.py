@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
-from tests.factories import device_token, past, wav_bytes
-from tests.functional.conftest import owner_email, sign_in
 
+from tests.factories import device_token, wav_bytes
+from tests.functional.conftest import owner_email, sign_in, upload_voice
 from tutela.container import Container
 from tutela.households.service import CreatedHome
 
@@ -26,31 +26,17 @@ SECRETS = [b"Lily Marchetti", b"Marchetti", b"2019-03-14", b"Zephyrine", b"violi
 
 def _write_everything(client: TestClient, container: Container, home: CreatedHome) -> bytes:
     audio = wav_bytes(0.5, pitch=523.0)
-    r = client.post(
-        "/api/v1/ingest/media",
-        params={
-            "profile_id": str(home.child_profiles[0]),
-            "kind": "voice",
-            "captured_at": past(container),
-        },
-        content=audio,
-        headers={
-            "authorization": f"Bearer {device_token(home, container, 'voice')}",
-            "content-type": "audio/wav",
-        },
-    )
-    assert r.status_code == 201
+    item_id = upload_voice(client, container, home, body=audio)
     t = client.post(
         "/api/v1/ingest/transcripts",
-        json={"source_item_id": r.json()["id"], "text": TRANSCRIPT},
+        json={"source_item_id": item_id, "text": TRANSCRIPT},
         headers={"authorization": f"Bearer {device_token(home, container, 'voice')}"},
     )
     assert t.status_code == 201
     # The data is really there and readable through Tutela.
     headers = sign_in(client, owner_email(home))
     assert (
-        client.get(f"/api/v1/items/{r.json()['id']}", headers=headers).json()["transcript"]
-        == TRANSCRIPT
+        client.get(f"/api/v1/items/{item_id}", headers=headers).json()["transcript"] == TRANSCRIPT
     )
     names = [p["name"] for p in client.get("/api/v1/profiles", headers=headers).json()]
     assert "Lily Marchetti" in names

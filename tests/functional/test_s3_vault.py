@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import boto3
 import pytest
 from fastapi.testclient import TestClient
-from tests.factories import device_token, make_home, past, wav_bytes
-from tests.functional.conftest import owner_email, sign_in
 
+from tests.factories import make_home, wav_bytes
+from tests.functional.conftest import owner_email, sign_in, upload_voice
 from tutela.app import create_app
 from tutela.container import build
 from tutela.core.clock import FakeClock
@@ -47,23 +47,10 @@ def test_media_goes_to_the_bucket_sealed_and_plays_back(
         home = make_home(container, tag=unique)
         audio = wav_bytes(1.0)
         with TestClient(create_app(container=container)) as client:
-            r = client.post(
-                "/api/v1/ingest/media",
-                params={
-                    "profile_id": str(home.child_profiles[0]),
-                    "kind": "voice",
-                    "captured_at": past(container),
-                },
-                content=audio,
-                headers={
-                    "authorization": f"Bearer {device_token(home, container, 'voice')}",
-                    "content-type": "audio/wav",
-                },
-            )
-            assert r.status_code == 201, r.text
+            item_id = upload_voice(client, container, home, body=audio)
             headers = sign_in(client, owner_email(home))
             got = client.get(
-                f"/api/v1/items/{r.json()['id']}/content",
+                f"/api/v1/items/{item_id}/content",
                 headers={**headers, "range": "bytes=44-1043"},
             )
             assert got.status_code == 206 and got.content == audio[44:1044]
@@ -83,7 +70,6 @@ def test_media_goes_to_the_bucket_sealed_and_plays_back(
         )
     finally:
         from tests.conftest import _empty
-
         from tutela.db.base import Base, KeyBase
 
         _empty(container.stores.main, Base.metadata)

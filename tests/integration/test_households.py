@@ -6,8 +6,8 @@ from datetime import date
 
 import pytest
 from sqlalchemy import func, select
-from tests.factories import make_home, password_hash
 
+from tests.factories import make_home, password_hash
 from tutela.container import Container
 from tutela.core.errors import Conflict, InvalidDeviceToken, InvalidInput
 from tutela.households import service

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect, select
-from tests.factories import make_home, past, wav_bytes
 
+from tests.factories import make_home, past, wav_bytes
 from tutela.container import Container
 from tutela.core.errors import ConfigurationError, KeyUnavailable
 from tutela.households import service as households

@@ -6,8 +6,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from tests.factories import jpeg_bytes, mp4_bytes, ogg_opus_bytes, wav_bytes
 
+from tests.factories import jpeg_bytes, mp4_bytes, ogg_opus_bytes, wav_bytes
 from tutela.core.errors import InvalidInput, RangeNotSatisfiable, UnsupportedMedia
 from tutela.core.ids import uuid7
 from tutela.households import rules as household_rules

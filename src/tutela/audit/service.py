@@ -22,7 +22,6 @@ class AuditTag(StrEnum):
     PROFILE_CREATED = "households:profile:create"
     DEVICE_REGISTERED = "households:device:register"
     DEVICE_REVOKED = "households:device:revoke"
-    DEVICE_TOKEN_REFUSED = "households:device:token-refused"  # noqa: S105 (a tag)
     MASTER_KEY_ROTATED = "vault:master-key:rotate"
 
 
