@@ -132,6 +132,9 @@ def _store_sealed(
     now: datetime,
 ) -> MediaItem:
     """Seal `pieces` into the item's blob, then commit its row; undo both on any failure."""
+    # End the checks' read transaction first: no snapshot or connection is held open on
+    # the main store while a large body streams in (the profile's activity mark goes too).
+    session.commit()
     key = vault.keys.create_item_key(
         household_id=item.household_id, profile_id=item.profile_id, item_id=item.id, now=now
     )
