@@ -15,8 +15,8 @@ starts `tutela serve --workers 2` and measures:
   Full: 100 warm-up requests, then 3000 measured; quick: 30, then 300; both time-bounded.
 * raw floor (baseline), with the server stopped: the same number of items written by
   2 processes (as many as the server has workers), each item being one key-row INSERT
-  into the key store (committed), the WAV bytes written to a file the way the blob store
-  writes (temporary file, fsync, rename), then one row of the same columns as `items`
+  into the key store (committed), the WAV bytes written durably to a file (temporary file,
+  fsync, rename, fsync of the folder), then one row of the same columns as `items`
   INSERTed into the main store (committed). Same database kind, same SQLite pragmas;
   no encryption, no ORM, no HTTP: the least that the same durable work can cost.
 
@@ -104,11 +104,13 @@ def free_port() -> int:
         return port
 
 
-def machine_busy() -> tuple[float, float]:
-    """Busy and total jiffies of the whole machine, from /proc/stat."""
-    fields = [float(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+def machine_counters() -> tuple[float, float, int]:
+    """Busy jiffies, all jiffies and context switches of the whole machine (/proc/stat)."""
+    lines = Path("/proc/stat").read_text().splitlines()
+    fields = [float(v) for v in lines[0].split()[1:]]
     idle = fields[3] + fields[4]  # idle + iowait
-    return sum(fields) - idle, sum(fields)
+    switches = next(int(line.split()[1]) for line in lines if line.startswith("ctxt "))
+    return sum(fields) - idle, sum(fields), switches
 
 
 def tree_cpu(pid: int) -> float:
@@ -124,7 +126,11 @@ def tree_cpu(pid: int) -> float:
 
 
 def backend_cpu(databases: list[str]) -> dict[int, float]:
-    """CPU seconds of each PostgreSQL backend connected to one of `databases`, by pid."""
+    """CPU seconds of each PostgreSQL backend connected to one of `databases`, by pid.
+
+    Only backends alive at both ends of the run are fully counted: one that a connection
+    pool opens and closes within the run is gone before it can be read.
+    """
     found: dict[int, float] = {}
     if not databases:
         return found
@@ -135,6 +141,18 @@ def backend_cpu(databases: list[str]) -> dict[int, float]:
                 times = proc.cpu_times()
                 found[proc.pid] = times.user + times.system
     return found
+
+
+def sessions_opened(databases: list[str]) -> int:
+    """Connections ever opened to `databases` (pg_stat_database.sessions, PostgreSQL 14+)."""
+    if not databases:
+        return 0
+    with psycopg.connect(PG_SERVER + "postgres", autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT coalesce(sum(sessions), 0) FROM pg_stat_database WHERE datname = ANY(%s)",
+            (databases,),
+        ).fetchone()
+    return int(row[0]) if row else 0
 
 
 # --- the load client: one separate process --------------------------------------------------
@@ -188,15 +206,18 @@ async def drive(config: dict[str, Any], clip: bytes) -> dict[str, Any]:
             return {"statuses": statuses, "latencies": latencies, "elapsed_s": elapsed}
 
         await run(config["warmup"], config["load_limit_s"] / 2)
-        busy0, total0 = machine_busy()
+        busy0, total0, switches0 = machine_counters()
         server0 = tree_cpu(config["server_pid"])
         backends0 = backend_cpu(config["databases"])
+        opened0 = sessions_opened(config["databases"])
         client0 = time.process_time()
         measured = await run(config["count"], config["load_limit_s"])
         client_cpu = time.process_time() - client0
         backends1 = backend_cpu(config["databases"])
         server_cpu = tree_cpu(config["server_pid"]) - server0
-        busy1, total1 = machine_busy()
+        busy1, total1, switches1 = machine_counters()
+        await asyncio.sleep(1.0)  # backends report their statistics about once a second
+        opened = sessions_opened(config["databases"]) - opened0
 
     statuses = measured["statuses"]
     latencies = measured["latencies"]
@@ -211,6 +232,8 @@ async def drive(config: dict[str, Any], clip: bytes) -> dict[str, Any]:
         "server_cpu_s": server_cpu,
         "postgres_cpu_s": sum(v - backends0.get(pid, 0.0) for pid, v in backends1.items()),
         "machine_busy": (busy1 - busy0) / max(total1 - total0, 1.0),
+        "machine_switches": switches1 - switches0,
+        "connections_opened": opened,
     }
 
 
@@ -280,13 +303,18 @@ def sqlite_connect(path: str) -> sqlite3.Connection:
 
 
 def write_file(folder: Path, name: str, data: bytes) -> None:
-    """As LocalBlobStore.write: a temporary file, fsync, then rename into place."""
+    """A durable file write: temporary file, fsync, rename, fsync of the folder."""
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".incoming-")
     with os.fdopen(fd, "wb") as out:
         out.write(data)
         out.flush()
         os.fsync(out.fileno())
     os.replace(tmp, folder / name)
+    folder_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(folder_fd)
+    finally:
+        os.close(folder_fd)
 
 
 def floor_main() -> None:
@@ -485,7 +513,10 @@ def server(env: dict[str, str], work: Path) -> Iterator[tuple[subprocess.Popen[b
         deadline = time.monotonic() + 60
         while True:
             if proc.poll() is not None:
-                raise RuntimeError("the server exited:\n" + (work / "server.log").read_text())
+                raise RuntimeError(
+                    f"the server exited with status {proc.returncode}:\n"
+                    + (work / "server.log").read_text()
+                )
             with suppress(httpx.HTTPError):
                 if httpx.get(base_url + "/healthz", timeout=1.0).status_code == 200:
                     break
@@ -576,9 +607,11 @@ def bench_store(store: str, plan: Plan, clip: bytes) -> dict[str, Any]:
         f"{store}_server_cpu_ms_per_item": result["server_cpu_s"] * per_item,
         f"{store}_client_cpu_ms_per_item": result["client_cpu_s"] * per_item,
         f"{store}_machine_busy": result["machine_busy"],
+        f"{store}_machine_context_switches_per_item": result["machine_switches"] / max(ok, 1),
     }
     if store == "postgresql":
         figures[f"{store}_postgres_cpu_ms_per_item"] = result["postgres_cpu_s"] * per_item
+        figures[f"{store}_connections_opened"] = result["connections_opened"]
     if server_log:
         figures[f"{store}_server_log_tail"] = server_log.splitlines()[-5:]
     return figures
@@ -588,15 +621,21 @@ def report_lines(store: str, figures: dict[str, Any], plan: Plan) -> list[str]:
     f = {k.removeprefix(store + "_"): v for k, v in figures.items() if k.startswith(store + "_")}
     cpu = f"server {f['server_cpu_ms_per_item']:.2f}, client {f['client_cpu_ms_per_item']:.2f}"
     if "postgres_cpu_ms_per_item" in f:
-        cpu += f", postgres backends {f['postgres_cpu_ms_per_item']:.2f}"
+        cpu += f", pooled postgres backends {f['postgres_cpu_ms_per_item']:.2f}"
     lines = [
         f"{store:>10}: {f['items_per_s']:7.1f} items/s   p50 {f['p50_ms']:6.1f} ms"
         f"   p99 {f['p99_ms']:6.1f} ms   raw floor {f['raw_items_per_s']:7.1f} items/s"
         f"   ratio {f['ratio']:.2f}",
         f"{'':>10}  {f['created']}/{plan.count} created in the measured run"
         f" ({f['requests']} sent); CPU ms per item: {cpu};"
-        f" machine busy {f['machine_busy'] * 100:.0f}%",
+        f" machine busy {f['machine_busy'] * 100:.0f}%,"
+        f" {f['machine_context_switches_per_item']:.0f} context switches per item",
     ]
+    if "connections_opened" in f:
+        lines.append(
+            f"{'':>10}  {f['connections_opened']} new database connections opened by the"
+            " server during the measured run"
+        )
     if f["not_created"]:
         lines.append(f"{'':>10}  NOT 201: {f['not_created']}")
     if "server_log_tail" in f:
@@ -630,8 +669,8 @@ def main() -> None:
         "server_workers": SERVER_WORKERS,
         "clip_bytes": len(clip),
         "client": "one separate process (asyncio + httpx) on the same 2-core machine",
-        "floor": f"{FLOOR_PROCESSES} processes: key INSERT+commit, file write+fsync+rename,"
-        " item INSERT+commit, per item",
+        "floor": f"{FLOOR_PROCESSES} processes, per item: key INSERT+commit,"
+        " file write+fsync+rename+folder fsync, item INSERT+commit",
     }
     started = time.perf_counter()
     print(
