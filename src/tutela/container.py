@@ -63,7 +63,7 @@ def blob_store(settings: Settings) -> BlobStore:
 
 
 def build(settings: Settings, *, clock: Clock | None = None) -> Container:
-    stores = open_stores(settings.main_url, settings.keys_url)
+    stores = open_stores(settings.main_url, settings.keys_url, pool_size=settings.db_pool_size)
     keys = KeyStore(stores.key_sessions, key_source(settings))
     return Container(
         settings=settings,

@@ -20,7 +20,8 @@ SESSION_COOKIE = "tutela_session"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
-def get_container(request: Request) -> Container:
+async def get_container(request: Request) -> Container:
+    # async: FastAPI would run a plain function in the thread pool, a hop for nothing.
     container: Container = request.app.state.container
     return container
 

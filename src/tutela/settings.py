@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     s3_access_key_id: SecretStr | None = None
     s3_secret_access_key: SecretStr | None = None
 
+    db_pool_size: int = Field(default=20, ge=1, le=500)
+
     host: str = "127.0.0.1"
     port: int = 8000
     api_workers: int = 1

@@ -132,9 +132,11 @@ def _store_sealed(
     now: datetime,
 ) -> MediaItem:
     """Seal `pieces` into the item's blob, then commit its row; undo both on any failure."""
-    # End the checks' read transaction first: no snapshot or connection is held open on
-    # the main store while a large body streams in (the profile's activity mark goes too).
-    session.commit()
+    if not isinstance(pieces, (bytes, list, tuple)):
+        # A streamed body: end the checks' read transaction first, so no snapshot or
+        # connection is held open on the main store while it arrives (the profile's
+        # activity mark commits with it).
+        session.commit()
     key = vault.keys.create_item_key(
         household_id=item.household_id, profile_id=item.profile_id, item_id=item.id, now=now
     )
@@ -165,7 +167,7 @@ def ingest_media(
     kind: str,
     declared_type: str,
     captured_at: datetime,
-    body: Iterable[bytes],
+    body: bytes | Iterable[bytes],
     limits: Limits,
     now: datetime,
     source_item_id: uuid.UUID | None = None,
@@ -195,8 +197,11 @@ def ingest_media(
         received_at=now,
         state=ItemState.ACTIVE,
     )
-    pieces = _limited(body, limit=limits.max_upload_bytes, media_type=media_type)
-    return _store_sealed(session, vault, item=item, pieces=pieces, now=now)
+    if isinstance(body, bytes):
+        body = list(_limited([body], limit=limits.max_upload_bytes, media_type=media_type))
+    else:
+        body = _limited(body, limit=limits.max_upload_bytes, media_type=media_type)
+    return _store_sealed(session, vault, item=item, pieces=body, now=now)
 
 
 def _source_for_derived(
