@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tutela.core.errors import KeyUnavailable
@@ -48,6 +48,10 @@ class KeyStore:
     def __init__(self, sessions: sessionmaker[Session], source: KeySource) -> None:
         self.sessions = sessions
         self.source = source
+        # Per-upload and per-read statements are single statements, each atomic alone:
+        # autocommit spares them a BEGIN and a COMMIT round trip.
+        engine = sessions.kw["bind"]
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._service_keys: dict[str, bytes] = {}
 
     def create_profile_key(
@@ -90,10 +94,17 @@ class KeyStore:
         item_id: uuid.UUID,
         now: datetime,
     ) -> bytes:
-        """A fresh key for a new item, wrapped under its profile's key, in one round trip."""
+        """A fresh key for a new item, wrapped under its profile's key.
+
+        Core statements, not the ORM's unit of work: this runs once per upload.
+        """
         key = crypto.new_key()
-        with self.sessions() as s:
-            row = s.get(ProfileKey, (household_id, profile_id))
+        with self._autocommit.connect() as conn:
+            row = conn.execute(
+                select(ProfileKey.wrapped, ProfileKey.master_key_id).where(
+                    ProfileKey.household_id == household_id, ProfileKey.profile_id == profile_id
+                )
+            ).one_or_none()
             if row is None:
                 raise KeyUnavailable("This profile's key has been destroyed.")
             profile_key = crypto.unwrap_key(
@@ -101,8 +112,8 @@ class KeyStore:
                 row.wrapped,
                 context=_profile_context(household_id, profile_id),
             )
-            s.add(
-                ItemKey(
+            conn.execute(
+                insert(ItemKey).values(
                     household_id=household_id,
                     item_id=item_id,
                     profile_id=profile_id,
@@ -112,12 +123,11 @@ class KeyStore:
                     created_at=now,
                 )
             )
-            s.commit()
         return key
 
     def item_key(self, *, household_id: uuid.UUID, item_id: uuid.UUID) -> bytes:
-        with self.sessions() as s:
-            row = s.execute(
+        with self._autocommit.connect() as conn:
+            row = conn.execute(
                 select(
                     ItemKey.wrapped,
                     ProfileKey.wrapped,
