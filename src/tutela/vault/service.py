@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import Table, insert, select, tuple_
 from sqlalchemy.orm import Session
 
 from tutela.core.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
@@ -123,6 +123,16 @@ def _limited(pieces: Iterable[bytes], *, limit: int, media_type: str) -> Iterato
         yield bytes(head)
 
 
+def _insert(session: Session, item: MediaItem) -> None:
+    """One INSERT for a new item, without the ORM's unit of work (this runs per upload).
+
+    The item object is returned to the caller as a plain, transient value.
+    """
+    table = MediaItem.__table__
+    assert isinstance(table, Table)
+    session.execute(insert(table).values({c.key: getattr(item, c.key) for c in table.columns}))
+
+
 def _store_sealed(
     session: Session,
     vault: Vault,
@@ -148,7 +158,7 @@ def _store_sealed(
         item.sealed_size = vault.blobs.write(item.blob_key, sealer.seal(pieces))
         item.size = sealer.plain_size
         item.content_mac = sealer.digest
-        session.add(item)
+        _insert(session, item)
         session.commit()
     except BaseException:
         session.rollback()
