@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import uuid
+
+from fastapi import APIRouter, Response
 
 from tutela.deps import AppContainer, CurrentPrincipal, CurrentReader, DbSession
 from tutela.households import service
 from tutela.households.models import Account
-from tutela.households.schemas import DeviceOut, MeOut, ProfileOut
+from tutela.households.schemas import (
+    DeviceIn,
+    DeviceOut,
+    MeOut,
+    ProfileOut,
+    RegisteredDeviceOut,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["households"])
 
@@ -43,3 +51,35 @@ def devices(principal: CurrentPrincipal, session: DbSession) -> list[DeviceOut]:
     return [
         DeviceOut.of(d) for d in service.list_devices(session, household_id=principal.household_id)
     ]
+
+
+@router.post("/devices", response_model=RegisteredDeviceOut, status_code=201)
+def register_device(
+    payload: DeviceIn, principal: CurrentPrincipal, session: DbSession, container: AppContainer
+) -> RegisteredDeviceOut:
+    """Register a device of the household (owner only); its token is shown this once."""
+    device, token = service.register_device(
+        session,
+        household_id=principal.household_id,
+        spec=service.DeviceSpec(kind=payload.kind, label=payload.label, zone=payload.zone),
+        now=container.clock.now(),
+        actor=f"account:{principal.account_id}",
+        actor_role=principal.role,
+    )
+    return RegisteredDeviceOut(device=DeviceOut.of(device), token=token)
+
+
+@router.delete("/devices/{device_id}", status_code=204)
+def revoke_device(
+    device_id: uuid.UUID, principal: CurrentPrincipal, session: DbSession, container: AppContainer
+) -> Response:
+    """Revoke a device's token (owner only); its uploads are refused from now on."""
+    service.revoke_device(
+        session,
+        household_id=principal.household_id,
+        device_id=device_id,
+        now=container.clock.now(),
+        actor=f"account:{principal.account_id}",
+        actor_role=principal.role,
+    )
+    return Response(status_code=204)

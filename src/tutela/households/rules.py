@@ -32,6 +32,14 @@ def visible_profiles(
     return {own_profile_id, *guarded_profile_ids}
 
 
+def check_device_label(label: str) -> str:
+    """Labels are stored in plaintext: short, printable, and meant for rooms, not names."""
+    label = label.strip()
+    if not label or len(label) > 80 or not label.isprintable():
+        raise InvalidInput("A device label is 1 to 80 printable characters.", code="invalid_label")
+    return label
+
+
 def check_device(kind: str, zone: str | None) -> tuple[DeviceKind, CameraZone | None]:
     """A camera must say which zone it watches (bedrooms and bathrooms matter); nothing else may."""
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from tutela.households.models import Device
 from tutela.households.service import ProfileView
@@ -42,6 +42,19 @@ class DeviceOut(BaseModel):
             created_at=device.created_at,
             revoked=device.revoked_at is not None,
         )
+
+
+class DeviceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = Field(max_length=16)
+    label: str = Field(min_length=1, max_length=80)
+    zone: str | None = Field(default=None, max_length=16)
+
+
+class RegisteredDeviceOut(BaseModel):
+    device: DeviceOut
+    token: str = Field(description="Shown this once; Tutela keeps only its hash.")
 
 
 class MeOut(BaseModel):

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tutela.audit.service import AuditTag, record
-from tutela.core.errors import Conflict, InvalidDeviceToken, NotFound
+from tutela.core.errors import Conflict, Forbidden, InvalidDeviceToken, NotFound
 from tutela.core.ids import uuid7
 from tutela.households import rules
 from tutela.households.models import (
@@ -142,7 +142,12 @@ def _new_profile(
 
 
 def _new_device(
-    session: Session, *, household_id: uuid.UUID, spec: DeviceSpec, now: datetime
+    session: Session,
+    *,
+    household_id: uuid.UUID,
+    spec: DeviceSpec,
+    now: datetime,
+    actor: str = "system",
 ) -> tuple[Device, str]:
     kind, zone = rules.check_device(spec.kind, spec.zone)
     device_id = uuid7()
@@ -152,7 +157,7 @@ def _new_device(
         id=device_id,
         kind=kind,
         zone=zone,
-        label=spec.label[:80],
+        label=rules.check_device_label(spec.label),
         token_hash=hash_device_token(token),
         created_at=now,
     )
@@ -160,7 +165,7 @@ def _new_device(
     record(
         session,
         tag=AuditTag.DEVICE_REGISTERED,
-        actor="system",
+        actor=actor,
         now=now,
         household_id=household_id,
         subject=f"device:{device_id}",
@@ -191,6 +196,7 @@ def _check_home(
             )
     for device in spec.devices:
         rules.check_device(device.kind, device.zone)
+        rules.check_device_label(device.label)
     return indexes
 
 
@@ -292,20 +298,40 @@ def create_home(
     return created
 
 
+def _check_owner(role: str) -> None:
+    if role != AccountRole.OWNER:
+        raise Forbidden("Only the household's owner manages its devices.", code="owner_only")
+
+
 def register_device(
-    session: Session, *, household_id: uuid.UUID, spec: DeviceSpec, now: datetime
+    session: Session,
+    *,
+    household_id: uuid.UUID,
+    spec: DeviceSpec,
+    now: datetime,
+    actor: str = "system",
+    actor_role: str = AccountRole.OWNER,
 ) -> tuple[Device, str]:
     """Add a device; its token is returned this once and kept only as a hash."""
+    _check_owner(actor_role)
     if session.get(Household, household_id) is None:
         raise NotFound("No such household.", code="household_not_found")
-    device, token = _new_device(session, household_id=household_id, spec=spec, now=now)
+    device, token = _new_device(session, household_id=household_id, spec=spec, now=now, actor=actor)
     session.commit()
     return device, token
 
 
 def revoke_device(
-    session: Session, *, household_id: uuid.UUID, device_id: uuid.UUID, now: datetime
+    session: Session,
+    *,
+    household_id: uuid.UUID,
+    device_id: uuid.UUID,
+    now: datetime,
+    actor: str = "system",
+    actor_role: str = AccountRole.OWNER,
 ) -> Device:
+    """Revoke a device's token for good (a lost or sold device); idempotent."""
+    _check_owner(actor_role)
     device = session.get(Device, (household_id, device_id))
     if device is None:
         raise NotFound("No such device.", code="device_not_found")
@@ -314,7 +340,7 @@ def revoke_device(
         record(
             session,
             tag=AuditTag.DEVICE_REVOKED,
-            actor="system",
+            actor=actor,
             now=now,
             household_id=household_id,
             subject=f"device:{device_id}",
