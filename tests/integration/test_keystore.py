@@ -170,3 +170,25 @@ def test_a_master_key_from_the_environment_works_and_refuses_rotation(container:
     for bad in ("not base64!", base64.b64encode(b"short").decode()):
         with pytest.raises(ConfigurationError):
             StaticKeySource(bad)
+
+
+def test_a_destroyed_key_leaves_no_copy_in_the_key_store_files(
+    container: Container, unique: str, backend: str
+) -> None:
+    """secure_delete zeroes the database page; the WAL's old copy must go too (S6, C1)."""
+    if backend != "sqlite":
+        pytest.skip("PostgreSQL's files are the server's; this checks the embedded store")
+    home = make_home(container, tag=unique)
+    _voice(container, home)
+    child = home.child_profiles[0]
+    with container.stores.key_sessions() as k:
+        row = k.get(ProfileKey, (home.household_id, child))
+        assert row is not None
+        wrapped = row.wrapped
+    db = Path(str(container.stores.keys.url.database))
+    files = [db, Path(f"{db}-wal")]
+    assert any(wrapped in f.read_bytes() for f in files if f.exists()), "the key was on disk"
+    container.vault.keys.destroy_profile_key(household_id=home.household_id, profile_id=child)
+    for f in files:
+        if f.exists():
+            assert wrapped not in f.read_bytes(), f"destroyed key still in {f.name}"

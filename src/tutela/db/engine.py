@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,11 +26,19 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine with Tutela's connection settings; SQLite folders are created."""
+    """An engine with Tutela's connection settings; SQLite folders and files are created.
+
+    Bound parameters are never shown in SQLAlchemy's error messages: they would carry
+    personal data into logs.
+    """
     parsed = make_url(url)
+    kwargs.setdefault("hide_parameters", True)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            path = Path(parsed.database)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Owner-only from the start; SQLite gives its -wal and -shm files the same mode.
+            os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
         engine = create_engine(url, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
@@ -40,6 +50,25 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     kwargs.setdefault("max_overflow", 10)
     kwargs.setdefault("pool_recycle", 3600)
     return create_engine(url, **kwargs)
+
+
+def purge_journal(engine: Engine) -> None:
+    """Make deleted rows leave the SQLite write-ahead log too (NIST SP 800-88, S6; C1).
+
+    `secure_delete` zeroes freed pages in the database file, but old copies of those
+    pages stay in the `-wal` file until it is truncated. A TRUNCATE checkpoint copies the
+    log back and cuts it to zero bytes. No-op on PostgreSQL, whose WAL and free space are
+    the server's to manage.
+    """
+    if engine.dialect.name != "sqlite":
+        return
+    for _ in range(50):
+        with engine.connect() as conn:
+            busy = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()[0]
+        if not busy:
+            return
+        time.sleep(0.02)
+    raise RuntimeError("the write-ahead log could not be truncated: readers kept it busy")
 
 
 @dataclass

@@ -12,10 +12,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import Engine, delete, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tutela.core.errors import KeyUnavailable
+from tutela.db.engine import purge_journal
 from tutela.vault import crypto
 from tutela.vault.keysource import KeySource
 from tutela.vault.models import ItemKey, ProfileKey, ServiceKey
@@ -50,8 +51,8 @@ class KeyStore:
         self.source = source
         # Per-upload and per-read statements are single statements, each atomic alone:
         # autocommit spares them a BEGIN and a COMMIT round trip.
-        engine = sessions.kw["bind"]
-        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._engine: Engine = sessions.kw["bind"]
+        self._autocommit = self._engine.execution_options(isolation_level="AUTOCOMMIT")
         self._service_keys: dict[str, bytes] = {}
 
     def create_profile_key(
@@ -164,6 +165,7 @@ class KeyStore:
                 )
             )
             s.commit()
+        purge_journal(self._engine)
         return int(getattr(result, "rowcount", 0) or 0)
 
     def destroy_profile_key(self, *, household_id: uuid.UUID, profile_id: uuid.UUID) -> bool:
@@ -180,6 +182,7 @@ class KeyStore:
                 )
             )
             s.commit()
+        purge_journal(self._engine)
         return bool(getattr(result, "rowcount", 0))
 
     def service_key(self, name: str, *, now: datetime) -> bytes:
