@@ -27,6 +27,7 @@ from tutela.web.routes import router as web_router
 from tutela.web.routes import static_files
 
 log = logging.getLogger("tutela.http")
+MEDIA_PATH = "/api/v1/ingest/media"
 PROBLEM = "application/problem+json"
 _STATUS_CODES = {
     400: "bad_request",
@@ -147,6 +148,74 @@ class RequestLog:
                 )
 
 
+class BodyLimit:
+    """Refuses request bodies over a limit before any route reads them (413, RFC 9457).
+
+    A declared `Content-Length` over the limit is refused at once; bodies without one are
+    counted as they arrive. Uploads of media have their own, larger limit.
+    """
+
+    def __init__(self, app: ASGIApp, *, limit: int, media_limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.media_limit = media_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.media_limit if scope["path"] == MEDIA_PATH else self.limit
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                response = problem(
+                    413,
+                    "payload_too_large",
+                    "Upload too large",
+                    f"Request bodies here are limited to {limit} bytes.",
+                    scope["path"],
+                )
+                await response(scope, receive, send)
+                return
+        received = 0
+        too_large = False
+
+        async def counted() -> Message:
+            nonlocal received, too_large
+            if too_large:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    # Cut the route off as if the client had gone; the 413 is ours to send.
+                    too_large = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            if not too_large:
+                await send(message)
+
+        try:
+            await self.app(scope, counted, guarded_send)
+        except Exception:
+            if not too_large:
+                raise
+        if too_large:
+            await self._refuse(scope, receive, send, limit)
+
+    @staticmethod
+    async def _refuse(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        response = problem(
+            413,
+            "payload_too_large",
+            "Upload too large",
+            f"Request bodies here are limited to {limit} bytes.",
+            scope["path"],
+        )
+        await response(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None, *, container: Container | None = None) -> FastAPI:
     settings = settings or (container.settings if container else Settings())
     owned = container is None
@@ -168,6 +237,9 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     app.state.container = container or build(settings)
     _add_error_handlers(app)
 
+    app.add_middleware(
+        BodyLimit, limit=settings.max_json_bytes, media_limit=settings.max_upload_bytes
+    )
     app.add_middleware(RequestLog)
 
     @app.get("/healthz", include_in_schema=False)

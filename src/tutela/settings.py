@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     api_workers: int = 1
 
     max_upload_bytes: int = 200 * MiB
+    max_json_bytes: int = 2 * MiB
     max_location_points: int = 10_000
     max_future_skew_seconds: int = 300
     session_ttl_hours: int = 12

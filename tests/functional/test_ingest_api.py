@@ -401,3 +401,30 @@ def test_a_transcript_for_another_households_recording_is_refused(
     )
     assert_problem(r, 404, "source_not_found")
     assert stored(container) == before
+
+
+def test_oversized_json_bodies_are_refused_before_any_route_reads_them(
+    client: TestClient, container: Container, home: CreatedHome
+) -> None:
+    limit = container.settings.max_json_bytes
+    big = b'{"email": "' + b"a" * limit + b'", "password": "x"}'
+    r = client.post("/api/v1/auth/token", content=big, headers={"content-type": "application/json"})
+    assert_problem(r, 413, "payload_too_large")
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+        yield b'{"profile_id": "' + str(child(home)).encode() + b'", "points": ['
+        for _ in range(limit // 60_000 + 2):
+            yield b'{"latitude": 1, "longitude": 2, "captured_at": "2026-01-01T00:00:00Z"},' * 1000
+        yield b"]}"
+
+    before = stored(container)
+    r = client.post(
+        "/api/v1/ingest/locations",
+        content=chunks(),
+        headers={
+            "authorization": f"Bearer {device_token(home, container, 'phone')}",
+            "content-type": "application/json",
+        },
+    )
+    assert_problem(r, 413, "payload_too_large")
+    assert stored(container) == before

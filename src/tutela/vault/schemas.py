@@ -69,4 +69,4 @@ class LocationBatchIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     profile_id: uuid.UUID
-    points: list[LocationPointIn] = Field(min_length=1)
+    points: list[LocationPointIn] = Field(min_length=1, max_length=100_000)
