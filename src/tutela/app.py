@@ -88,9 +88,8 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         error_id = uuid.uuid4().hex[:12]
         # The type only: a message or traceback could carry personal data.
-        log.error(
-            "unexpected error %s id=%s path=%s", type(exc).__name__, error_id, request.url.path
-        )
+        route = getattr(request.scope.get("route"), "path", "(no route)")
+        log.error("unexpected error %s id=%s route=%s", type(exc).__name__, error_id, route)
         return problem(
             500,
             "internal_error",
@@ -139,10 +138,13 @@ class RequestLog:
             await self.app(scope, receive, send_with_headers)
         finally:
             if log.isEnabledFor(logging.INFO):
+                # The route's template, not the path: no ids of people's records in logs,
+                # and nothing a client can shape into a forged log line.
+                route = getattr(scope.get("route"), "path", "(no route)")
                 log.info(
                     "%s %s %s %.1fms",
                     scope["method"],
-                    scope["path"],
+                    route,
                     status,
                     (time.perf_counter() - started) * 1000,
                 )
