@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -80,7 +82,9 @@ def test_unsatisfiable_ranges_are_refused(header: str) -> None:
 def test_cursors_round_trip_and_garbage_is_refused() -> None:
     item = uuid.uuid4()
     assert rules.decode_cursor(rules.encode_cursor(NOW, item)) == (NOW, item)
-    for bad in ("", "%%%", "bm90IGpzb24", rules.encode_cursor(NOW, item)[:-3]):
+    nested = base64.urlsafe_b64encode(b"[" * 5000).decode()
+    wrong_types = base64.urlsafe_b64encode(json.dumps([NOW.isoformat(), 5]).encode()).decode()
+    for bad in ("", "%%%", "bm90IGpzb24", rules.encode_cursor(NOW, item)[:-3], nested, wrong_types):
         with pytest.raises(InvalidInput):
             rules.decode_cursor(bad)
 

@@ -22,7 +22,9 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Final
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from tutela.core.errors import IntegrityFailure
 
@@ -79,6 +81,15 @@ def open_sealed(key: bytes, sealed: bytes, *, aad: bytes) -> bytes:
 def keyed_digest(key: bytes, data: bytes) -> bytes:
     """HMAC-SHA-256 (RFC 2104): a lookup index or fingerprint that reveals nothing alone."""
     return hmac.new(key, data, hashlib.sha256).digest()
+
+
+def item_subkeys(key: bytes) -> tuple[bytes, bytes]:
+    """An item key's encryption key and MAC key, derived apart with HKDF-SHA-256 (RFC 5869).
+
+    One key never serves two primitives; destroying the item key destroys both.
+    """
+    okm = HKDF(algorithm=hashes.SHA256(), length=64, salt=None, info=b"tutela:item:v1").derive(key)
+    return okm[:KEY_BYTES], okm[KEY_BYTES:]
 
 
 def content_mac_key(key: bytes) -> bytes:

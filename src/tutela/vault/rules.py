@@ -122,12 +122,18 @@ def encode_cursor(captured_at: datetime, item_id: uuid.UUID) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """The position a cursor names; anything that is not one of ours is a 422, never a 500."""
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        when, item_id = json.loads(raw)
-        parsed = datetime.fromisoformat(when)
+        if len(cursor) > 200:
+            raise ValueError("too long")
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not (
+            isinstance(data, list) and len(data) == 2 and all(isinstance(v, str) for v in data)
+        ):
+            raise ValueError("not a cursor")
+        parsed = datetime.fromisoformat(data[0])
         if parsed.tzinfo is None:
             raise ValueError("naive")
-        return parsed, uuid.UUID(item_id)
-    except (ValueError, TypeError) as exc:
+        return parsed, uuid.UUID(data[1])
+    except (ValueError, TypeError, AttributeError, RecursionError) as exc:
         raise InvalidInput("The page cursor is not valid.", code="invalid_cursor") from exc

@@ -8,6 +8,7 @@ are removed again: nothing half-written stays behind.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -81,6 +82,7 @@ def blob_key(household_id: uuid.UUID, profile_id: uuid.UUID, item_id: uuid.UUID)
     return f"{household_id}/{profile_id}/{item_id}"
 
 
+log = logging.getLogger(__name__)
 ACTIVITY_RESOLUTION = timedelta(hours=1)
 
 
@@ -133,6 +135,20 @@ def _insert(session: Session, item: MediaItem) -> None:
     session.execute(insert(table).values({c.key: getattr(item, c.key) for c in table.columns}))
 
 
+def _discard(vault: Vault, item: MediaItem) -> None:
+    """Undo a failed upload: the key first (that alone makes any bytes unreadable), then
+    the blob. Each step is tried even if the other fails; failures are logged by type."""
+    try:
+        vault.keys.destroy_item_keys(household_id=item.household_id, item_ids=[item.id])
+    except Exception as exc:
+        log.error("discarding an item key failed: %s", type(exc).__name__)
+    if item.blob_key is not None:
+        try:
+            vault.blobs.delete(item.blob_key)
+        except Exception as exc:
+            log.error("discarding a blob failed: %s", type(exc).__name__)
+
+
 def _store_sealed(
     session: Session,
     vault: Vault,
@@ -151,8 +167,12 @@ def _store_sealed(
         household_id=item.household_id, profile_id=item.profile_id, item_id=item.id, now=now
     )
     item.blob_key = blob_key(item.household_id, item.profile_id, item.id)
+    enc_key, mac_key = crypto.item_subkeys(key)
     sealer = crypto.StreamSealer(
-        key, aad=item_aad(item.household_id, item.id), chunk_size=vault.chunk_size
+        enc_key,
+        aad=item_aad(item.household_id, item.id),
+        chunk_size=vault.chunk_size,
+        mac_key=mac_key,
     )
     try:
         item.sealed_size = vault.blobs.write(item.blob_key, sealer.seal(pieces))
@@ -162,8 +182,7 @@ def _store_sealed(
         session.commit()
     except BaseException:
         session.rollback()
-        vault.blobs.delete(item.blob_key)
-        vault.keys.destroy_item_keys(household_id=item.household_id, item_ids=[item.id])
+        _discard(vault, item)
         raise
     return item
 
@@ -247,14 +266,9 @@ def ingest_transcript(
         raise NotFound("No such voice recording.", code="source_not_found")
     profile = _profile_for_upload(session, device, source.profile_id, now)
     _source_for_derived(session, device, profile, source_item_id, {ItemKind.VOICE})
-    item_id = uuid7()
-    key = vault.keys.create_item_key(
-        household_id=device.household_id, profile_id=profile.id, item_id=item_id, now=now
-    )
-    payload = json.dumps({"text": text, "language": language}).encode()
     item = MediaItem(
         household_id=device.household_id,
-        id=item_id,
+        id=uuid7(),
         profile_id=profile.id,
         device_id=device.id,
         source_item_id=source.id,
@@ -263,16 +277,21 @@ def ingest_transcript(
         captured_at=source.captured_at,
         received_at=now,
         size=len(text.encode()),
-        content_mac=crypto.keyed_digest(crypto.content_mac_key(key), text.encode()),
-        sealed_fields=crypto.seal(key, payload, aad=item_aad(device.household_id, item_id)),
         state=ItemState.ACTIVE,
     )
     try:
+        key = vault.keys.create_item_key(
+            household_id=item.household_id, profile_id=profile.id, item_id=item.id, now=now
+        )
+        enc_key, mac_key = crypto.item_subkeys(key)
+        payload = json.dumps({"text": text, "language": language}).encode()
+        item.content_mac = crypto.keyed_digest(mac_key, text.encode())
+        item.sealed_fields = crypto.seal(enc_key, payload, aad=item_aad(item.household_id, item.id))
         session.add(item)
         session.commit()
     except BaseException:
         session.rollback()
-        vault.keys.destroy_item_keys(household_id=device.household_id, item_ids=[item_id])
+        _discard(vault, item)
         raise
     return item
 
@@ -419,7 +438,9 @@ def transcripts_of(
 def read_transcript(vault: Vault, *, item: MediaItem) -> dict[str, str | None]:
     if item.kind != ItemKind.TRANSCRIPT or item.sealed_fields is None:
         raise NotFound("No transcript.", code="item_not_found")
-    key = vault.keys.item_key(household_id=item.household_id, item_id=item.id)
+    key, _ = crypto.item_subkeys(
+        vault.keys.item_key(household_id=item.household_id, item_id=item.id)
+    )
     data: dict[str, str | None] = json.loads(
         crypto.open_sealed(key, item.sealed_fields, aad=item_aad(item.household_id, item.id))
     )
@@ -441,7 +462,9 @@ def open_content(
         return Content(item=item, start=0, end=len(payload), partial=False, chunks=iter([payload]))
     parsed = rules.parse_range(byte_range, item.size) if item.size else None
     span = parsed or (0, item.size)
-    key = vault.keys.item_key(household_id=item.household_id, item_id=item.id)
+    key, _ = crypto.item_subkeys(
+        vault.keys.item_key(household_id=item.household_id, item_id=item.id)
+    )
     blob = item.blob_key
     header = vault.blobs.read_at(blob, 0, crypto.STREAM_HEADER.size)
     opener = crypto.StreamOpener(

@@ -8,7 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -122,7 +122,7 @@ def profile_page(
     request: Request,
     session: DbSession,
     container: AppContainer,
-    cursor: str | None = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
     kind: ItemKind | None = None,
 ) -> Response:
     try:
