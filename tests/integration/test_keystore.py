@@ -192,3 +192,21 @@ def test_a_destroyed_key_leaves_no_copy_in_the_key_store_files(
     for f in files:
         if f.exists():
             assert wrapped not in f.read_bytes(), f"destroyed key still in {f.name}"
+
+
+def _open_key_file(path: str) -> str:
+    source = FileKeySource(Path(path))
+    return source.current_id()
+
+
+def test_processes_starting_together_agree_on_one_master_key(tmp_path: Path) -> None:
+    """Several API processes on a fresh home: one key is made, and every process uses it."""
+    import multiprocessing
+
+    path = str(tmp_path / "master.key")
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(6) as pool:
+        ids = pool.map(_open_key_file, [path] * 12)
+    assert len(set(ids)) == 1
+    assert FileKeySource(Path(path)).key_ids() == ids[:1]
+    assert stat.S_IMODE(Path(path).stat().st_mode) == 0o600

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import fcntl
 import json
 import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,10 +53,12 @@ class FileKeySource:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._cache: tuple[tuple[int, int], str, dict[str, bytes]] | None = None
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            key = crypto.new_key()
-            self._save({"current": crypto.key_fingerprint(key), "keys": [_entry(key)]})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            # Several API processes may start at once on a fresh home: one makes the key.
+            if not path.exists():
+                key = crypto.new_key()
+                self._save({"current": crypto.key_fingerprint(key), "keys": [_entry(key)]})
         if path.stat().st_mode & 0o077:
             raise ConfigurationError(
                 "The master key file is readable by other users; set its mode to 0600.",
@@ -78,14 +84,33 @@ class FileKeySource:
             self._cache = (stamp, str(data["current"]), keys)
         return self._cache[1], self._cache[2]
 
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """An exclusive lock across processes for every read-modify-write of the file."""
+        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
     def _save(self, data: dict[str, Any]) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        """Write the whole file anew (a private temporary file, then rename); caller locks."""
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".master-key-")  # mode 0600
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(data, f, indent=2)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
         self._cache = None
 
     def current_id(self) -> str:
@@ -101,19 +126,21 @@ class FileKeySource:
         return list(self._state()[1])
 
     def begin_rotation(self) -> str:
-        data = self._read()
-        key = crypto.new_key()
-        data["keys"].append(_entry(key))
-        data["current"] = crypto.key_fingerprint(key)
-        self._save(data)
+        with self._locked():
+            data = self._read()
+            key = crypto.new_key()
+            data["keys"].append(_entry(key))
+            data["current"] = crypto.key_fingerprint(key)
+            self._save(data)
         return str(data["current"])
 
     def retire(self, key_id: str) -> None:
-        data = self._read()
-        if data["current"] == key_id:
-            raise ValueError("the current master key cannot be retired")
-        data["keys"] = [e for e in data["keys"] if e["id"] != key_id]
-        self._save(data)
+        with self._locked():
+            data = self._read()
+            if data["current"] == key_id:
+                raise ValueError("the current master key cannot be retired")
+            data["keys"] = [e for e in data["keys"] if e["id"] != key_id]
+            self._save(data)
 
 
 class StaticKeySource:

@@ -212,16 +212,7 @@ class KeyStore:
         self._service_keys[name] = key
         return key
 
-    def rotate_master(self, *, batch_size: int = 500) -> RotationResult:
-        """Re-wrap every profile and service key under a new master key, then retire the old.
-
-        Blobs and item keys are untouched: only the top of the hierarchy changes. Each batch
-        commits on its own; if the rotation stops part-way, running it again finishes it,
-        and the old master key is retired only once nothing is wrapped under it any more.
-        """
-        held = self.source.key_ids()
-        new_id = self.source.current_id() if len(held) > 1 else self.source.begin_rotation()
-        new_key = self.source.key(new_id)
+    def _rewrap_batches(self, new_id: str, new_key: bytes, batch_size: int) -> int:
         rewrapped = 0
         while True:
             with self.sessions() as s:
@@ -249,8 +240,28 @@ class KeyStore:
                 svc.master_key_id = new_id
                 rewrapped += 1
             s.commit()
-            in_use = set(s.scalars(select(ProfileKey.master_key_id).distinct()))
-            in_use |= set(s.scalars(select(ServiceKey.master_key_id).distinct()))
+        return rewrapped
+
+    def rotate_master(self, *, batch_size: int = 500) -> RotationResult:
+        """Re-wrap every profile and service key under a new master key, then retire the old.
+
+        Blobs and item keys are untouched: only the top of the hierarchy changes. Each batch
+        commits on its own; if the rotation stops part-way, running it again finishes it,
+        and the old master key is retired only once nothing is wrapped under it any more.
+        """
+        held = self.source.key_ids()
+        new_id = self.source.current_id() if len(held) > 1 else self.source.begin_rotation()
+        new_key = self.source.key(new_id)
+        rewrapped = 0
+        while True:
+            # Re-wrap until nothing is left under an old key: an API process may have
+            # wrapped a new profile key under the old master just before it saw the new.
+            rewrapped += self._rewrap_batches(new_id, new_key, batch_size)
+            with self.sessions() as s:
+                in_use = set(s.scalars(select(ProfileKey.master_key_id).distinct()))
+                in_use |= set(s.scalars(select(ServiceKey.master_key_id).distinct()))
+            if in_use <= {new_id}:
+                break
         retired = []
         for old_id in self.source.key_ids():
             if old_id != new_id and old_id not in in_use:
