@@ -103,7 +103,14 @@ SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"same-origin"),
     (b"x-frame-options", b"DENY"),
+    (
+        CSP := b"content-security-policy",
+        b"default-src 'self'; frame-ancestors 'none'; base-uri 'none'",
+    ),
 ]
+# Pages and API answers carry personal data: no shared or browser cache keeps them.
+NO_STORE = (b"cache-control", b"no-store")
+HSTS = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
 
 
 class RequestLog:
@@ -113,8 +120,9 @@ class RequestLog:
     no cost. Never the query string or the body: they may carry personal data.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, https: bool = False) -> None:
         self.app = app
+        self.https = https
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -122,6 +130,12 @@ class RequestLog:
             return
         started = time.perf_counter()
         status = 500
+        # The interactive API docs load Swagger UI's scripts; every other page loads only ours.
+        extra = [h for h in SECURITY_HEADERS if scope["path"] != "/api/docs" or h[0] != CSP]
+        if not scope["path"].startswith("/static/"):
+            extra.append(NO_STORE)
+        if self.https:
+            extra.append(HSTS)
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status
@@ -130,7 +144,7 @@ class RequestLog:
                 present = {name.lower() for name, _ in message.get("headers", [])}
                 message["headers"] = [
                     *message.get("headers", []),
-                    *((k, v) for k, v in SECURITY_HEADERS if k not in present),
+                    *((k, v) for k, v in extra if k not in present),
                 ]
             await send(message)
 
@@ -242,7 +256,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     app.add_middleware(
         BodyLimit, limit=settings.max_json_bytes, media_limit=settings.max_upload_bytes
     )
-    app.add_middleware(RequestLog)
+    app.add_middleware(RequestLog, https=settings.cookie_secure)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

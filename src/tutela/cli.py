@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
 from typing import Annotated
@@ -155,4 +156,6 @@ def demo(
 
 
 def main() -> None:
+    # Files Tutela makes (stores, blobs, keys, logs) are readable by their owner only.
+    os.umask(0o077)
     app()

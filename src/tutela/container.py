@@ -73,6 +73,7 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Container:
             time_cost=settings.argon2_time_cost,
             memory_kib=settings.argon2_memory_kib,
             parallelism=settings.argon2_parallelism,
+            max_concurrent=settings.argon2_max_concurrent,
         ),
         clock=clock or SystemClock(),
     )

@@ -14,9 +14,17 @@ from tutela.households import service as households
 from tutela.households.models import Device
 from tutela.identity import service as identity
 from tutela.identity.service import Principal
+from tutela.settings import Settings
 from tutela.vault.service import Reader
 
 SESSION_COOKIE = "tutela_session"
+
+
+def cookie_name(base: str, settings: Settings) -> str:
+    """`__Host-` cookies (RFC 6265bis) cannot be set by a sibling subdomain; they need HTTPS."""
+    return f"__Host-{base}" if settings.cookie_secure else base
+
+
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -59,7 +67,7 @@ def current_principal(request: Request, session: DbSession, container: AppContai
     """The signed-in customer: an API bearer token, or the console's session cookie."""
     token = bearer_token(request)
     if token is None:
-        token = request.cookies.get(SESSION_COOKIE)
+        token = request.cookies.get(cookie_name(SESSION_COOKIE, container.settings))
         if token is None:
             raise NotAuthenticated("Sign in first.")
         _check_same_origin(request)

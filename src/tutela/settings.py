@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     argon2_time_cost: int = 2
     argon2_memory_kib: int = 19_456
     argon2_parallelism: int = 1
+    argon2_max_concurrent: int = Field(default=4, ge=1, le=64)
 
     log_level: str = "INFO"
 

@@ -64,3 +64,44 @@ def test_unknown_routes_and_methods_are_problems(client: TestClient) -> None:
     r = client.put("/api/v1/items")
     assert r.status_code == 405 and r.json()["code"] == "method_not_allowed"
     assert r.headers["content-type"] == "application/problem+json"
+
+
+def test_personal_answers_are_never_cached_and_pages_are_locked_down(
+    client: TestClient, home: CreatedHome
+) -> None:
+    headers = sign_in(client, owner_email(home))
+    r = client.get("/api/v1/profiles", headers=headers)
+    assert r.headers["cache-control"] == "no-store"
+    page = client.get("/login")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert page.headers["x-frame-options"] == "DENY"
+    assert "no-store" not in client.get("/static/console.css").headers.get("cache-control", "")
+
+
+def test_behind_https_cookies_are_host_only_and_secure(
+    container: Container, home: CreatedHome
+) -> None:
+    container.settings = container.settings.model_copy(update={"cookie_secure": True})
+    with TestClient(create_app(container=container), base_url="https://tutela.test") as client:
+        form = client.get("/login")
+        assert "strict-transport-security" in form.headers
+        csrf = form.cookies.get("__Host-tutela_csrf")
+        assert csrf, form.headers.get("set-cookie")
+        assert "secure" in form.headers["set-cookie"].lower()
+        r = client.post(
+            "/login",
+            data={
+                "email": owner_email(home),
+                "password": "correct horse battery staple",
+                "csrf": csrf,
+            },
+            follow_redirects=False,
+        )
+        assert r.status_code == 303
+        cookie = r.headers["set-cookie"]
+        assert (
+            cookie.startswith("__Host-tutela_session=")
+            and "Secure" in cookie
+            and "HttpOnly" in cookie
+        )
+        assert client.get("/").status_code == 200

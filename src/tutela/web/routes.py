@@ -14,10 +14,18 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from tutela.core.errors import InvalidCredentials, NotAuthenticated, NotFound
-from tutela.deps import SESSION_COOKIE, AppContainer, DbSession, current_principal, current_reader
+from tutela.deps import (
+    SESSION_COOKIE,
+    AppContainer,
+    DbSession,
+    cookie_name,
+    current_principal,
+    current_reader,
+)
 from tutela.households import service as households
 from tutela.identity import service as identity
 from tutela.identity.models import SessionKind
+from tutela.settings import Settings
 from tutela.vault import service as vault
 from tutela.vault.models import ItemKind
 
@@ -31,18 +39,31 @@ def static_files() -> StaticFiles:
     return StaticFiles(directory=HERE / "static")
 
 
-def _login_page(request: Request, *, error: str | None = None, status: int = 200) -> Response:
+def _login_page(
+    request: Request,
+    settings: Settings,
+    *,
+    error: str | None = None,
+    status: int = 200,
+) -> Response:
     token = secrets.token_urlsafe(24)
     response = templates.TemplateResponse(
         request, "login.html", {"csrf": token, "error": error}, status_code=status
     )
-    response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict", path="/login")
+    response.set_cookie(
+        cookie_name(CSRF_COOKIE, settings),
+        token,
+        httponly=True,
+        samesite="strict",
+        secure=settings.cookie_secure,
+        path="/",
+    )
     return response
 
 
 @router.get("/login", response_class=HTMLResponse)
-def login_form(request: Request) -> Response:
-    return _login_page(request)
+def login_form(request: Request, container: AppContainer) -> Response:
+    return _login_page(request, container.settings)
 
 
 @router.post("/login")
@@ -54,10 +75,11 @@ def login(
     password: Annotated[str, Form(max_length=1024)],
     csrf: Annotated[str, Form(max_length=100)],
 ) -> Response:
-    expected = request.cookies.get(CSRF_COOKIE, "")
+    settings = container.settings
+    expected = request.cookies.get(cookie_name(CSRF_COOKIE, settings), "")
     if not expected or not secrets.compare_digest(expected, csrf):
         return _login_page(
-            request, error="Your sign-in form expired; please try again.", status=400
+            request, settings, error="Your sign-in form expired; please try again.", status=400
         )
     try:
         issued = identity.sign_in(
@@ -73,17 +95,21 @@ def login(
             now=container.clock.now(),
         )
     except InvalidCredentials:
-        return _login_page(request, error="The email or password is not right.", status=401)
+        return _login_page(
+            request, settings, error="The email or password is not right.", status=401
+        )
     response = RedirectResponse("/", status_code=303)
     response.set_cookie(
-        SESSION_COOKIE,
+        cookie_name(SESSION_COOKIE, settings),
         issued.token,
         httponly=True,
         samesite="lax",
         secure=container.settings.cookie_secure,
         max_age=container.settings.session_ttl_hours * 3600,
     )
-    response.delete_cookie(CSRF_COOKIE, path="/login")
+    response.delete_cookie(
+        cookie_name(CSRF_COOKIE, settings), secure=settings.cookie_secure, httponly=True
+    )
     return response
 
 
@@ -95,7 +121,11 @@ def logout(request: Request, session: DbSession, container: AppContainer) -> Res
     except NotAuthenticated:
         pass
     response = RedirectResponse("/login", status_code=303)
-    response.delete_cookie(SESSION_COOKIE)
+    response.delete_cookie(
+        cookie_name(SESSION_COOKIE, container.settings),
+        secure=container.settings.cookie_secure,
+        httponly=True,
+    )
     return response
 
 
