@@ -183,14 +183,7 @@ class BodyLimit:
         limit = self.media_limit if scope["path"] == MEDIA_PATH else self.limit
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > limit:
-                response = problem(
-                    413,
-                    "payload_too_large",
-                    "Upload too large",
-                    f"Request bodies here are limited to {limit} bytes.",
-                    scope["path"],
-                )
-                await response(scope, receive, send)
+                await self._refuse(scope, receive, send, limit)
                 return
         received = 0
         too_large = False
