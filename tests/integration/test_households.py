@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -111,3 +111,35 @@ def test_a_guardian_sees_the_child_and_a_co_parent_without_guardianship_does_not
     assert bruno_sees == {home.adult_profiles[bruno]}
     child = next(v for v in views if v.kind == "child")
     assert (child.name, child.birth_date) == ("Lily Marchetti", date(2019, 3, 14))
+
+
+def test_a_sessions_address_and_user_agent_are_kept_sealed_and_readable_by_tutela(
+    container: Container, unique: str
+) -> None:
+    from tests.factories import PASSWORD
+    from tutela.households.models import Account
+    from tutela.identity import service as identity
+    from tutela.identity.models import SessionKind, SignInSession
+
+    make_home(container, tag=unique)
+    with container.stores.session() as s:
+        issued = identity.sign_in(
+            s,
+            container.vault.keys,
+            container.hasher,
+            email=f"ana.{unique}@example.com",
+            password=PASSWORD,
+            kind=SessionKind.API,
+            ttl=timedelta(hours=1),
+            user_agent="Firefox/140 (Linux)",
+            address="203.0.113.7",
+            now=container.clock.now(),
+        )
+        row = s.get(SignInSession, issued.principal.session_id)
+        account = s.get(Account, (issued.principal.household_id, issued.principal.account_id))
+        assert row is not None and account is not None
+        assert b"203.0.113.7" not in row.client_sealed and b"Firefox" not in row.client_sealed
+        assert identity.session_client(container.vault.keys, row, account) == {
+            "user_agent": "Firefox/140 (Linux)",
+            "address": "203.0.113.7",
+        }

@@ -58,5 +58,6 @@ class SignInSession(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    user_agent: Mapped[str] = mapped_column(String(200), default="")
-    address: Mapped[str] = mapped_column(String(64), default="")
+    # The signing-in device's address and user agent are personal data: sealed under the
+    # account holder's profile key, bound to this session's id.
+    client_sealed: Mapped[bytes] = mapped_column(Binary)

@@ -7,6 +7,7 @@ and second factors (checked after the password) attach.
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from tutela.households import service as households
 from tutela.households.models import Account
 from tutela.identity.models import PasswordCredential, SessionKind, SignInSession
 from tutela.identity.passwords import PasswordHasher
+from tutela.vault import crypto
 from tutela.vault.keystore import KeyStore
 
 SESSION_TOKEN_PREFIX = "tss_"  # noqa: S105 (a public prefix, not a secret)
@@ -44,6 +46,19 @@ class IssuedSession:
     token: str
     principal: Principal
     expires_at: datetime
+
+
+def _client_aad(session_id: uuid.UUID) -> bytes:
+    return b"tutela:session-client:" + session_id.bytes
+
+
+def session_client(keys: KeyStore, row: SignInSession, account: Account) -> dict[str, str]:
+    """The address and user agent a session signed in from (for the list of sessions)."""
+    key = keys.profile_key(household_id=account.household_id, profile_id=account.profile_id)
+    data: dict[str, str] = json.loads(
+        crypto.open_sealed(key, row.client_sealed, aad=_client_aad(row.id))
+    )
+    return data
 
 
 def _token_hash(token: str) -> bytes:
@@ -103,8 +118,11 @@ def sign_in(
         credential.hash = hasher.hash(password)
         credential.updated_at = now
     token = f"{SESSION_TOKEN_PREFIX}{secrets.token_urlsafe(32)}"
+    session_id = uuid7()
+    client = json.dumps({"user_agent": user_agent[:200], "address": address[:64]}).encode()
+    profile_key = keys.profile_key(household_id=account.household_id, profile_id=account.profile_id)
     row = SignInSession(
-        id=uuid7(),
+        id=session_id,
         household_id=account.household_id,
         account_id=account.id,
         kind=kind,
@@ -112,8 +130,7 @@ def sign_in(
         created_at=now,
         expires_at=now + ttl,
         last_seen_at=now,
-        user_agent=user_agent[:200],
-        address=address[:64],
+        client_sealed=crypto.seal(profile_key, client, aad=_client_aad(session_id)),
     )
     session.add(row)
     record(

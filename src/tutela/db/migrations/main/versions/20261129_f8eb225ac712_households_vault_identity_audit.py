@@ -1,8 +1,8 @@
 """households vault identity audit
 
-Revision ID: 0252a61d8022
+Revision ID: f8eb225ac712
 Revises:
-Create Date: 2026-11-29 02:56:05.491581
+Create Date: 2026-11-29 04:09:30.584912
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0252a61d8022"
+revision: str = "f8eb225ac712"
 down_revision: str | Sequence[str] | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -185,8 +185,7 @@ def upgrade() -> None:
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("user_agent", sa.String(length=200), nullable=False),
-        sa.Column("address", sa.String(length=64), nullable=False),
+        sa.Column("client_sealed", sa.LargeBinary(), nullable=False),
         sa.ForeignKeyConstraint(
             ["household_id", "account_id"],
             ["accounts.household_id", "accounts.id"],
