@@ -255,9 +255,29 @@ def test_ranged_reads_equal_plaintext_slices() -> None:
         fetched.clear()
         assert b"".join(opener.read(read_at, start, end)) == plaintext[start:end]
         # Only the chunks that hold the range are fetched: memory and traffic stay small.
-        chunks_spanned = (min(end, size) - 1) // CHUNK - start // CHUNK + 1
-        assert len(fetched) == chunks_spanned
+        first, final = start // CHUNK, (min(end, size) - 1) // CHUNK
+        spans = [opener.chunk_span(i) for i in range(first, final + 1)]
+        assert sum(length for _, length in fetched) == sum(length for _, length in spans)
+        assert fetched[0][0] == spans[0][0]
     assert b"".join(opener.read(read_at, 10, 10)) == b""
+
+
+def test_whole_reads_fetch_many_chunks_at_once_within_the_read_size() -> None:
+    """An object store answers a few large ranged reads, each at most `read_bytes`."""
+    size = 40 * CHUNK + 7
+    plaintext = random.Random(3).randbytes(size)
+    blob, _ = seal_blob(KEY, plaintext)
+    opener = StreamOpener(KEY, aad=AAD, header=blob[: STREAM_HEADER.size], plain_size=size)
+    fetched: list[int] = []
+
+    def read_at(offset: int, length: int) -> bytes:
+        fetched.append(length)
+        return blob[offset : offset + length]
+
+    read_bytes = 8 * (CHUNK + 16)
+    assert b"".join(opener.read(read_at, read_bytes=read_bytes)) == plaintext
+    assert len(fetched) == 6  # 41 chunks, 8 per read
+    assert max(fetched) <= read_bytes
 
 
 def test_stream_bound_to_its_owner() -> None:

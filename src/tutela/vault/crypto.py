@@ -213,7 +213,7 @@ class StreamOpener:
         tail = self.plain_size - self._last_index * self._chunk
         return start, tail + TAG_BYTES
 
-    def open_chunk(self, index: int, sealed_chunk: bytes) -> bytes:
+    def open_chunk(self, index: int, sealed_chunk: bytes | memoryview) -> bytes:
         last = index == self._last_index
         try:
             return self._aead.decrypt(
@@ -222,8 +222,20 @@ class StreamOpener:
         except InvalidTag as exc:
             raise IntegrityFailure("A sealed blob failed its integrity check.") from exc
 
-    def read(self, read_at: ReadAt, start: int = 0, end: int | None = None) -> Iterator[bytes]:
-        """Plaintext bytes [start, end) of the blob, decrypted chunk by chunk."""
+    def read(
+        self,
+        read_at: ReadAt,
+        start: int = 0,
+        end: int | None = None,
+        *,
+        read_bytes: int = 2 * 1024 * 1024,
+    ) -> Iterator[bytes]:
+        """Plaintext bytes [start, end) of the blob, decrypted chunk by chunk.
+
+        Consecutive chunks are fetched together, up to `read_bytes` per read, so an
+        object store answers a few large ranged GETs rather than one per chunk; memory
+        stays at one such read.
+        """
         stop = self.plain_size if end is None else min(end, self.plain_size)
         if start >= stop:
             if self.plain_size == 0:
@@ -231,11 +243,18 @@ class StreamOpener:
                 self.open_chunk(0, read_at(offset, length))
             return
         first, final = start // self._chunk, (stop - 1) // self._chunk
-        for index in range(first, final + 1):
-            offset, length = self.chunk_span(index)
-            sealed_chunk = read_at(offset, length)
-            if len(sealed_chunk) != length:
+        per_read = max(1, read_bytes // (self._chunk + TAG_BYTES))
+        for group in range(first, final + 1, per_read):
+            indexes = range(group, min(group + per_read, final + 1))
+            offset, _ = self.chunk_span(indexes[0])
+            last_offset, last_length = self.chunk_span(indexes[-1])
+            span = last_offset + last_length - offset
+            sealed = memoryview(read_at(offset, span))
+            if len(sealed) != span:
                 raise IntegrityFailure("A sealed blob is truncated.")
-            plain = self.open_chunk(index, sealed_chunk)
-            base = index * self._chunk
-            yield plain[max(0, start - base) : stop - base]
+            for index in indexes:
+                chunk_offset, length = self.chunk_span(index)
+                at = chunk_offset - offset
+                plain = self.open_chunk(index, sealed[at : at + length])
+                base = index * self._chunk
+                yield plain[max(0, start - base) : stop - base]
