@@ -46,6 +46,9 @@ def serve(
         access_log=False,
         log_config=None,
         server_header=False,
+        # X-Forwarded-For only from the proxies named in settings, never by default.
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
     )
 
 

@@ -43,6 +43,11 @@ AppContainer = Annotated[Container, Depends(get_container)]
 DbSession = Annotated[Session, Depends(get_session)]
 
 
+def client_address(request: Request) -> str:
+    """The peer's address (a trusted proxy's X-Forwarded-For is applied by the server)."""
+    return request.client.host if request.client else ""
+
+
 def bearer_token(request: Request) -> str | None:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token else None

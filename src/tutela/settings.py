@@ -35,6 +35,11 @@ class Settings(BaseSettings):
 
     db_pool_size: int = Field(default=20, ge=1, le=500)
 
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses whose X-Forwarded-For is believed; everyone else's is ignored.",
+    )
+
     host: str = "127.0.0.1"
     port: int = 8000
     api_workers: int = 1

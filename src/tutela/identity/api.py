@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
-from tutela.deps import AppContainer, CurrentPrincipal, DbSession
+from tutela.deps import AppContainer, CurrentPrincipal, DbSession, client_address
 from tutela.identity import service
 from tutela.identity.models import SessionKind
 
@@ -23,10 +23,6 @@ class TokenOut(BaseModel):
     token: str
     token_type: str = "bearer"  # noqa: S105 (RFC 6750 token type)
     expires_at: datetime
-
-
-def client_address(request: Request) -> str:
-    return request.client.host if request.client else ""
 
 
 @router.post("/token", response_model=TokenOut, status_code=201)

@@ -18,6 +18,7 @@ from tutela.deps import (
     SESSION_COOKIE,
     AppContainer,
     DbSession,
+    client_address,
     cookie_name,
     current_principal,
     current_reader,
@@ -91,7 +92,7 @@ def login(
             kind=SessionKind.COOKIE,
             ttl=timedelta(hours=container.settings.session_ttl_hours),
             user_agent=request.headers.get("user-agent", ""),
-            address=request.client.host if request.client else "",
+            address=client_address(request),
             now=container.clock.now(),
         )
     except InvalidCredentials:

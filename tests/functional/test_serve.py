@@ -1,0 +1,98 @@
+"""`tutela serve` as deployed: a real uvicorn process, and whose forwarded address counts."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from tests.conftest import use_home
+from tests.factories import PASSWORD, make_home
+from tutela.container import build
+from tutela.db import migrate
+from tutela.households.models import Account
+from tutela.identity.models import SignInSession
+from tutela.identity.service import session_client
+from tutela.settings import Settings
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def _serve(env: dict[str, str]) -> Iterator[str]:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tutela", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("tutela serve did not start")
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def served_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Settings, str]:
+    use_home(monkeypatch, tmp_path)
+    settings = Settings()
+    migrate.upgrade(settings.main_url, settings.keys_url)
+    container = build(settings)
+    home = make_home(container, tag="serve")
+    container.close()
+    return settings, next(iter(home.accounts))
+
+
+def _signed_in_address(settings: Settings, base: str, email: str) -> str:
+    r = httpx.post(
+        base + "/api/v1/auth/token",
+        json={"email": email, "password": PASSWORD},
+        headers={"x-forwarded-for": "198.51.100.23"},
+    )
+    assert r.status_code == 201, r.text
+    container = build(settings)
+    try:
+        with container.stores.session() as s:
+            row = s.scalars(select(SignInSession).order_by(SignInSession.created_at.desc())).first()
+            assert row is not None
+            account = s.get(Account, (row.household_id, row.account_id))
+            assert account is not None
+            return session_client(container.vault.keys, row, account)["address"]
+    finally:
+        container.close()
+
+
+@pytest.mark.parametrize(
+    ("trusted", "expected"), [("[]", "127.0.0.1"), ('["127.0.0.1"]', "198.51.100.23")]
+)
+def test_forwarded_addresses_count_only_from_trusted_proxies(
+    served_home: tuple[Settings, str], trusted: str, expected: str
+) -> None:
+    settings, email = served_home
+    env = {**os.environ, "TUTELA_TRUSTED_PROXIES": trusted, "TUTELA_LOG_LEVEL": "WARNING"}
+    with _serve(env) as base:
+        assert _signed_in_address(settings, base, email) == expected
