@@ -428,3 +428,97 @@ def test_oversized_json_bodies_are_refused_before_any_route_reads_them(
     )
     assert_problem(r, 413, "payload_too_large")
     assert stored(container) == before
+
+
+def test_a_body_longer_than_its_declared_length_is_refused(
+    container: Container, home: CreatedHome
+) -> None:
+    """A server that trusts Content-Length must not read past it (ASGI driven directly)."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tutela.app import create_app
+
+    app = create_app(container=container)
+    before = stored(container)
+    body = wav_bytes(0.5)
+    query = f"profile_id={child(home)}&kind=voice&captured_at={past(container)}".replace("+", "%2B")
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return pending.pop(0) if pending else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    token = device_token(home, container, "voice")
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/v1/ingest/media",
+        "raw_path": b"/api/v1/ingest/media",
+        "root_path": "",
+        "query_string": query.encode(),
+        "client": ("127.0.0.1", 5000),
+        "server": ("testserver", 80),
+        "headers": [
+            (b"host", b"testserver"),
+            (b"authorization", f"Bearer {token}".encode()),
+            (b"content-type", b"audio/wav"),
+            (b"content-length", b"100"),
+        ],
+    }
+    # A thread of its own: the browser tests may leave an event loop on this one.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, app(scope, receive, send)).result()  # type: ignore[arg-type]
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    payload = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")  # type: ignore[misc]
+    assert start["status"] == 422
+    assert b'"code":"length_mismatch"' in payload
+    assert stored(container) == before
+
+
+@pytest.mark.parametrize(
+    ("kind", "content_type", "source", "code"),
+    [
+        ("thumbnail", "image/jpeg", False, "source_required"),
+        ("snapshot", "image/jpeg", True, "source_not_allowed"),
+    ],
+)
+def test_only_derived_artifacts_name_a_source(
+    client: TestClient,
+    container: Container,
+    home: CreatedHome,
+    kind: str,
+    content_type: str,
+    source: bool,
+    code: str,
+) -> None:
+    camera = device_token(home, container, "camera")
+    clip = upload(
+        client,
+        camera,
+        child(home),
+        mp4_bytes(),
+        kind="video",
+        content_type="video/mp4",
+        captured_at=past(container),
+    )
+    before = stored(container)
+    extra = {"source_item_id": clip.json()["id"]} if source else {}  # type: ignore[attr-defined]
+    r = upload(
+        client,
+        camera,
+        child(home),
+        jpeg_bytes(),
+        kind=kind,
+        content_type=content_type,
+        captured_at=past(container),
+        **extra,
+    )
+    assert_problem(r, 422, code)
+    assert stored(container) == before

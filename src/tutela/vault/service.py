@@ -132,7 +132,10 @@ def _insert(session: Session, item: MediaItem) -> None:
     """
     table = MediaItem.__table__
     assert isinstance(table, Table)
-    session.execute(insert(table).values({c.key: getattr(item, c.key) for c in table.columns}))
+    values = {c.key: getattr(item, c.key) for c in table.columns}
+    # Unset attributes take their column's default, as the unit of work would give them.
+    values = {k: v for k, v in values.items() if v is not None or table.c[k].default is None}
+    session.execute(insert(table).values(values))
 
 
 def _discard(vault: Vault, item: MediaItem) -> None:
@@ -287,7 +290,7 @@ def ingest_transcript(
         payload = json.dumps({"text": text, "language": language}).encode()
         item.content_mac = crypto.keyed_digest(mac_key, text.encode())
         item.sealed_fields = crypto.seal(enc_key, payload, aad=item_aad(item.household_id, item.id))
-        session.add(item)
+        _insert(session, item)
         session.commit()
     except BaseException:
         session.rollback()
