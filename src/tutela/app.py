@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import logging
 import time
 import uuid
@@ -53,7 +55,9 @@ def problem(
         "code": code,
         **extra,
     }
-    headers = {"www-authenticate": 'Bearer realm="tutela"'} if status == 401 else None
+    headers = {"www-authenticate": 'Bearer realm="tutela"'} if status == 401 else {}
+    if "retry_after" in extra:  # RFC 9110 §10.2.3
+        headers["retry-after"] = str(max(1, math.ceil(float(extra["retry_after"]))))
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 

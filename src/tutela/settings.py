@@ -58,6 +58,40 @@ class Settings(BaseSettings):
     argon2_parallelism: int = 1
     argon2_max_concurrent: int = Field(default=4, ge=1, le=64)
 
+    # Sign-in defences (R4-R7, S1-S5). Throttle state is shared through Redis when set.
+    redis_url: str | None = Field(default=None, description="redis://host:port/db for throttles.")
+    public_url: str = Field(
+        default="http://127.0.0.1:8000", description="Base of links in emails; WebAuthn origin."
+    )
+    webauthn_rp_id: str | None = Field(default=None, description="Default: public_url's host.")
+    webauthn_rp_name: str = "Tutela"
+    mfa_required_for_camera_owners: bool = True
+    step_up_minutes: int = Field(default=10, ge=1, le=120)
+    challenge_ttl_minutes: int = Field(default=5, ge=1, le=30)
+    email_link_ttl_minutes: int = Field(default=15, ge=1, le=120)
+    signin_source_free_failures: int = Field(default=5, ge=1)
+    signin_prefix_free_failures: int = Field(default=20, ge=1)
+    signin_max_delay_seconds: int = Field(default=900, ge=1)
+    signin_account_step_up_after: int = Field(default=5, ge=1, le=100)
+    signin_account_max_failures: int = Field(default=100, ge=1, le=100)
+    signin_failure_memory_seconds: int = Field(default=86_400, ge=60)
+    stuffing_window_seconds: int = Field(default=60, ge=5)
+    stuffing_min_failures: int = Field(default=20, ge=1)
+    stuffing_failure_ratio: float = Field(default=0.6, gt=0, le=1)
+    stuffing_accounts_per_source: int = Field(default=4, ge=2)
+    stuffing_breached_hits: int = Field(default=10, ge=1)
+    defended_mode_minutes: int = Field(default=30, ge=1)
+
+    # Notices: SMTP when a host is set, else .eml files under `<home>/mail`.
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_starttls: bool = True
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    mail_from: str = "Tutela <no-reply@tutela.invalid>"
+    mail_dir: Path | None = None
+    security_alert_email: str = "security@tutela.invalid"
+
     log_level: str = "INFO"
 
     @model_validator(mode="after")
@@ -86,3 +120,17 @@ class Settings(BaseSettings):
     @property
     def blob_path(self) -> Path:
         return self.blob_dir or self.home / "blobs"
+
+    @property
+    def mail_path(self) -> Path:
+        return self.mail_dir or self.home / "mail"
+
+    @property
+    def rp_id(self) -> str:
+        from urllib.parse import urlsplit  # noqa: PLC0415
+
+        return self.webauthn_rp_id or urlsplit(self.public_url).hostname or "localhost"
+
+    @property
+    def origin(self) -> str:
+        return self.public_url.rstrip("/")

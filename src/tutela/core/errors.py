@@ -104,3 +104,40 @@ class ConfigurationError(TutelaError):
     status = 500
     code = "configuration_error"
     title = "Tutela is not configured correctly"
+
+
+class WeakPassword(InvalidInput):
+    """A new password broke a NIST SP 800-63B rule (S1); `code` names which one."""
+
+    code = "weak_password"
+    title = "Password not accepted"
+
+
+class TooManyAttempts(TutelaError):
+    """Sign-in attempts from this source are slowed down; `retry_after` is in seconds."""
+
+    status = 429
+    code = "too_many_attempts"
+    title = "Too many attempts"
+
+
+class SecondFactorRequired(TutelaError):
+    """The password was right; a second factor or an emailed link must follow."""
+
+    status = 401
+    code = "second_factor_required"
+    title = "Second factor required"
+
+
+class StepUpRequired(TutelaError):
+    """A dangerous action needs a fresh second factor in this session (C7)."""
+
+    status = 403
+    code = "step_up_required"
+    title = "Confirm it is you"
+
+
+class ServiceUnavailable(TutelaError):
+    status = 503
+    code = "service_unavailable"
+    title = "Temporarily unavailable"

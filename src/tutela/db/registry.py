@@ -3,6 +3,7 @@
 from tutela.audit import models as audit_models
 from tutela.households import models as households_models
 from tutela.identity import models as identity_models
+from tutela.notices import models as notices_models
 from tutela.vault import models as vault_models
 
-__all__ = ["audit_models", "households_models", "identity_models", "vault_models"]
+__all__ = ["audit_models", "households_models", "identity_models", "notices_models", "vault_models"]
