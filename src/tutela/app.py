@@ -24,6 +24,7 @@ from tutela.identity.api import router as identity_router
 from tutela.settings import Settings
 from tutela.vault.api import ingest as ingest_router
 from tutela.vault.api import items as items_router
+from tutela.web.account import router as account_router
 from tutela.web.routes import router as web_router
 from tutela.web.routes import static_files
 
@@ -258,7 +259,14 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    for router in (identity_router, households_router, ingest_router, items_router, web_router):
+    for router in (
+        identity_router,
+        households_router,
+        ingest_router,
+        items_router,
+        web_router,
+        account_router,
+    ):
         app.include_router(router)
     app.mount("/static", static_files(), name="static")
     return app

@@ -15,8 +15,10 @@ from tutela.settings import Settings
 app = typer.Typer(help="Tutela: privacy and security control plane.", no_args_is_help=True)
 db_app = typer.Typer(help="Database migrations for the main store and the key store.")
 keys_app = typer.Typer(help="The master key and the key hierarchy.")
+staff_app = typer.Typer(help="Employees of the operator: MFA is mandatory for all of them.")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
+app.add_typer(staff_app, name="staff")
 log = logging.getLogger("tutela.cli")
 
 
@@ -57,11 +59,13 @@ def worker(
     once: Annotated[bool, typer.Option(help="Run one pass and exit.")] = False,
     interval: Annotated[float, typer.Option(help="Seconds between passes.")] = 5.0,
 ) -> None:
-    """Run background work. Erasure and retention jobs attach here; today it only heartbeats."""
+    """Run background work: deliver queued notices. Erasure and retention jobs attach here."""
+    from tutela.container import build  # noqa: PLC0415
     from tutela.logging import configure  # noqa: PLC0415
 
     settings = _settings()
     configure(settings.log_level)
+    container = build(settings)
     stopping = False
 
     def _stop(*_: object) -> None:
@@ -72,12 +76,15 @@ def worker(
     signal.signal(signal.SIGINT, _stop)
     log.info("worker started")
     while not stopping:
-        log.info("worker pass: no job kinds registered yet")
+        sent = container.deliver_notices()
+        if sent:
+            log.info("worker pass: %d notices sent", sent)
         if once:
             break
         deadline = time.monotonic() + interval
         while not stopping and time.monotonic() < deadline:
             time.sleep(0.2)
+    container.close()
     log.info("worker stopped")
 
 
@@ -89,6 +96,17 @@ def db_upgrade(revision: str = "head") -> None:
     settings = _settings()
     migrate.upgrade(settings.main_url, settings.keys_url, revision)
     typer.echo("Both stores are at the newest revision.")
+    if revision == "head":
+        from tutela.db.engine import open_stores  # noqa: PLC0415
+        from tutela.identity.breached import seed_default  # noqa: PLC0415
+
+        stores = open_stores(settings.main_url, settings.keys_url, pool_size=1)
+        try:
+            added = seed_default(stores.main_sessions)
+        finally:
+            stores.dispose()
+        if added:
+            typer.echo(f"Breached-password store seeded with {added} common passwords.")
 
 
 @db_app.command("check")
@@ -143,7 +161,12 @@ def demo(
 ) -> None:
     """Create a synthetic population of homes, people, devices and recordings."""
     from tutela.container import build  # noqa: PLC0415
-    from tutela.demo import DEMO_PASSWORD, build_demo, demo_exists  # noqa: PLC0415
+    from tutela.demo import (  # noqa: PLC0415
+        DEMO_PASSWORD,
+        DEMO_TOTP_SECRET,
+        build_demo,
+        demo_exists,
+    )
 
     container = build(_settings())
     try:
@@ -154,8 +177,64 @@ def demo(
     finally:
         container.close()
     typer.echo("Demo sign-ins (password for all: " + DEMO_PASSWORD + "):")
-    typer.echo("  parent@demo.tutela.test   a parent of two children, with cameras")
+    typer.echo("  parent@demo.tutela.test   a parent of two children, with cameras; its second")
+    typer.echo(f"                            factor is the authenticator key {DEMO_TOTP_SECRET}")
     typer.echo("  parent2@demo.tutela.test  the other parent of the same home")
+
+
+@staff_app.command("add")
+def staff_add(
+    email: Annotated[str, typer.Argument(help="The employee's work email.")],
+    role: Annotated[
+        list[str],
+        typer.Option(
+            help="A role (repeat for several): support, reviewer, privacy_officer, "
+            "auditor, security, admin."
+        ),
+    ],
+) -> None:
+    """Add an employee. Prints a one-time password; the first sign-in must enrol a second
+    factor (WebAuthn for roles that reach customer media) within 72 hours (R4)."""
+    from tutela.container import build  # noqa: PLC0415
+    from tutela.core.errors import TutelaError  # noqa: PLC0415
+    from tutela.identity.staff import add_staff, needs_webauthn  # noqa: PLC0415
+
+    container = build(_settings())
+    try:
+        with container.stores.session() as session:
+            added = add_staff(
+                session,
+                container.vault.keys,
+                container.hasher,
+                email=email,
+                roles=role,
+                now=container.clock.now(),
+            )
+    except TutelaError as exc:
+        typer.echo(f"error: {exc.detail}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        container.close()
+    factor = (
+        "a security key or passkey (WebAuthn)"
+        if needs_webauthn(set(role))
+        else ("a second factor (authenticator app or security key)")
+    )
+    typer.echo(f"Employee {added.staff_id} added.")
+    typer.echo(f"One-time password (shown once): {added.initial_password}")
+    typer.echo(
+        f"At the first sign-in they must enrol {factor} and choose a new password, "
+        f"before {added.expires_at:%Y-%m-%d %H:%M} UTC."
+    )
+
+
+def _register_breach_commands() -> None:
+    from tutela.identity.breach_cli import app as breach_app  # noqa: PLC0415
+
+    app.add_typer(breach_app, name="breach")
+
+
+_register_breach_commands()
 
 
 def main() -> None:

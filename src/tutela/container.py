@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from tutela.core.clock import Clock, SystemClock
 from tutela.db.engine import Stores, open_stores
+from tutela.identity.breached import BreachChecker, SqlRangeStore
 from tutela.identity.passwords import PasswordHasher
+from tutela.identity.signin import Gate
+from tutela.identity.throttle import Throttle, make_throttle
+from tutela.notices.mail import Mailer, mailer_from_settings
 from tutela.settings import Settings
 from tutela.vault.blobs import BlobStore, LocalBlobStore, S3BlobStore
 from tutela.vault.keysource import FileKeySource, KeySource, StaticKeySource
@@ -24,6 +29,38 @@ class Container:
     vault: Vault
     hasher: PasswordHasher
     clock: Clock
+    throttle: Throttle
+    breaches: BreachChecker
+    mailer: Mailer
+    gate: Gate = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.gate = Gate(
+            keys=self.vault.keys,
+            hasher=self.hasher,
+            throttle=self.throttle,
+            breaches=self.breaches,
+            settings=self.settings,
+        )
+
+    @property
+    def challenge_ttl(self) -> timedelta:
+        return timedelta(minutes=self.settings.challenge_ttl_minutes)
+
+    def deliver_notices(self) -> int:
+        """Send what the outbox holds (after a request, and in the worker). Never raises."""
+        from tutela.notices.service import deliver_pending  # noqa: PLC0415
+
+        try:
+            report = deliver_pending(
+                self.stores, self.vault.keys, self.mailer, self.settings, now=self.clock.now()
+            )
+        except Exception as exc:  # a request's answer must not fail for a mail server
+            logging.getLogger("tutela.notices").warning(
+                "notice delivery failed: %s", type(exc).__name__
+            )
+            return 0
+        return report.sent
 
     @property
     def limits(self) -> Limits:
@@ -76,4 +113,7 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Container:
             max_concurrent=settings.argon2_max_concurrent,
         ),
         clock=clock or SystemClock(),
+        throttle=make_throttle(settings),
+        breaches=BreachChecker(SqlRangeStore(stores.main_sessions)),
+        mailer=mailer_from_settings(settings),
     )

@@ -18,6 +18,7 @@ whose accounts already exist are skipped.
 
 from __future__ import annotations
 
+import base64
 import io
 import math
 import random
@@ -43,6 +44,7 @@ from sqlalchemy.orm import Session
 from tutela.container import Container
 from tutela.households import service as households
 from tutela.households.models import AccountRole, CameraZone, Device, DeviceKind
+from tutela.identity.models import Factor
 from tutela.vault import service as vault
 from tutela.vault.models import ItemKind
 
@@ -50,6 +52,9 @@ from tutela.vault.models import ItemKind
 DEMO_PASSWORD = "tutela-demo-2026"  # noqa: S105
 DEMO_DOMAIN = "demo.tutela.test"
 DEMO_OWNER_EMAIL = f"parent@{DEMO_DOMAIN}"
+# The demo owner has cameras, so a second factor is required (R5): an authenticator key
+# published here and printed by `tutela demo`. Never a pattern for real accounts.
+DEMO_TOTP_SECRET = "TUTELADEMOTUTELADEMOTUTELADEMO22"  # noqa: S105
 DEMO_SECOND_PARENT_EMAIL = f"parent2@{DEMO_DOMAIN}"
 
 HISTORY = timedelta(days=60)
@@ -255,6 +260,8 @@ def build_demo(container: Container, *, households: int, seed: int) -> None:
                 else:
                     _plan_history(rng, plan, documented=index == 0, now=now)
                     _create(session, container, plan, voices=voices, rng=rng, tally=tally)
+                    if index == 0:
+                        _enrol_demo_totp(session, container, now=now)
                     tally.homes += 1
             progress.advance(task)
     console.print(
@@ -264,6 +271,31 @@ def build_demo(container: Container, *, households: int, seed: int) -> None:
         f"{tally.transcripts} transcripts, {tally.snapshots} snapshots, "
         f"{tally.locations} location batches."
     )
+
+
+def _enrol_demo_totp(session: Session, container: Container, *, now: datetime) -> None:
+    """Give the demo owner the published authenticator key, confirmed."""
+    from tutela.identity import factors  # noqa: PLC0415
+    from tutela.identity.owners import Owner  # noqa: PLC0415
+
+    account = households.find_account(
+        session, container.vault.keys, email=DEMO_OWNER_EMAIL, now=now
+    )
+    assert account is not None
+    owner = Owner.account(account.household_id, account.id, account.profile_id)
+    enrolment = factors.begin_totp(
+        session,
+        container.vault.keys,
+        owner,
+        label="Demo authenticator",
+        account_name=DEMO_OWNER_EMAIL,
+        now=now,
+        secret=base64.b32decode(DEMO_TOTP_SECRET),
+    )
+    factor = session.get(Factor, enrolment.factor_id)
+    assert factor is not None
+    factor.confirmed_at = now
+    session.commit()
 
 
 # -- the homes ------------------------------------------------------------------------

@@ -13,11 +13,15 @@ from tutela.core.errors import Forbidden, NotAuthenticated
 from tutela.households import service as households
 from tutela.households.models import Device
 from tutela.identity import service as identity
-from tutela.identity.service import Principal
+from tutela.identity.models import SessionStage
+from tutela.identity.service import AnyPrincipal, Principal, StaffPrincipal
+from tutela.identity.signin import Client
 from tutela.settings import Settings
 from tutela.vault.service import Reader
 
 SESSION_COOKIE = "tutela_session"
+DEVICE_COOKIE = "tutela_device"
+DEVICE_HEADER = "x-tutela-device"
 
 
 def cookie_name(base: str, settings: Settings) -> str:
@@ -48,6 +52,16 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
+def client_of(request: Request) -> Client:
+    """The attempt's origin: address, user agent and known-device token (cookie or header)."""
+    device = request.headers.get(DEVICE_HEADER) or request.cookies.get(DEVICE_COOKIE)
+    return Client(
+        address=client_address(request),
+        user_agent=request.headers.get("user-agent", "")[:200],
+        device_token=device[:100] if device else None,
+    )
+
+
 def bearer_token(request: Request) -> str | None:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token else None
@@ -68,8 +82,8 @@ def _check_same_origin(request: Request) -> None:
         raise Forbidden("Cross-site request refused.", code="cross_site_request")
 
 
-def current_principal(request: Request, session: DbSession, container: AppContainer) -> Principal:
-    """The signed-in customer: an API bearer token, or the console's session cookie."""
+def signed_in(request: Request, session: DbSession, container: AppContainer) -> AnyPrincipal:
+    """Any live session, whatever its stage: a customer's or an employee's."""
     token = bearer_token(request)
     if token is None:
         token = request.cookies.get(cookie_name(SESSION_COOKIE, container.settings))
@@ -77,6 +91,41 @@ def current_principal(request: Request, session: DbSession, container: AppContai
             raise NotAuthenticated("Sign in first.")
         _check_same_origin(request)
     return identity.authenticate(session, token=token, now=container.clock.now())
+
+
+AnySignedIn = Annotated[AnyPrincipal, Depends(signed_in)]
+
+
+def require_full(principal: AnyPrincipal) -> None:
+    """A session that must first enrol a factor or change its password can do nothing else."""
+    if principal.stage == SessionStage.ENROL:
+        raise Forbidden("Add a second factor before anything else.", code="mfa_enrolment_required")
+    if principal.stage == SessionStage.CHANGE_PASSWORD:
+        raise Forbidden(
+            "Your password was found in a data breach: change it first.",
+            code="password_change_required",
+        )
+
+
+def current_principal(request: Request, session: DbSession, container: AppContainer) -> Principal:
+    """The signed-in customer with a full session: bearer token or the console's cookie."""
+    principal = signed_in(request, session, container)
+    if not isinstance(principal, Principal):
+        raise NotAuthenticated("Sign in with a customer account.", code="customer_session_required")
+    require_full(principal)
+    return principal
+
+
+def current_staff(request: Request, session: DbSession, container: AppContainer) -> StaffPrincipal:
+    """A signed-in employee with a full session (a second factor enrolled, R4)."""
+    principal = signed_in(request, session, container)
+    if not isinstance(principal, StaffPrincipal):
+        raise NotAuthenticated("Sign in with an employee account.", code="staff_session_required")
+    require_full(principal)
+    return principal
+
+
+CurrentStaff = Annotated[StaffPrincipal, Depends(current_staff)]
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

@@ -21,6 +21,7 @@ from tutela.container import build
 from tutela.db import migrate
 from tutela.households.models import Account
 from tutela.identity.models import SignInSession
+from tutela.identity.owners import Owner
 from tutela.identity.service import session_client
 from tutela.settings import Settings
 
@@ -81,7 +82,8 @@ def _signed_in_address(settings: Settings, base: str, email: str) -> str:
             assert row is not None
             account = s.get(Account, (row.household_id, row.account_id))
             assert account is not None
-            return session_client(container.vault.keys, row, account)["address"]
+            owner = Owner.account(account.household_id, account.id, account.profile_id)
+            return session_client(container.vault.keys, row, owner, now=row.created_at)["address"]
     finally:
         container.close()
 

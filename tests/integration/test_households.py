@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 
 import pytest
 from sqlalchemy import func, select
@@ -120,26 +120,27 @@ def test_a_sessions_address_and_user_agent_are_kept_sealed_and_readable_by_tutel
     from tutela.households.models import Account
     from tutela.identity import service as identity
     from tutela.identity.models import SessionKind, SignInSession
+    from tutela.identity.owners import Owner
+    from tutela.identity.signin import Client
 
     make_home(container, tag=unique)
     with container.stores.session() as s:
-        issued = identity.sign_in(
+        outcome = container.gate.sign_in(
             s,
-            container.vault.keys,
-            container.hasher,
             email=f"ana.{unique}@example.com",
             password=PASSWORD,
             kind=SessionKind.API,
-            ttl=timedelta(hours=1),
-            user_agent="Firefox/140 (Linux)",
-            address="203.0.113.7",
+            client=Client(address="203.0.113.7", user_agent="Firefox/140 (Linux)"),
             now=container.clock.now(),
         )
-        row = s.get(SignInSession, issued.principal.session_id)
-        account = s.get(Account, (issued.principal.household_id, issued.principal.account_id))
-        assert row is not None and account is not None
+        assert outcome.issued is not None
+        row = s.get(SignInSession, outcome.issued.session_id)
+        assert row is not None
+        account = s.get(Account, (row.household_id, row.account_id))
+        assert account is not None
+        owner = Owner.account(account.household_id, account.id, account.profile_id)
         assert b"203.0.113.7" not in row.client_sealed and b"Firefox" not in row.client_sealed
-        assert identity.session_client(container.vault.keys, row, account) == {
+        assert identity.session_client(container.vault.keys, row, owner, now=row.created_at) == {
             "user_agent": "Firefox/140 (Linux)",
             "address": "203.0.113.7",
         }

@@ -1,7 +1,8 @@
-"""Use cases of the identity part: signing in and out, and resolving a session.
+"""Sessions: opening, resolving, listing and ending them (R6, S4).
 
-The seam for stronger sign-in: `sign_in` is where throttles (checked before any hash)
-and second factors (checked after the password) attach.
+Sessions are server-side rows; a token is a random string of which only a SHA-256 is
+stored. The signing-in device's address and user agent are sealed under the owner's
+key. Signing in itself (throttles, factors, links) lives in `identity.signin`.
 """
 
 from __future__ import annotations
@@ -13,16 +14,21 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from tutela.audit.service import AuditTag, record
-from tutela.core.errors import InvalidCredentials, NotAuthenticated
+from tutela.core.errors import NotAuthenticated, NotFound
 from tutela.core.ids import uuid7
-from tutela.households import service as households
 from tutela.households.models import Account
-from tutela.identity.models import PasswordCredential, SessionKind, SignInSession
-from tutela.identity.passwords import PasswordHasher
+from tutela.identity.models import (
+    PasswordCredential,
+    SessionKind,
+    SessionStage,
+    SignInSession,
+    StaffMember,
+)
+from tutela.identity.owners import Owner
 from tutela.vault import crypto
 from tutela.vault.keystore import KeyStore
 
@@ -39,30 +45,63 @@ class Principal:
     profile_id: uuid.UUID
     role: str
     session_id: uuid.UUID
+    stage: str = SessionStage.FULL
+    stepped_up_at: datetime | None = None
+
+    @property
+    def owner(self) -> Owner:
+        return Owner.account(self.household_id, self.account_id, self.profile_id)
+
+
+@dataclass(frozen=True)
+class StaffPrincipal:
+    """A signed-in employee of the operator."""
+
+    staff_id: uuid.UUID
+    roles: frozenset[str]
+    session_id: uuid.UUID
+    stage: str = SessionStage.FULL
+    stepped_up_at: datetime | None = None
+
+    @property
+    def owner(self) -> Owner:
+        return Owner.staff(self.staff_id)
+
+
+AnyPrincipal = Principal | StaffPrincipal
 
 
 @dataclass(frozen=True)
 class IssuedSession:
     token: str
-    principal: Principal
+    session_id: uuid.UUID
+    stage: str
     expires_at: datetime
+
+
+@dataclass(frozen=True)
+class SessionView:
+    """One line of the list of active sessions."""
+
+    id: uuid.UUID
+    kind: str
+    created_at: datetime
+    last_seen_at: datetime
+    address: str
+    user_agent: str
+    current: bool
 
 
 def _client_aad(session_id: uuid.UUID) -> bytes:
     return b"tutela:session-client:" + session_id.bytes
 
 
-def session_client(keys: KeyStore, row: SignInSession, account: Account) -> dict[str, str]:
-    """The address and user agent a session signed in from (for the list of sessions)."""
-    key = keys.profile_key(household_id=account.household_id, profile_id=account.profile_id)
-    data: dict[str, str] = json.loads(
-        crypto.open_sealed(key, row.client_sealed, aad=_client_aad(row.id))
-    )
-    return data
-
-
-def _token_hash(token: str) -> bytes:
+def token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
+
+
+def new_token(prefix: str) -> str:
+    return f"{prefix}{secrets.token_urlsafe(32)}"
 
 
 def add_password(
@@ -76,115 +115,206 @@ def add_password(
     """Attach a password hash to a new account (the caller commits)."""
     session.add(
         PasswordCredential(
-            household_id=household_id, account_id=account_id, hash=password_hash, updated_at=now
+            household_id=household_id,
+            account_id=account_id,
+            hash=password_hash,
+            updated_at=now,
+            must_change=False,
         )
     )
 
 
-def sign_in(
+def open_session(
     session: Session,
     keys: KeyStore,
-    hasher: PasswordHasher,
     *,
-    email: str,
-    password: str,
+    owner: Owner,
     kind: SessionKind,
+    stage: SessionStage,
     ttl: timedelta,
     user_agent: str,
     address: str,
     now: datetime,
+    stepped_up: bool = False,
 ) -> IssuedSession:
-    """Check a password and open a session; the same refusal whether or not the account exists.
-
-    Unknown accounts pay for a dummy argon2id verification, so neither the answer nor its
-    timing tells an attacker which emails have accounts (OWASP, S4).
-    """
-    account = households.find_account(session, keys, email=email, now=now)
-    credential = (
-        session.get(PasswordCredential, (account.household_id, account.id)) if account else None
-    )
-    if account is None or not hasher.verify(credential.hash if credential else None, password):
-        record(
-            session,
-            tag=AuditTag.ACCOUNT_LOGIN_FAILURE,
-            actor=f"account:{account.id}" if account else "anonymous",
-            now=now,
-            household_id=account.household_id if account else None,
-        )
-        session.commit()
-        raise InvalidCredentials("The email or password is not right.")
-    assert credential is not None
-    if hasher.needs_rehash(credential.hash):
-        credential.hash = hasher.hash(password)
-        credential.updated_at = now
-    token = f"{SESSION_TOKEN_PREFIX}{secrets.token_urlsafe(32)}"
+    """Add a session row (the caller commits) and return its token, shown once."""
+    token = new_token(SESSION_TOKEN_PREFIX)
     session_id = uuid7()
     client = json.dumps({"user_agent": user_agent[:200], "address": address[:64]}).encode()
-    profile_key = keys.profile_key(household_id=account.household_id, profile_id=account.profile_id)
     row = SignInSession(
         id=session_id,
-        household_id=account.household_id,
-        account_id=account.id,
+        **owner.columns(),
         kind=kind,
-        token_hash=_token_hash(token),
+        stage=stage,
+        token_hash=token_hash(token),
         created_at=now,
         expires_at=now + ttl,
         last_seen_at=now,
-        client_sealed=crypto.seal(profile_key, client, aad=_client_aad(session_id)),
+        stepped_up_at=now if stepped_up else None,
+        client_sealed=crypto.seal(
+            owner.sealing_key(keys, now=now), client, aad=_client_aad(session_id)
+        ),
     )
     session.add(row)
     record(
         session,
         tag=AuditTag.ACCOUNT_LOGIN_SUCCESS,
-        actor=f"account:{account.id}",
+        actor=owner.ref,
         now=now,
-        household_id=account.household_id,
-        subject=f"session:{row.id}",
+        household_id=owner.household_id,
+        subject=f"session:{session_id}",
     )
-    session.commit()
-    return IssuedSession(
-        token=token, principal=_principal(account, row.id), expires_at=row.expires_at
+    return IssuedSession(token=token, session_id=session_id, stage=stage, expires_at=row.expires_at)
+
+
+def session_client(
+    keys: KeyStore, row: SignInSession, owner: Owner, *, now: datetime
+) -> dict[str, str]:
+    """The address and user agent a session signed in from (for the list of sessions)."""
+    data: dict[str, str] = json.loads(
+        crypto.open_sealed(
+            owner.sealing_key(keys, now=now), row.client_sealed, aad=_client_aad(row.id)
+        )
     )
+    return data
 
 
-def _principal(account: Account, session_id: uuid.UUID) -> Principal:
-    return Principal(
-        account_id=account.id,
-        household_id=account.household_id,
-        profile_id=account.profile_id,
-        role=account.role,
-        session_id=session_id,
-    )
-
-
-def authenticate(session: Session, *, token: str, now: datetime) -> Principal:
+def authenticate(session: Session, *, token: str, now: datetime) -> AnyPrincipal:
     """The principal of a live session token; expired, ended or unknown tokens are refused."""
     if not token.startswith(SESSION_TOKEN_PREFIX) or len(token) > 200:
         raise NotAuthenticated("Sign in first.")
-    row = session.scalar(
-        select(SignInSession).where(SignInSession.token_hash == _token_hash(token))
-    )
+    row = session.scalar(select(SignInSession).where(SignInSession.token_hash == token_hash(token)))
     if row is None or row.revoked_at is not None or row.expires_at <= now:
         raise NotAuthenticated("Your session has ended; sign in again.", code="session_ended")
-    account = session.get(Account, (row.household_id, row.account_id))
-    if account is None:
-        raise NotAuthenticated("Your session has ended; sign in again.", code="session_ended")
+    principal: AnyPrincipal
+    if row.staff_id is not None:
+        member = session.get(StaffMember, row.staff_id)
+        if member is None or member.disabled_at is not None:
+            raise NotAuthenticated("Your session has ended; sign in again.", code="session_ended")
+        principal = StaffPrincipal(
+            staff_id=member.id,
+            roles=frozenset(member.roles.split()),
+            session_id=row.id,
+            stage=row.stage,
+            stepped_up_at=row.stepped_up_at,
+        )
+    else:
+        account = session.get(Account, (row.household_id, row.account_id))
+        if account is None:
+            raise NotAuthenticated("Your session has ended; sign in again.", code="session_ended")
+        principal = Principal(
+            account_id=account.id,
+            household_id=account.household_id,
+            profile_id=account.profile_id,
+            role=account.role,
+            session_id=row.id,
+            stage=row.stage,
+            stepped_up_at=row.stepped_up_at,
+        )
     if now - row.last_seen_at >= LAST_SEEN_RESOLUTION:
         row.last_seen_at = now
         session.commit()
-    return _principal(account, row.id)
+    return principal
 
 
-def sign_out(session: Session, *, principal: Principal, now: datetime) -> None:
+def _end(session: Session, row: SignInSession, *, actor: str, now: datetime) -> None:
+    row.revoked_at = now
+    record(
+        session,
+        tag=AuditTag.ACCOUNT_LOGOUT,
+        actor=actor,
+        now=now,
+        household_id=row.household_id,
+        subject=f"session:{row.id}",
+    )
+
+
+def sign_out(session: Session, *, principal: AnyPrincipal, now: datetime) -> None:
     row = session.get(SignInSession, principal.session_id)
     if row is not None and row.revoked_at is None:
-        row.revoked_at = now
+        _end(session, row, actor=principal.owner.ref, now=now)
+        session.commit()
+
+
+def _live(owner: Owner, now: datetime) -> list[object]:
+    return [
+        owner.where(SignInSession),
+        SignInSession.revoked_at.is_(None),
+        SignInSession.expires_at > now,
+    ]
+
+
+def list_sessions(
+    session: Session, keys: KeyStore, *, principal: AnyPrincipal, now: datetime
+) -> list[SessionView]:
+    """The owner's active sessions, newest first, with where each signed in from (S4)."""
+    owner = principal.owner
+    rows = session.scalars(
+        select(SignInSession).where(*_live(owner, now)).order_by(SignInSession.id.desc())  # type: ignore[arg-type]
+    ).all()
+    views = []
+    for row in rows:
+        client = session_client(keys, row, owner, now=now)
+        views.append(
+            SessionView(
+                id=row.id,
+                kind=row.kind,
+                created_at=row.created_at,
+                last_seen_at=row.last_seen_at,
+                address=client.get("address", ""),
+                user_agent=client.get("user_agent", ""),
+                current=row.id == principal.session_id,
+            )
+        )
+    return views
+
+
+def end_session(
+    session: Session, *, principal: AnyPrincipal, session_id: uuid.UUID, now: datetime
+) -> None:
+    """End one of the owner's sessions; another owner's id answers 404."""
+    row = session.get(SignInSession, session_id)
+    owner = principal.owner
+    if row is None or not _owns(row, owner) or row.revoked_at is not None:
+        raise NotFound("No such session.", code="session_not_found")
+    _end(session, row, actor=owner.ref, now=now)
+    session.commit()
+
+
+def _owns(row: SignInSession, owner: Owner) -> bool:
+    if owner.is_staff:
+        return row.staff_id == owner.id
+    return row.account_id == owner.id and row.household_id == owner.household_id
+
+
+def end_all(session: Session, *, owner: Owner, now: datetime, keep: uuid.UUID | None = None) -> int:
+    """End every live session of `owner` except `keep`; the caller commits."""
+    clauses = _live(owner, now)
+    if keep is not None:
+        clauses.append(SignInSession.id != keep)
+    ended = session.execute(
+        update(SignInSession).where(*clauses).values(revoked_at=now)  # type: ignore[arg-type]
+    )
+    count = int(getattr(ended, "rowcount", 0) or 0)
+    if count:
         record(
             session,
-            tag=AuditTag.ACCOUNT_LOGOUT,
-            actor=f"account:{principal.account_id}",
+            tag=AuditTag.SESSIONS_ENDED,
+            actor=owner.ref,
             now=now,
-            household_id=principal.household_id,
-            subject=f"session:{row.id}",
+            household_id=owner.household_id,
+            subject=f"sessions:{count}",
         )
-        session.commit()
+    return count
+
+
+def mark_stepped_up(session: Session, *, session_id: uuid.UUID, now: datetime) -> None:
+    row = session.get(SignInSession, session_id)
+    if row is not None:
+        row.stepped_up_at = now
+
+
+def set_stage(session: Session, *, session_id: uuid.UUID, stage: SessionStage) -> None:
+    row = session.get(SignInSession, session_id)
+    if row is not None:
+        row.stage = stage

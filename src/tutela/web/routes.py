@@ -2,30 +2,39 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import uuid
-from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from tutela.core.errors import InvalidCredentials, NotAuthenticated, NotFound
+from tutela.core.errors import (
+    Forbidden,
+    InvalidCredentials,
+    NotAuthenticated,
+    NotFound,
+    TooManyAttempts,
+)
 from tutela.deps import (
+    DEVICE_COOKIE,
     SESSION_COOKIE,
     AppContainer,
     DbSession,
-    client_address,
+    client_of,
     cookie_name,
     current_principal,
     current_reader,
+    signed_in,
 )
 from tutela.households import service as households
 from tutela.identity import service as identity
-from tutela.identity.models import SessionKind
+from tutela.identity.models import SessionKind, SessionStage
+from tutela.identity.signin import SignInOutcome
 from tutela.settings import Settings
 from tutela.vault import service as vault
 from tutela.vault.models import ItemKind
@@ -67,11 +76,57 @@ def login_form(request: Request, container: AppContainer) -> Response:
     return _login_page(request, container.settings)
 
 
+def set_session_cookies(response: Response, outcome: SignInOutcome, settings: Settings) -> None:
+    """The session cookie, and the long-lived known-device cookie (OWASP device cookies)."""
+    assert outcome.issued is not None
+    response.set_cookie(
+        cookie_name(SESSION_COOKIE, settings),
+        outcome.issued.token,
+        httponly=True,
+        samesite="lax",
+        secure=settings.cookie_secure,
+        max_age=settings.session_ttl_hours * 3600,
+    )
+    if outcome.device_token:
+        response.set_cookie(
+            DEVICE_COOKIE,
+            outcome.device_token,
+            httponly=True,
+            samesite="strict",
+            secure=settings.cookie_secure,
+            max_age=180 * 86400,
+        )
+    response.delete_cookie(
+        cookie_name(CSRF_COOKIE, settings), secure=settings.cookie_secure, httponly=True
+    )
+
+
+def landing(stage: str) -> str:
+    return "/" if stage == SessionStage.FULL else "/account/security"
+
+
+def outcome_page(request: Request, outcome: SignInOutcome, settings: Settings) -> Response:
+    """Where a sign-in step leads: the console, the second-factor form, or 'check your mail'."""
+    if outcome.issued is not None:
+        response: Response = RedirectResponse(landing(outcome.issued.stage), status_code=303)
+        set_session_cookies(response, outcome, settings)
+        return response
+    if outcome.status == "link_sent":
+        return templates.TemplateResponse(request, "login_link_sent.html", {}, status_code=202)
+    return templates.TemplateResponse(
+        request,
+        "login_factor.html",
+        {"challenge": outcome.challenge, "factors": outcome.factors, "error": None},
+        status_code=202,
+    )
+
+
 @router.post("/login")
 def login(
     request: Request,
     session: DbSession,
     container: AppContainer,
+    background: BackgroundTasks,
     email: Annotated[str, Form(max_length=254)],
     password: Annotated[str, Form(max_length=1024)],
     csrf: Annotated[str, Form(max_length=100)],
@@ -83,44 +138,93 @@ def login(
             request, settings, error="Your sign-in form expired; please try again.", status=400
         )
     try:
-        issued = identity.sign_in(
+        outcome = container.gate.sign_in(
             session,
-            container.vault.keys,
-            container.hasher,
             email=email,
             password=password,
             kind=SessionKind.COOKIE,
-            ttl=timedelta(hours=container.settings.session_ttl_hours),
-            user_agent=request.headers.get("user-agent", ""),
-            address=client_address(request),
+            client=client_of(request),
+            now=container.clock.now(),
+        )
+    except TooManyAttempts:
+        return _login_page(
+            request,
+            settings,
+            error="Too many failed sign-ins from your network. Wait a little and try again.",
+            status=429,
+        )
+    except NotAuthenticated as exc:
+        return _login_page(request, settings, error=exc.detail, status=401)
+    finally:
+        background.add_task(container.deliver_notices)
+    return outcome_page(request, outcome, settings)
+
+
+@router.post("/login/factor")
+def login_factor(
+    request: Request,
+    session: DbSession,
+    container: AppContainer,
+    background: BackgroundTasks,
+    challenge: Annotated[str, Form(max_length=200)],
+    code: Annotated[str, Form(max_length=40)] = "",
+) -> Response:
+    """The second step in the console: an authenticator code or a recovery code."""
+    cleaned = code.strip().replace(" ", "")
+    is_totp = cleaned.isdigit() and len(cleaned) == 6
+    background.add_task(container.deliver_notices)
+    try:
+        outcome = container.gate.complete_factor(
+            session,
+            challenge=challenge,
+            code=cleaned if is_totp else None,
+            recovery_code=None if is_totp else cleaned,
+            webauthn=None,
+            client=client_of(request),
             now=container.clock.now(),
         )
     except InvalidCredentials:
-        return _login_page(
-            request, settings, error="The email or password is not right.", status=401
+        return templates.TemplateResponse(
+            request,
+            "login_factor.html",
+            {"challenge": challenge, "factors": [], "error": "That code is not right."},
+            status_code=401,
         )
-    response = RedirectResponse("/", status_code=303)
-    response.set_cookie(
-        cookie_name(SESSION_COOKIE, settings),
-        issued.token,
-        httponly=True,
-        samesite="lax",
-        secure=container.settings.cookie_secure,
-        max_age=container.settings.session_ttl_hours * 3600,
-    )
-    response.delete_cookie(
-        cookie_name(CSRF_COOKIE, settings), secure=settings.cookie_secure, httponly=True
-    )
-    return response
+    except NotAuthenticated as exc:
+        return _login_page(request, container.settings, error=exc.detail, status=401)
+    return outcome_page(request, outcome, container.settings)
+
+
+@router.get("/login/link", response_class=HTMLResponse)
+def login_link_form(request: Request) -> Response:
+    """The emailed link lands here; its token is in the fragment, never sent in a URL."""
+    return templates.TemplateResponse(request, "login_link.html", {})
+
+
+@router.post("/login/link")
+def login_link(
+    request: Request,
+    session: DbSession,
+    container: AppContainer,
+    background: BackgroundTasks,
+    token: Annotated[str, Form(max_length=200)],
+) -> Response:
+    try:
+        outcome = container.gate.complete_link(
+            session, token=token, client=client_of(request), now=container.clock.now()
+        )
+    except NotAuthenticated as exc:
+        return _login_page(request, container.settings, error=exc.detail, status=401)
+    background.add_task(container.deliver_notices)
+    return outcome_page(request, outcome, container.settings)
 
 
 @router.post("/logout")
 def logout(request: Request, session: DbSession, container: AppContainer) -> Response:
-    try:
-        principal = current_principal(request, session, container)
-        identity.sign_out(session, principal=principal, now=container.clock.now())
-    except NotAuthenticated:
-        pass
+    with contextlib.suppress(NotAuthenticated):
+        identity.sign_out(
+            session, principal=signed_in(request, session, container), now=container.clock.now()
+        )
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(
         cookie_name(SESSION_COOKIE, container.settings),
@@ -136,6 +240,8 @@ def home(request: Request, session: DbSession, container: AppContainer) -> Respo
         principal = current_principal(request, session, container)
     except NotAuthenticated:
         return RedirectResponse("/login", status_code=303)
+    except Forbidden:  # enrol a factor or change the password first
+        return RedirectResponse("/account/security", status_code=303)
     reader = current_reader(principal, session)
     keys = container.vault.keys
     profiles = households.list_profiles(

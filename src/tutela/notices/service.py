@@ -1,0 +1,473 @@
+"""Security notices: queued with the action that caused them, rendered and mailed later.
+
+A notice is added to the caller's session, so it goes out only if the action commits
+(transactional outbox). Its parameters (time, device, address, links) are sealed under
+the recipient's key and bound to the row; the address is looked up only at delivery, and
+the parameters are wiped once the message has been sent.
+
+Obligations: R6 (a sign-in from a new device is announced to the account holder) and
+S4 (OWASP Authentication Cheat Sheet: a correct password followed by a failed second
+factor is announced, since the password is then probably known to someone else).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Final
+
+from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy.orm import Session
+
+from tutela.core.errors import IntegrityFailure, KeyUnavailable
+from tutela.core.ids import uuid7
+from tutela.db.engine import Stores
+from tutela.identity.owners import Owner, email_of, owner_of_row
+from tutela.notices.mail import Mailer, build_message
+from tutela.notices.models import OutboxMessage
+from tutela.settings import Settings
+from tutela.vault import crypto
+from tutela.vault.keystore import KeyStore
+
+NOTICES_KEY: Final = "notices"
+"""Service key sealing the parameters of notices to the operator's security team."""
+
+MAX_ATTEMPTS: Final = 8
+FIRST_RETRY: Final = timedelta(seconds=30)
+LONGEST_RETRY: Final = timedelta(hours=1)
+RECIPIENT_GONE: Final = "recipient_gone"
+SECURITY_PAGE: Final = "/account/security"
+_MAX_PARAM_CHARS: Final = 2048
+
+
+class NoticeKind(StrEnum):
+    NEW_DEVICE_SIGN_IN = "new_device_sign_in"
+    SECOND_FACTOR_FAILED = "second_factor_failed"
+    FACTOR_ADDED = "factor_added"
+    FACTOR_REMOVED = "factor_removed"
+    RECOVERY_CODE_USED = "recovery_code_used"
+    PASSWORD_BREACHED = "password_breached"  # noqa: S105 - a kind, not a password
+    PASSWORD_CHANGED = "password_changed"  # noqa: S105
+    SESSIONS_ENDED = "sessions_ended"
+    SIGN_IN_LINK = "sign_in_link"
+    PASSWORD_RESET_LINK = "password_reset_link"  # noqa: S105
+    DEFENDED_MODE = "defended_mode"
+    STAFF_WELCOME = "staff_welcome"
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    sent: int = 0
+    failed: int = 0
+    """Failed this time, to be tried again later."""
+    gave_up: int = 0
+    """Will never be sent: the recipient is gone, or every attempt failed."""
+
+
+# --- templates -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Template:
+    subject: str
+    happened: str
+    """What happened, with the placeholders `render` fills in."""
+    required: frozenset[str]
+    optional: frozenset[str] = frozenset()
+    advice: str = "not_you"
+
+
+_WHERE = frozenset({"device", "address"})
+
+_TEMPLATES: Final[Mapping[NoticeKind, _Template]] = {
+    NoticeKind.NEW_DEVICE_SIGN_IN: _Template(
+        "New sign-in to your Tutela account",
+        "Your Tutela account was signed in to from a device we have not seen before.",
+        frozenset({"at", "device", "address"}),
+    ),
+    NoticeKind.SECOND_FACTOR_FAILED: _Template(
+        "Someone entered your Tutela password",
+        "Someone entered the correct password for your Tutela account but failed the "
+        "second sign-in step, so they were not let in. Because the password was right, "
+        "someone else may know it.",
+        frozenset({"at", "device", "address"}),
+        advice="change_password",
+    ),
+    NoticeKind.FACTOR_ADDED: _Template(
+        "A sign-in method was added to your Tutela account",
+        "A sign-in method was added to your Tutela account: {factor}.",
+        frozenset({"at", "factor"}),
+        _WHERE,
+    ),
+    NoticeKind.FACTOR_REMOVED: _Template(
+        "A sign-in method was removed from your Tutela account",
+        "A sign-in method was removed from your Tutela account: {factor}.",
+        frozenset({"at", "factor"}),
+        _WHERE,
+    ),
+    NoticeKind.RECOVERY_CODE_USED: _Template(
+        "A recovery code was used on your Tutela account",
+        "A recovery code was used to sign in to your Tutela account. Each code works only "
+        "once.{remaining}",
+        frozenset({"at"}),
+        _WHERE | {"count"},
+    ),
+    NoticeKind.PASSWORD_BREACHED: _Template(
+        "Change your Tutela password",
+        "The password of your Tutela account appears in a list of passwords exposed by a "
+        "data breach on another site. Nothing shows it was misused here, but anyone who "
+        "has that list can try it. Please choose a new password you use nowhere else.",
+        frozenset({"at"}),
+        advice="change_password",
+    ),
+    NoticeKind.PASSWORD_CHANGED: _Template(
+        "Your Tutela password was changed",
+        "The password of your Tutela account was changed.",
+        frozenset({"at"}),
+        _WHERE,
+    ),
+    NoticeKind.SESSIONS_ENDED: _Template(
+        "You were signed out of Tutela everywhere",
+        "Every session of your Tutela account was ended{ended}; each device has to sign in again.",
+        frozenset({"at"}),
+        _WHERE | {"count"},
+    ),
+    NoticeKind.SIGN_IN_LINK: _Template(
+        "Your Tutela sign-in link",
+        "Use this link to finish signing in to Tutela:\n\n{link}\n\nIt works once, and "
+        "only within {ttl} minutes of the request.",
+        frozenset({"at", "link"}),
+        _WHERE,
+        advice="link",
+    ),
+    NoticeKind.PASSWORD_RESET_LINK: _Template(
+        "Reset your Tutela password",
+        "Use this link to choose a new password for your Tutela account:\n\n{link}\n\n"
+        "It works once, and only within {ttl} minutes of the request.",
+        frozenset({"at", "link"}),
+        _WHERE,
+        advice="link",
+    ),
+    NoticeKind.DEFENDED_MODE: _Template(
+        "Tutela entered defended mode",
+        "Tutela entered defended mode: sign-in failures{failures} look like credential "
+        "stuffing. Risky sign-ins (from new devices or suspicious sources) now need a "
+        "second step{duration}.",
+        frozenset({"at"}),
+        frozenset({"count", "minutes"}),
+        advice="team",
+    ),
+    NoticeKind.STAFF_WELCOME: _Template(
+        "Your Tutela operator account",
+        "An operator account was created for you on Tutela.{setup}",
+        frozenset({"at"}),
+        frozenset({"link"}),
+        advice="staff",
+    ),
+}
+
+_TEAM_KINDS: Final = frozenset({NoticeKind.DEFENDED_MODE})
+
+
+def _security_url(settings: Settings) -> str:
+    return settings.origin + SECURITY_PAGE
+
+
+def _advice(kind: str, settings: Settings) -> str:
+    url = _security_url(settings)
+    not_you = f"If it wasn't you, go to {url} now: end all your sessions and change your password."
+    if kind == "not_you":
+        return "If this was you, there is nothing to do.\n" + not_you
+    if kind == "change_password":
+        return (
+            f"Please change your password now at {url}. If it wasn't you signing in, "
+            "also end all your sessions there."
+        )
+    if kind == "link":
+        return (
+            "If you did not ask for this, ignore this message: nobody can use your account "
+            f"without the link. If these keep coming, change your password at {url}."
+        )
+    if kind == "staff":
+        return f"If you did not expect this, tell your security team. Manage your sign-in at {url}."
+    return "Check the sign-in logs and the audit trail; defended mode ends by itself."
+
+
+def _display_time(at: str) -> str:
+    return datetime.fromisoformat(at).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _clean(value: str) -> str:
+    """One line of printable text: user agents and labels come from whoever signed in."""
+    text = "".join(ch if ch.isprintable() else " " for ch in value)
+    return " ".join(text.split())[:200]
+
+
+def render(kind: NoticeKind, params: Mapping[str, str], settings: Settings) -> tuple[str, str]:
+    """The subject and plain-text body of a notice. Passwords are never a parameter."""
+    template = _TEMPLATES[kind]
+    count = params.get("count", "")
+    fill = {
+        "factor": _clean(params.get("factor", "")),
+        "count": count,
+        "link": params.get("link", ""),
+        "ttl": str(settings.email_link_ttl_minutes),
+        "remaining": f" You have {count} recovery codes left." if count else "",
+        "ended": f" ({count} sessions)" if count else "",
+        "failures": f" ({count} of them)" if count else "",
+        "duration": f" for the next {params['minutes']} minutes" if params.get("minutes") else "",
+        "setup": (
+            f"\n\nSet up how you sign in with this link, which works once:\n\n{params['link']}"
+            if params.get("link")
+            else f"\n\nSign in at {settings.origin}."
+        ),
+    }
+    lines = [template.happened.format(**fill), ""]
+    lines.append(f"  When:    {_display_time(params['at'])}")
+    if params.get("device"):
+        lines.append(f"  Device:  {_clean(params['device'])}")
+    if params.get("address"):
+        lines.append(f"  Address: {_clean(params['address'])}")
+    lines += ["", _advice(template.advice, settings), ""]
+    if kind not in _TEAM_KINDS:
+        lines.append("Tutela will never ask for your password by email.")
+    lines.append("-- Tutela")
+    return template.subject, "\n".join(lines) + "\n"
+
+
+def _check_params(kind: NoticeKind, owner: Owner | None, params: Mapping[str, str]) -> None:
+    template = _TEMPLATES[kind]
+    if (owner is None) != (kind in _TEAM_KINDS):
+        raise ValueError(f"A {kind} notice has the wrong kind of recipient.")
+    names = set(params)
+    if not template.required <= names or not names <= template.required | template.optional:
+        raise ValueError(f"A {kind} notice has the wrong parameters.")
+    for value in params.values():
+        if not isinstance(value, str) or len(value) > _MAX_PARAM_CHARS:
+            raise ValueError(f"A {kind} notice parameter is not a short string.")
+    try:
+        at = datetime.fromisoformat(params["at"])
+    except ValueError as exc:
+        raise ValueError("A notice's time is not an ISO 8601 time.") from exc
+    if at.tzinfo is None:
+        raise ValueError("A notice's time has no time zone.")
+    for number in ("count", "minutes"):
+        if number in params and not (params[number].isascii() and params[number].isdigit()):
+            raise ValueError(f"A notice's {number} is not a number.")
+    link = params.get("link")
+    if link is not None and (
+        not link.startswith(("https://", "http://"))
+        or not link.isprintable()
+        or any(ch.isspace() for ch in link)
+    ):
+        raise ValueError("A notice's link is not a web address.")
+
+
+# --- queueing --------------------------------------------------------------------------
+
+
+def _aad(message_id: uuid.UUID, kind: str, owner: Owner | None) -> bytes:
+    """Binds sealed parameters to their row, their kind and their recipient."""
+    recipient = owner.ref if owner is not None else "team"
+    return b"tutela:notice:" + message_id.bytes + f":{kind}:{recipient}".encode()
+
+
+def _key(keys: KeyStore, owner: Owner | None, *, now: datetime) -> bytes:
+    if owner is None:
+        return keys.service_key(NOTICES_KEY, now=now)
+    return owner.sealing_key(keys, now=now)
+
+
+def enqueue(
+    session: Session,
+    keys: KeyStore,
+    *,
+    kind: NoticeKind,
+    owner: Owner | None,
+    params: Mapping[str, str],
+    now: datetime,
+) -> uuid.UUID:
+    """Queue a notice to `owner` (None: the operator's security team) in `session`.
+
+    Nothing is committed here: the notice goes out only if the caller's action commits.
+    Notices to the team take only counts and times, so they hold no personal data.
+    """
+    _check_params(kind, owner, params)
+    message_id = uuid7()
+    sealed = crypto.seal(
+        _key(keys, owner, now=now),
+        json.dumps(dict(params), sort_keys=True).encode(),
+        aad=_aad(message_id, kind, owner),
+    )
+    columns = (
+        owner.columns()
+        if owner is not None
+        else {"household_id": None, "account_id": None, "staff_id": None}
+    )
+    session.add(
+        OutboxMessage(
+            id=message_id,
+            kind=kind.value,
+            params_sealed=sealed,
+            created_at=now,
+            next_attempt_at=now,
+            attempts=0,
+            **columns,
+        )
+    )
+    return message_id
+
+
+def pending_count(session: Session) -> int:
+    """Notices not yet sent and still to be tried."""
+    count = session.scalar(
+        select(func.count())
+        .select_from(OutboxMessage)
+        .where(OutboxMessage.sent_at.is_(None), OutboxMessage.attempts < MAX_ATTEMPTS)
+    )
+    return int(count or 0)
+
+
+# --- delivery --------------------------------------------------------------------------
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """Exponential backoff after the `attempts`-th failure: 30 s, 1 min, 2 min ... 1 h."""
+    return min(FIRST_RETRY * (1 << max(0, attempts - 1)), LONGEST_RETRY)
+
+
+def _due(now: datetime) -> list[ColumnElement[bool]]:
+    return [
+        OutboxMessage.sent_at.is_(None),
+        OutboxMessage.next_attempt_at <= now,
+        OutboxMessage.attempts < MAX_ATTEMPTS,
+    ]
+
+
+def _claim(session: Session, *, now: datetime, postgresql: bool) -> OutboxMessage | None:
+    """The next due notice, held by this worker until its transaction ends.
+
+    PostgreSQL locks the row and lets other workers skip past it. SQLite has no row
+    locks: a guarded UPDATE takes its single write lock and fails over to the next
+    row if another worker changed this one first.
+    """
+    query = (
+        select(OutboxMessage)
+        .where(*_due(now))
+        .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
+        .limit(1)
+        .execution_options(populate_existing=True)
+    )
+    while True:
+        if postgresql:
+            return session.scalars(query.with_for_update(skip_locked=True)).first()
+        row = session.scalars(query).first()
+        if row is None:
+            return None
+        claimed = session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == row.id, OutboxMessage.attempts == row.attempts)
+            .where(*_due(now))
+            .values(attempts=OutboxMessage.attempts)
+            .execution_options(synchronize_session=False)
+        )
+        if getattr(claimed, "rowcount", 0) == 1:
+            return row
+        session.rollback()
+
+
+def _give_up(row: OutboxMessage, reason: str) -> None:
+    row.attempts = MAX_ATTEMPTS
+    row.last_error = reason[:80]
+    row.params_sealed = b""
+
+
+def _deliver_one(
+    session: Session,
+    keys: KeyStore,
+    mailer: Mailer,
+    settings: Settings,
+    row: OutboxMessage,
+    *,
+    now: datetime,
+) -> str:
+    """Try one claimed notice; answers "sent", "failed" or "gave_up"."""
+    try:
+        owner = (
+            owner_of_row(session, row)
+            if row.account_id is not None or row.staff_id is not None
+            else None
+        )
+        key = _key(keys, owner, now=now)
+        to = (
+            settings.security_alert_email
+            if owner is None
+            else email_of(session, keys, owner, now=now)
+        )
+    except (LookupError, KeyUnavailable):
+        # The account, or its profile key, is gone (erased): there is nobody to tell.
+        _give_up(row, RECIPIENT_GONE)
+        return "gave_up"
+    try:
+        kind = NoticeKind(row.kind)
+        params = json.loads(
+            crypto.open_sealed(key, row.params_sealed, aad=_aad(row.id, row.kind, owner))
+        )
+        subject, body = render(kind, params, settings)
+    except (IntegrityFailure, ValueError, KeyError, TypeError) as exc:
+        # Tampered, unreadable or of an unknown kind: no retry can fix it.
+        _give_up(row, type(exc).__name__)
+        return "gave_up"
+    try:
+        mailer.send(
+            build_message(sender=settings.mail_from, to=to, subject=subject, body=body, now=now)
+        )
+    except Exception as exc:  # any failure to build or hand on the message is retried
+        # The class name only: messages of mail errors quote addresses and server replies.
+        row.attempts += 1
+        row.last_error = type(exc).__name__[:80]
+        if row.attempts >= MAX_ATTEMPTS:
+            _give_up(row, row.last_error)
+            return "gave_up"
+        row.next_attempt_at = now + retry_delay(row.attempts)
+        return "failed"
+    row.sent_at = now
+    row.last_error = None
+    # The parameters (a sign-in link among them) are needed no more once sent.
+    row.params_sealed = b""
+    return "sent"
+
+
+def deliver_pending(
+    stores: Stores,
+    keys: KeyStore,
+    mailer: Mailer,
+    settings: Settings,
+    *,
+    now: datetime,
+    batch: int = 50,
+) -> DeliveryReport:
+    """Send up to `batch` due notices, each in its own short transaction.
+
+    Each notice is claimed, sent, and marked sent (or rescheduled) in one transaction
+    that commits right after the send, so a crash re-sends at most the one message in
+    flight: delivery is at-least-once, with duplicates only in that window. Several
+    workers may run at once: on PostgreSQL claimed rows are skipped (`SKIP LOCKED`).
+    A failed send is retried with exponential backoff up to `MAX_ATTEMPTS` times; only
+    the error's class name is recorded.
+    """
+    counts = {"sent": 0, "failed": 0, "gave_up": 0}
+    postgresql = stores.main.dialect.name == "postgresql"
+    with stores.session() as session:
+        for _ in range(batch):
+            row = _claim(session, now=now, postgresql=postgresql)
+            if row is None:
+                break
+            outcome = _deliver_one(session, keys, mailer, settings, row, now=now)
+            session.commit()
+            counts[outcome] += 1
+    return DeliveryReport(**counts)

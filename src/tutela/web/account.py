@@ -1,0 +1,278 @@
+"""Console pages for sign-in security: factors, recovery codes, step-up, password, sessions.
+
+Thin: every rule lives in `identity`; these routes turn its answers into pages (R5, R6, S4).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, BackgroundTasks, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from tutela.audit.service import AuditTag, record
+from tutela.core.errors import NotAuthenticated, TutelaError
+from tutela.deps import AppContainer, DbSession, client_of, signed_in
+from tutela.identity import factors, password_rules
+from tutela.identity import service as sessions
+from tutela.identity.models import SessionStage
+from tutela.identity.owners import email_of
+from tutela.identity.service import AnyPrincipal
+from tutela.identity.signin import SignInOutcome
+from tutela.notices.service import NoticeKind, enqueue
+from tutela.web.routes import set_session_cookies, templates
+
+router = APIRouter(prefix="/account", include_in_schema=False)
+
+
+def _page(
+    request: Request,
+    session: DbSession,
+    container: AppContainer,
+    principal: AnyPrincipal,
+    *,
+    status: int = 200,
+    **extra: Any,
+) -> Response:
+    now = container.clock.now()
+    login = container.gate.login_of(session, principal.owner)
+    fresh = principal.stepped_up_at is not None and (now - principal.stepped_up_at).seconds < (
+        container.settings.step_up_minutes * 60
+    )
+    context = {
+        "principal": principal,
+        "factors": factors.list_factors(session, principal.owner),
+        "recovery_left": factors.recovery_codes_left(session, principal.owner),
+        "mfa_required": container.gate._mfa_required(session, login),
+        "sessions": sessions.list_sessions(
+            session, container.vault.keys, principal=principal, now=now
+        ),
+        "guidance": password_rules.GUIDANCE,
+        "step_up_fresh": fresh,
+        "message": None,
+        "error": None,
+        "totp": None,
+        "codes": None,
+        **extra,
+    }
+    return templates.TemplateResponse(request, "security.html", context, status_code=status)
+
+
+def _principal(request: Request, session: DbSession, container: AppContainer) -> AnyPrincipal:
+    return signed_in(request, session, container)
+
+
+def _guarded(
+    request: Request, session: DbSession, container: AppContainer, action: Any
+) -> Response:
+    """Run `action(principal)`; a refusal is shown on the page rather than as JSON."""
+    try:
+        principal = _principal(request, session, container)
+    except NotAuthenticated:
+        return RedirectResponse("/login", status_code=303)
+    try:
+        result: Response = action(principal)
+    except TutelaError as exc:
+        session.rollback()
+        principal = _principal(request, session, container)
+        return _page(request, session, container, principal, status=exc.status, error=exc.detail)
+    return result
+
+
+@router.get("/security", response_class=HTMLResponse)
+def security(request: Request, session: DbSession, container: AppContainer) -> Response:
+    return _guarded(request, session, container, lambda p: _page(request, session, container, p))
+
+
+def _changing(session: DbSession, container: AppContainer, principal: AnyPrincipal) -> None:
+    if principal.stage == SessionStage.FULL:
+        container.gate.require_step_up(session, principal, now=container.clock.now())
+
+
+@router.post("/step-up")
+def step_up(
+    request: Request,
+    session: DbSession,
+    container: AppContainer,
+    code: Annotated[str, Form(max_length=40)] = "",
+    password: Annotated[str, Form(max_length=1024)] = "",
+) -> Response:
+    def act(principal: AnyPrincipal) -> Response:
+        cleaned = code.strip().replace(" ", "")
+        is_totp = cleaned.isdigit() and len(cleaned) == 6
+        container.gate.step_up(
+            session,
+            principal=principal,
+            password=password or None,
+            code=cleaned if is_totp else None,
+            recovery_code=cleaned if cleaned and not is_totp else None,
+            webauthn=None,
+            webauthn_token=None,
+            client=client_of(request),
+            now=container.clock.now(),
+        )
+        return RedirectResponse("/account/security", status_code=303)
+
+    return _guarded(request, session, container, act)
+
+
+@router.post("/totp")
+def begin_totp(request: Request, session: DbSession, container: AppContainer) -> Response:
+    def act(principal: AnyPrincipal) -> Response:
+        _changing(session, container, principal)
+        now = container.clock.now()
+        enrolment = factors.begin_totp(
+            session,
+            container.vault.keys,
+            principal.owner,
+            label="Authenticator app",
+            account_name=email_of(session, container.vault.keys, principal.owner, now=now),
+            now=now,
+        )
+        session.commit()
+        return _page(request, session, container, principal, totp=enrolment)
+
+    return _guarded(request, session, container, act)
+
+
+@router.post("/totp/{factor_id}/confirm")
+def confirm_totp(
+    factor_id: uuid.UUID,
+    request: Request,
+    session: DbSession,
+    container: AppContainer,
+    background: BackgroundTasks,
+    code: Annotated[str, Form(max_length=12)],
+) -> Response:
+    def act(principal: AnyPrincipal) -> Response:
+        _changing(session, container, principal)
+        now = container.clock.now()
+        factor = factors.confirm_totp(
+            session, container.vault.keys, principal.owner, factor_id, code.strip(), now=now
+        )
+        _added(session, container, principal, factor)
+        codes = factors.new_recovery_codes(session, container.vault.keys, principal.owner, now=now)
+        session.commit()
+        background.add_task(container.deliver_notices)
+        fresh = _principal(request, session, container)
+        return _page(
+            request,
+            session,
+            container,
+            fresh,
+            codes=codes,
+            message="Authenticator app added. Save your recovery codes.",
+        )
+
+    return _guarded(request, session, container, act)
+
+
+def _added(
+    session: DbSession, container: AppContainer, principal: AnyPrincipal, factor: Any
+) -> None:
+    now = container.clock.now()
+    owner = principal.owner
+    record(
+        session,
+        tag=AuditTag.FACTOR_ADDED,
+        actor=owner.ref,
+        now=now,
+        household_id=owner.household_id,
+        subject=f"factor:{factor.id}",
+    )
+    enqueue(
+        session,
+        container.vault.keys,
+        kind=NoticeKind.FACTOR_ADDED,
+        owner=owner,
+        params={"at": now.isoformat(), "factor": f"{factor.kind}: {factor.label}"},
+        now=now,
+    )
+    if principal.stage == SessionStage.ENROL:
+        container.gate.refresh_stage(session, principal)
+
+
+@router.post("/factors/{factor_id}/remove")
+def remove_factor(
+    factor_id: uuid.UUID,
+    request: Request,
+    session: DbSession,
+    container: AppContainer,
+    background: BackgroundTasks,
+) -> Response:
+    def act(principal: AnyPrincipal) -> Response:
+        from tutela.identity.api import remove_factor as api_remove  # noqa: PLC0415
+
+        api_remove(factor_id, principal, session, container, background)
+        return _page(request, session, container, principal, message="Factor removed.")
+
+    return _guarded(request, session, container, act)
+
+
+@router.post("/recovery-codes")
+def recovery_codes(request: Request, session: DbSession, container: AppContainer) -> Response:
+    def act(principal: AnyPrincipal) -> Response:
+        from tutela.identity.api import recovery_codes as api_codes  # noqa: PLC0415
+
+        made = api_codes(principal, session, container)
+        return _page(request, session, container, principal, codes=made.codes)
+
+    return _guarded(request, session, container, act)
+
+
+@router.post("/password")
+def change_password(
+    request: Request,
+    session: DbSession,
+    container: AppContainer,
+    background: BackgroundTasks,
+    current_password: Annotated[str, Form(max_length=1024)],
+    new_password: Annotated[str, Form(max_length=1024)],
+) -> Response:
+    def act(principal: AnyPrincipal) -> Response:
+        issued = container.gate.change_password(
+            session,
+            principal=principal,
+            current_password=current_password,
+            new_password=new_password,
+            client=client_of(request),
+            now=container.clock.now(),
+        )
+        background.add_task(container.deliver_notices)
+        response = RedirectResponse(
+            "/" if issued.stage == SessionStage.FULL else "/account/security", status_code=303
+        )
+        set_session_cookies(
+            response, SignInOutcome(status="signed_in", issued=issued), container.settings
+        )
+        return response
+
+    return _guarded(request, session, container, act)
+
+
+@router.post("/sessions/{session_id}/end")
+def end_session(
+    session_id: uuid.UUID, request: Request, session: DbSession, container: AppContainer
+) -> Response:
+    def act(principal: AnyPrincipal) -> Response:
+        sessions.end_session(
+            session, principal=principal, session_id=session_id, now=container.clock.now()
+        )
+        return _page(request, session, container, principal, message="Session ended.")
+
+    return _guarded(request, session, container, act)
+
+
+@router.post("/sessions/end-others")
+def end_others(request: Request, session: DbSession, container: AppContainer) -> Response:
+    def act(principal: AnyPrincipal) -> Response:
+        ended = sessions.end_all(
+            session, owner=principal.owner, now=container.clock.now(), keep=principal.session_id
+        )
+        session.commit()
+        return _page(
+            request, session, container, principal, message=f"{ended} other session(s) ended."
+        )
+
+    return _guarded(request, session, container, act)
