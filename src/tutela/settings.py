@@ -75,6 +75,7 @@ class Settings(BaseSettings):
     signin_account_step_up_after: int = Field(default=5, ge=1, le=100)
     signin_account_max_failures: int = Field(default=100, ge=1, le=100)
     signin_failure_memory_seconds: int = Field(default=86_400, ge=60)
+    signin_account_memory_days: int = Field(default=90, ge=1, le=3650)
     stuffing_window_seconds: int = Field(default=60, ge=5)
     stuffing_min_failures: int = Field(default=20, ge=1)
     stuffing_failure_ratio: float = Field(default=0.6, gt=0, le=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import math
 import os
@@ -13,21 +14,27 @@ import wave
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pyotp
 import pytest
 import uvicorn
 from PIL import Image, ImageDraw
 from playwright.sync_api import Page, expect
+from sqlalchemy.orm import Session, sessionmaker
 
 from tutela.app import create_app
 from tutela.container import Container
 from tutela.db import migrate
+from tutela.db.engine import make_engine
 from tutela.households import service as households
 from tutela.households.models import AccountRole, Device
+from tutela.identity import breached, factors
+from tutela.identity.models import Factor
+from tutela.identity.owners import Owner
 from tutela.settings import Settings
 from tutela.vault import service as vault
 
@@ -204,6 +211,7 @@ def _build_households(container: Container) -> Household:
         captured_at=now - timedelta(hours=1),
         now=now,
     )
+    _add_cy_with_an_authenticator(container)
     return Household(
         email="ana@example.com",
         child_id=child,
@@ -213,6 +221,48 @@ def _build_households(container: Container) -> Household:
         other_child_id=theirs.child_profiles[0],
         other_recording=other,
     )
+
+
+CY_EMAIL = "cy@example.com"
+CY_TOTP = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+
+
+def app_sessions(settings: Settings) -> sessionmaker[Session]:
+    return sessionmaker(make_engine(settings.main_url))
+
+
+def _add_cy_with_an_authenticator(container: Container) -> None:
+    """A third home whose adult has an authenticator app (TOTP, RFC 6238) enrolled."""
+    now = container.clock.now()
+    with container.stores.session() as session:
+        created = households.create_home(
+            session,
+            container.vault.keys,
+            spec=households.HomeSpec(
+                adults=(
+                    households.AdultSpec(
+                        "Cy Parent", CY_EMAIL, container.hasher.hash(PASSWORD), AccountRole.OWNER
+                    ),
+                ),
+            ),
+            now=now,
+        )
+        account = households.find_account(session, container.vault.keys, email=CY_EMAIL, now=now)
+        assert account is not None
+        owner = Owner.account(created.household_id, account.id, account.profile_id)
+        enrolment = factors.begin_totp(
+            session,
+            container.vault.keys,
+            owner,
+            label="Phone",
+            account_name=CY_EMAIL,
+            now=now,
+            secret=base64.b32decode(CY_TOTP),
+        )
+        factor = session.get(Factor, enrolment.factor_id)
+        assert factor is not None
+        factor.confirmed_at = now
+        session.commit()
 
 
 @pytest.fixture(scope="session")
@@ -252,8 +302,12 @@ def console_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
         blob_store="local",
         blob_dir=None,
         log_level="WARNING",
+        # Ana owns a camera; most tests here sign her in with a password alone. The second
+        # factor is shown with Cy, who enrolled one (R5 itself: test_sign_in_api.py).
+        mfa_required_for_camera_owners=False,
     )
     migrate.upgrade(settings.main_url, settings.keys_url)
+    breached.seed_default(app_sessions(settings))
     app = create_app(settings)
     household = _build_households(app.state.container)
 
@@ -440,5 +494,57 @@ def test_signing_out_ends_the_session(page: Page, base_url: str, household: Hous
     expect(page).to_have_url(f"{base_url}/login")
     # The server forgot the session too: its old cookie, replayed, no longer signs anyone in.
     page.context.add_cookies([old_session])
+    page.goto("/")
+    expect(page).to_have_url(f"{base_url}/login")
+
+
+def test_a_second_factor_follows_the_password_and_another_session_can_be_ended(
+    page: Page, base_url: str
+) -> None:
+    """R5, R6, S4: the authenticator code after the password; the sessions list ends one."""
+    totp = pyotp.TOTP(CY_TOTP)
+    sign_in(page, CY_EMAIL, PASSWORD)
+    expect(page.get_by_role("heading", level=1)).to_have_text("Confirm it is you")
+    page.get_by_label("Code").fill(totp.now())
+    page.get_by_role("button", name="Continue").click()
+    expect(page).to_have_url(f"{base_url}/")
+
+    # A second session elsewhere: an API client, with the next time step's code.
+    with httpx.Client(base_url=base_url) as api:
+        first = api.post(
+            "/api/v1/auth/token",
+            json={"email": CY_EMAIL, "password": PASSWORD},
+            headers={"user-agent": "TabletApp/2.1"},
+        )
+        assert first.status_code == 202
+        done = api.post(
+            "/api/v1/auth/token/factor",
+            json={
+                "challenge": first.json()["challenge"],
+                "code": totp.at(datetime.now(UTC) + timedelta(seconds=30)),
+            },
+            headers={"user-agent": "TabletApp/2.1"},
+        )
+        assert done.status_code == 201, done.text
+        tablet = {"authorization": f"Bearer {done.json()['token']}"}
+        assert api.get("/api/v1/me", headers=tablet).status_code == 200
+
+        page.get_by_role("link", name="Security").click()
+        expect(page.get_by_role("heading", level=1)).to_have_text("Sign-in and security")
+        rows = page.get_by_role("row").filter(has_text="TabletApp/2.1")
+        expect(rows).to_have_count(1)
+        expect(page.get_by_role("row").filter(has_text="This device")).to_have_count(1)
+        rows.get_by_role("button", name="End this session").click()
+        expect(page.get_by_role("status")).to_have_text("Session ended.")
+        expect(page.get_by_role("row").filter(has_text="TabletApp/2.1")).to_have_count(0)
+
+        assert api.get("/api/v1/me", headers=tablet).status_code == 401
+
+
+def test_a_wrong_second_factor_code_keeps_the_person_out(page: Page, base_url: str) -> None:
+    sign_in(page, CY_EMAIL, PASSWORD)
+    page.get_by_label("Code").fill("000000")
+    page.get_by_role("button", name="Continue").click()
+    expect(page.get_by_role("alert")).to_have_text("That code is not right.")
     page.goto("/")
     expect(page).to_have_url(f"{base_url}/login")

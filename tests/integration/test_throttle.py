@@ -201,18 +201,20 @@ def test_a_known_device_is_not_slowed_but_its_failures_count(backend: Backend) -
     assert t.check(Attempt(ALICE, "198.51.100.99", known_device=True), T0).allowed
 
 
-def test_failures_are_forgotten_a_day_after_the_last(backend: Backend) -> None:
+def test_source_failures_are_forgotten_a_day_after_the_last(backend: Backend) -> None:
     t = backend.throttle(QUIET)
     src = "198.51.100.30"
     fail(t, src, T0, times=12)
     memory = QUIET.failure_memory_seconds
-    assert t.check(Attempt(ALICE, src), T0 + memory - 1).account_failures == 12
+    assert not t.check(Attempt(BOB, src), T0).allowed
+    assert t.check(Attempt(BOB, src), T0 + memory - 1).risky
 
-    later = t.check(Attempt(ALICE, src), T0 + memory)
-    assert later.allowed and later.account_failures == 0 and not later.step_up
-    assert not later.risky
-    fail(t, src, T0 + memory)
-    assert t.check(Attempt(ALICE, src), T0 + memory).account_failures == 1
+    later = t.check(Attempt(BOB, src), T0 + memory)
+    assert later.allowed and later.retry_after == 0 and not later.risky
+    fail(t, src, T0 + memory, acct=BOB)
+    assert t.check(Attempt(BOB, src), T0 + memory).allowed  # 1 failure, not 13
+    # The account's count is not the source's: it is still there (S2).
+    assert t.check(Attempt(ALICE, src), T0 + memory).account_failures == 12
 
 
 # --- the account: challenges, never a lockout (S2) -----------------------------------------
@@ -252,6 +254,105 @@ def test_passwords_are_not_checked_after_100_failures_except_from_a_known_device
     assert t.check(Attempt(ALICE, "192.0.2.5"), T0).password_locked
     assert not t.check(Attempt(ALICE, "192.0.2.5", known_device=True), T0).password_locked
     assert not t.check(Attempt(BOB, "192.0.2.5"), T0).password_locked
+
+
+def test_an_accounts_failures_still_count_after_two_days_without_attempts(
+    backend: Backend,
+) -> None:
+    t = backend.throttle(QUIET)
+    src = "198.51.100.55"
+    fail(t, src, T0, times=6)
+    two_days = T0 + 2 * 86_400
+
+    verdict = t.check(Attempt(ALICE, "192.0.2.55"), two_days)
+    assert verdict.step_up and verdict.account_failures == 6
+    # The source's delay is forgotten after failure_memory, so it is not slowed any more.
+    from_source = t.check(Attempt(ALICE, src), two_days)
+    assert from_source.allowed and not from_source.risky and from_source.step_up
+    # And a sweep in between (the memory store sweeps on every record) keeps the account.
+    fail(t, "192.0.2.56", two_days)
+    assert t.check(Attempt(ALICE, src), two_days).account_failures == 7
+
+
+def test_failures_up_to_the_limit_add_up_over_weeks(backend: Backend) -> None:
+    t = backend.throttle(QUIET)
+    gap = 2 * 86_400  # longer than failure_memory, shorter than account_memory
+    for n in range(DEFAULT.account_max_failures):
+        fail(t, f"198.51.100.{n + 1}", T0 + n * gap)
+    last = T0 + (DEFAULT.account_max_failures - 1) * gap
+    verdict = t.check(Attempt(ALICE, "192.0.2.57"), last + gap)
+    assert verdict.password_locked and verdict.account_failures == 100 and verdict.allowed
+
+
+def test_an_accounts_count_is_forgotten_after_account_memory(backend: Backend) -> None:
+    policy = ThrottlePolicy(
+        stuffing_min_failures=100_000,
+        stuffing_breached_hits=100_000,
+        stuffing_accounts_per_source=500,
+        account_memory_seconds=3 * 86_400,
+    )
+    t = backend.throttle(policy)
+    fail(t, "198.51.100.58", T0, times=12)
+    memory = policy.account_memory_seconds
+    assert t.check(Attempt(ALICE, "192.0.2.58"), T0 + memory - 1).account_failures == 12
+
+    later = t.check(Attempt(ALICE, "192.0.2.58"), T0 + memory)
+    assert later.account_failures == 0 and not later.step_up
+    fail(t, "192.0.2.59", T0 + memory)
+    assert t.check(Attempt(ALICE, "192.0.2.58"), T0 + memory).account_failures == 1
+
+
+def test_the_default_account_memory_is_ninety_days(backend: Backend) -> None:
+    t = backend.throttle(QUIET)
+    fail(t, "198.51.100.59", T0, times=5)
+    ninety_days = 90 * 86_400
+    assert QUIET.account_memory_seconds == ninety_days
+    assert t.check(Attempt(ALICE, "192.0.2.60"), T0 + ninety_days - 1).step_up
+    assert not t.check(Attempt(ALICE, "192.0.2.60"), T0 + ninety_days).step_up
+
+
+def test_the_memory_store_sweeps_idle_sources_and_accounts() -> None:
+    t = MemoryThrottle(
+        ThrottlePolicy(
+            stuffing_min_failures=100_000,
+            stuffing_breached_hits=100_000,
+            stuffing_accounts_per_source=500,
+            failure_memory_seconds=3600,
+            account_memory_seconds=2 * 86_400,
+        )
+    )
+    for n in range(50):
+        t.record_failure(Attempt(account(n), f"198.51.100.{n + 1}"), T0)
+    assert (len(t._sources), len(t._accounts)) == (50, 50)
+
+    t.record_success(Attempt(BOB, "192.0.2.1"), T0 + 3600)  # the sweep runs within minutes
+    assert (len(t._sources), len(t._networks), len(t._accounts)) == (0, 0, 50)
+    t.record_success(Attempt(BOB, "192.0.2.1"), T0 + 2 * 86_400)
+    assert len(t._accounts) == 0
+
+
+def test_redis_keeps_account_keys_for_the_account_memory(redis_up: bool) -> None:
+    if not redis_up:
+        pytest.skip("Redis is not reachable")
+    client = redis.Redis.from_url(REDIS_URL)
+    prefix = f"tutela:test:{uuid.uuid4().hex}:"
+    t = RedisThrottle(client, QUIET, prefix=prefix)
+    try:
+        t.record_failure(Attempt(ALICE, "192.0.2.210"), T0)
+        account_ttl = client.ttl(prefix + "acct:" + ALICE)
+        source_ttl = client.ttl(prefix + "src:192.0.2.210")
+        assert 90 * 86_400 < account_ttl <= 90 * 86_400 + 60
+        assert 86_400 < source_ttl <= 86_400 + 60
+    finally:
+        keys = list(client.scan_iter(match=prefix + "*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+def test_account_memory_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="account_memory_seconds"):
+        ThrottlePolicy(account_memory_seconds=0)
 
 
 def test_a_complete_sign_in_clears_the_account_but_not_the_source(backend: Backend) -> None:
@@ -472,6 +573,9 @@ def test_redis_keys_hold_only_account_keys_and_addresses(redis_up: bool) -> None
 
 def test_make_throttle_follows_the_settings(redis_up: bool) -> None:
     settings = Settings(defended_mode_minutes=5, signin_source_free_failures=2)
+    assert ThrottlePolicy.from_settings(settings).account_memory_seconds == 90 * 86_400
+    short = Settings(signin_account_memory_days=2)
+    assert ThrottlePolicy.from_settings(short).account_memory_seconds == 2 * 86_400
     memory = make_throttle(settings)
     assert isinstance(memory, MemoryThrottle)
     fail(memory, "192.0.2.9", T0, times=2)

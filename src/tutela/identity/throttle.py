@@ -7,6 +7,10 @@ against credential stuffing). An account is never delayed or locked, so an attac
 lock its holder out: failures on it only raise the bar (a second factor or an emailed link)
 and, at S2's limit, stop its password from being checked for unknown devices.
 
+S2 counts consecutive failures: an account's count is kept until a complete sign-in
+clears it (`reset_account`) or 90 days pass without a failure (`account_memory_seconds`),
+not just for the day (`failure_memory_seconds`) that a source's or network's are kept.
+
 Every rule takes time as `now` (seconds since the epoch). In Redis, TTLs only collect
 garbage; the rules compare the timestamps stored with `now`, so a fake clock works.
 """
@@ -52,7 +56,11 @@ class ThrottlePolicy:
     max_delay_seconds: float = 900.0
     account_step_up_after: int = 5
     account_max_failures: int = 100
+    # How long a source's or a network's failures are kept after the last one.
     failure_memory_seconds: float = 86_400
+    # How long an account's count is kept after its last failure: S2 counts consecutive
+    # failures, so only a complete sign-in clears it, or this much silence (90 days).
+    account_memory_seconds: float = 7_776_000
     stuffing_window_seconds: float = 60
     stuffing_min_failures: int = 20
     stuffing_failure_ratio: float = 0.6
@@ -67,6 +75,8 @@ class ThrottlePolicy:
             raise ValueError("need 1 <= account_step_up_after <= account_max_failures <= 100 (S2)")
         if min(self.failure_memory_seconds, self.stuffing_window_seconds) <= 0:
             raise ValueError("failure memory and stuffing window must be positive")
+        if self.account_memory_seconds <= 0:
+            raise ValueError("account_memory_seconds must be positive")
         if self.defended_seconds <= 0 or self.stuffing_accounts_per_source < 1:
             raise ValueError("defended_seconds and stuffing_accounts_per_source must be positive")
 
@@ -79,6 +89,7 @@ class ThrottlePolicy:
             account_step_up_after=settings.signin_account_step_up_after,
             account_max_failures=settings.signin_account_max_failures,
             failure_memory_seconds=float(settings.signin_failure_memory_seconds),
+            account_memory_seconds=settings.signin_account_memory_days * 86_400.0,
             stuffing_window_seconds=float(settings.stuffing_window_seconds),
             stuffing_min_failures=settings.stuffing_min_failures,
             stuffing_failure_ratio=settings.stuffing_failure_ratio,
@@ -137,7 +148,10 @@ class Throttle(Protocol):
         ...
 
     def reset_account(self, attempt: Attempt) -> None:
-        """After a complete sign-in (password and any factor): no consecutive failures."""
+        """After a complete sign-in (password and any factor): no consecutive failures.
+
+        The only way an account's count ends before `account_memory_seconds` of silence (S2).
+        """
         ...
 
     def defended(self, now: float) -> bool: ...
@@ -261,7 +275,11 @@ class _Tally:
 
 
 class MemoryThrottle:
-    """The throttle for one process: dictionaries under a lock, swept now and then."""
+    """The throttle for one process: dictionaries under a lock, swept now and then.
+
+    Sources and networks are swept a day (`failure_memory_seconds`) after their last
+    failure, accounts only after `account_memory_seconds` (S2: consecutive failures).
+    """
 
     def __init__(self, policy: ThrottlePolicy | None = None) -> None:
         self._policy = policy or ThrottlePolicy()
@@ -293,9 +311,11 @@ class MemoryThrottle:
                 policy,
                 attempt,
                 now,
-                source=self._live(self._sources.get(source), now),
-                network=self._live(self._networks.get(network), now),
-                account_failures=self._live(self._accounts.get(attempt.account), now)[0],
+                source=self._live(self._sources.get(source), now, policy.failure_memory_seconds),
+                network=self._live(self._networks.get(network), now, policy.failure_memory_seconds),
+                account_failures=self._live(
+                    self._accounts.get(attempt.account), now, policy.account_memory_seconds
+                )[0],
                 stuffing_source=stuffing,
                 defended=now < self._defended_until,
             )
@@ -322,14 +342,19 @@ class MemoryThrottle:
         with self._lock:
             self._defended_until = -math.inf
 
-    def _live(self, tally: _Tally | None, now: float) -> tuple[int, float]:
-        if tally is None or now - tally.last >= self._policy.failure_memory_seconds:
+    @staticmethod
+    def _live(tally: _Tally | None, now: float, memory: float) -> tuple[int, float]:
+        """(count, time of the last failure), or nothing once `memory` seconds have passed."""
+        if tally is None or now - tally.last >= memory:
             return 0, 0.0
         return tally.count, tally.last
 
-    def _bump(self, table: dict[str, _Tally], key: str, now: float, cap: int | None) -> None:
+    @staticmethod
+    def _bump(
+        table: dict[str, _Tally], key: str, now: float, cap: int | None, memory: float
+    ) -> None:
         tally = table.get(key)
-        if tally is None or now - tally.last >= self._policy.failure_memory_seconds:
+        if tally is None or now - tally.last >= memory:
             table[key] = _Tally(1, now)
             return
         tally.count = tally.count + 1 if cap is None else min(tally.count + 1, cap)
@@ -343,9 +368,16 @@ class MemoryThrottle:
         with self._lock:
             self._maybe_sweep(now)
             if failed:
-                self._bump(self._sources, source, now, None)
-                self._bump(self._networks, network, now, None)
-                self._bump(self._accounts, attempt.account, now, policy.account_max_failures)
+                memory = policy.failure_memory_seconds
+                self._bump(self._sources, source, now, None, memory)
+                self._bump(self._networks, network, now, None, memory)
+                self._bump(
+                    self._accounts,
+                    attempt.account,
+                    now,
+                    policy.account_max_failures,
+                    policy.account_memory_seconds,
+                )
                 failed_on = self._failed_accounts.setdefault(source, {})
                 failed_on[attempt.account] = now
                 if len(failed_on) > policy.stuffing_accounts_per_source:
@@ -390,8 +422,12 @@ class MemoryThrottle:
         size += len(self._failed_accounts)
         if now < self._next_sweep and size < self._sweep_at:
             return
-        forgotten = now - policy.failure_memory_seconds
-        for table in (self._sources, self._networks, self._accounts):
+        for table, memory in (
+            (self._sources, policy.failure_memory_seconds),
+            (self._networks, policy.failure_memory_seconds),
+            (self._accounts, policy.account_memory_seconds),
+        ):
+            forgotten = now - memory
             for key in [k for k, tally in table.items() if tally.last <= forgotten]:
                 del table[key]
         low = now - policy.stuffing_window_seconds
@@ -400,7 +436,10 @@ class MemoryThrottle:
         self._stuffers = {s: t for s, t in self._stuffers.items() if t > low}
         oldest = int(now // self._bucket_seconds) - WINDOW_BUCKETS
         self._window = {b: c for b, c in self._window.items() if b > oldest}
-        self._next_sweep = now + min(policy.failure_memory_seconds, 600.0)
+        # At least every ten minutes, whichever memory is shorter.
+        self._next_sweep = now + min(
+            policy.failure_memory_seconds, policy.account_memory_seconds, 600.0
+        )
         size = len(self._sources) + len(self._networks) + len(self._accounts)
         self._sweep_at = max(10_000, 2 * (size + len(self._failed_accounts)))
 
@@ -447,25 +486,26 @@ local now = tonumber(ARGV[1])
 local failed = ARGV[2] == '1'
 local low, low_open = ARGV[7], '(' .. ARGV[7]
 
-local function bump(key, cap)
+local function bump(key, cap, memory, ttl)
   local v = redis.call('HMGET', key, 'n', 't')
   local n, t = 1, ARGV[1]
   if v[1] and v[2] then
     local last = tonumber(v[2])
-    if now - last < MEMORY then
+    if now - last < memory then
       n = tonumber(v[1]) + 1
       if cap > 0 and n > cap then n = cap end
       if last > now then t = v[2] end
     end
   end
   redis.call('HSET', key, 'n', n, 't', t)
-  redis.call('EXPIRE', key, MEMORY_TTL)
+  redis.call('EXPIRE', key, ttl)
 end
 
 if failed then
-  bump(KEYS[1], 0)
-  bump(KEYS[2], 0)
-  bump(KEYS[3], ACCOUNT_CAP)
+  bump(KEYS[1], 0, MEMORY, MEMORY_TTL)
+  bump(KEYS[2], 0, MEMORY, MEMORY_TTL)
+  -- S2: the account's count is consecutive failures, kept until a complete sign-in.
+  bump(KEYS[3], ACCOUNT_CAP, ACCOUNT_MEMORY, ACCOUNT_MEMORY_TTL)
   redis.call('ZADD', KEYS[4], ARGV[1], ARGV[4])
   redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', low)
   redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -(PER_SOURCE + 1))
@@ -510,6 +550,8 @@ def _record_script(policy: ThrottlePolicy) -> str:
     constants = {
         "MEMORY": repr(float(policy.failure_memory_seconds)),
         "MEMORY_TTL": str(math.ceil(policy.failure_memory_seconds) + 60),
+        "ACCOUNT_MEMORY": repr(float(policy.account_memory_seconds)),
+        "ACCOUNT_MEMORY_TTL": str(math.ceil(policy.account_memory_seconds) + 60),
         "ACCOUNT_CAP": str(policy.account_max_failures),
         "WINDOW_TTL": str(math.ceil(2 * policy.stuffing_window_seconds) + 60),
         "BUCKETS": str(WINDOW_BUCKETS),
@@ -546,7 +588,9 @@ class RedisThrottle:
     """The throttle shared by every process through Redis: one round trip per call.
 
     Keys hold only the opaque account key and IP addresses (S4's source counts), never an
-    email address or a password. Text that is no IP address is kept as a digest.
+    email address or a password. Text that is no IP address is kept as a digest. Source and
+    network keys expire a day after their last failure, account keys after
+    `account_memory_seconds` (S2), unless a complete sign-in deletes them first.
     """
 
     def __init__(
@@ -590,7 +634,7 @@ class RedisThrottle:
             now,
             source=_tally(s_n, s_t, now, memory),
             network=_tally(p_n, p_t, now, memory),
-            account_failures=_tally(a_n, a_t, now, memory)[0],
+            account_failures=_tally(a_n, a_t, now, policy.account_memory_seconds)[0],
             stuffing_source=int(stuffing) >= policy.stuffing_accounts_per_source,
             defended=bool(defended_until) and now < float(defended_until),
         )
