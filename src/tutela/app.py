@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -87,6 +88,18 @@ def _add_error_handlers(app: FastAPI) -> None:
         code = _STATUS_CODES.get(exc.status_code, "http_error")
         detail = exc.detail if isinstance(exc.detail, str) else "Request refused."
         return problem(exc.status_code, code, detail, detail, request.url.path)
+
+    @app.exception_handler(RedisError)
+    async def throttle_store_down(request: Request, exc: RedisError) -> JSONResponse:
+        # Sign-in never runs unthrottled: without its shared counters it waits (R6).
+        log.error("throttle store unavailable: %s", type(exc).__name__)
+        return problem(
+            503,
+            "service_unavailable",
+            "Temporarily unavailable",
+            "Sign-in is unavailable for a moment; try again shortly.",
+            request.url.path,
+        )
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
