@@ -36,6 +36,12 @@ class SignInIn(BaseModel):
     password: str = Field(min_length=1, max_length=1024)
 
 
+class SignUpIn(BaseModel):
+    name: str = Field(min_length=1, max_length=120)
+    email: str = Field(min_length=3, max_length=254)
+    password: str = Field(min_length=1, max_length=1024)
+
+
 class FactorIn(BaseModel):
     challenge: str = Field(min_length=1, max_length=200)
     code: str | None = Field(default=None, max_length=12)
@@ -176,6 +182,29 @@ def sign_in(
     """Sign in with email and password: 201 with a token, or 202 when a second factor
     (`second_factor_required`) or the emailed link (`link_sent`) must follow."""
     return _sign_in(payload, request, session, container, background, staff=False)
+
+
+@router.post("/signup", status_code=202)
+def sign_up(
+    payload: SignUpIn,
+    request: Request,
+    session: DbSession,
+    container: AppContainer,
+    background: BackgroundTasks,
+) -> dict[str, str]:
+    """Open a household and its owner's account. A weak password is refused with the
+    reason (422, S1, R7); otherwise the answer is the same whether or not the address
+    already had an account (its holder gets a notice)."""
+    container.gate.sign_up(
+        session,
+        name=payload.name,
+        email=payload.email,
+        password=payload.password,
+        client=client_of(request),
+        now=container.clock.now(),
+    )
+    background.add_task(container.deliver_notices)
+    return {"status": "accepted", "detail": "If the address can be used, you can now sign in."}
 
 
 @router.post("/staff/auth/token", status_code=201, response_model=TokenOut)

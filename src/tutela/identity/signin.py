@@ -551,6 +551,70 @@ class Gate:
             status="signed_in", issued=issued, device_token=device_token, notices=known is None
         )
 
+    # -- sign-up -----------------------------------------------------------------------
+
+    def sign_up(
+        self,
+        session: Session,
+        *,
+        name: str,
+        email: str,
+        password: str,
+        client: Client,
+        now: datetime,
+    ) -> None:
+        """Open a household with its owner's account (S1, R7).
+
+        The new password is checked in full (length, breached and common passwords, the
+        service's name, the email) and refused with the reason. An address that already
+        has an account gets the same answer, the same hashing work, and a notice instead:
+        sign-up does not reveal who has an account (OWASP).
+        """
+        from tutela.households.models import AccountRole  # noqa: PLC0415
+        from tutela.households.rules import check_email  # noqa: PLC0415
+
+        address = check_email(email)
+        normalised = password_rules.check_new_password(
+            password, email=address, breaches=self.breaches
+        )
+        attempt = Attempt(
+            account=self._account_key(address, staff=False, now=now), source=client.address
+        )
+        verdict = self.throttle.check(attempt, now.timestamp())
+        if not verdict.allowed:
+            raise TooManyAttempts(
+                "Too many attempts from your network. Wait a little and try again.",
+                retry_after=round(verdict.retry_after, 1),
+            )
+        password_hash = self.hasher.hash(normalised)
+        existing = households.find_account(session, self.keys, email=address, now=now)
+        if existing is not None:
+            enqueue(
+                session,
+                self.keys,
+                kind=NoticeKind.SIGN_UP_EXISTING,
+                owner=Owner.account(existing.household_id, existing.id, existing.profile_id),
+                params={"at": now.isoformat(), "address": client.address},
+                now=now,
+            )
+            session.commit()
+            return
+        households.create_home(
+            session,
+            self.keys,
+            spec=households.HomeSpec(
+                adults=(
+                    households.AdultSpec(
+                        name=name,
+                        email=address,
+                        password_hash=password_hash,
+                        role=AccountRole.OWNER,
+                    ),
+                )
+            ),
+            now=now,
+        )
+
     # -- the second step: a factor or a link -----------------------------------------
 
     def _challenge(
@@ -714,9 +778,7 @@ class Gate:
             if self.throttle.record_failure(attempt, now.timestamp()):
                 self._defended_alert(session, now=now)
             session.commit()
-            raise InvalidCredentials(
-                "That code is not right.", code="invalid_second_factor"
-            )
+            raise InvalidCredentials("That code is not right.", code="invalid_second_factor")
         self._consume(session, row, now)
         known = self._known_device(session, login, client.device_token, now)
         stage = self.stage_for(session, login, breached=row.breached)

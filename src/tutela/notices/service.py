@@ -57,6 +57,7 @@ class NoticeKind(StrEnum):
     PASSWORD_RESET_LINK = "password_reset_link"  # noqa: S105
     DEFENDED_MODE = "defended_mode"
     STAFF_WELCOME = "staff_welcome"
+    SIGN_UP_EXISTING = "sign_up_existing"
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,13 @@ _TEMPLATES: Final[Mapping[NoticeKind, _Template]] = {
         frozenset({"at"}),
         frozenset({"link"}),
         advice="staff",
+    ),
+    NoticeKind.SIGN_UP_EXISTING: _Template(
+        "Someone tried to open a Tutela account with your address",
+        "Someone tried to open a new Tutela account with your email address, which already"
+        " has one. No account was created.",
+        frozenset({"at"}),
+        _WHERE,
     ),
 }
 
