@@ -225,6 +225,8 @@ def _build_households(container: Container) -> Household:
 
 CY_EMAIL = "cy@example.com"
 CY_TOTP = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+DEE_EMAIL = "dee@example.com"
+DEE_TOTP = "KRUGKIDROVUWG2ZAMJZG653OEBTG66BA"
 
 
 def app_sessions(settings: Settings) -> sessionmaker[Session]:
@@ -232,7 +234,14 @@ def app_sessions(settings: Settings) -> sessionmaker[Session]:
 
 
 def _add_cy_with_an_authenticator(container: Container) -> None:
-    """A third home whose adult has an authenticator app (TOTP, RFC 6238) enrolled."""
+    _add_home_with_an_authenticator(container, CY_EMAIL, CY_TOTP, "Cy Parent")
+    _add_home_with_an_authenticator(container, DEE_EMAIL, DEE_TOTP, "Dee Parent")
+
+
+def _add_home_with_an_authenticator(
+    container: Container, email: str, secret: str, name: str
+) -> None:
+    """A home whose adult has an authenticator app (TOTP, RFC 6238) enrolled."""
     now = container.clock.now()
     with container.stores.session() as session:
         created = households.create_home(
@@ -241,13 +250,13 @@ def _add_cy_with_an_authenticator(container: Container) -> None:
             spec=households.HomeSpec(
                 adults=(
                     households.AdultSpec(
-                        "Cy Parent", CY_EMAIL, container.hasher.hash(PASSWORD), AccountRole.OWNER
+                        name, email, container.hasher.hash(PASSWORD), AccountRole.OWNER
                     ),
                 ),
             ),
             now=now,
         )
-        account = households.find_account(session, container.vault.keys, email=CY_EMAIL, now=now)
+        account = households.find_account(session, container.vault.keys, email=email, now=now)
         assert account is not None
         owner = Owner.account(created.household_id, account.id, account.profile_id)
         enrolment = factors.begin_totp(
@@ -255,9 +264,9 @@ def _add_cy_with_an_authenticator(container: Container) -> None:
             container.vault.keys,
             owner,
             label="Phone",
-            account_name=CY_EMAIL,
+            account_name=email,
             now=now,
-            secret=base64.b32decode(CY_TOTP),
+            secret=base64.b32decode(secret),
         )
         factor = session.get(Factor, enrolment.factor_id)
         assert factor is not None
@@ -291,6 +300,11 @@ def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[s
 def console_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Household]]:
     """The app on a free loopback port, over a fresh home folder holding two households."""
     home = tmp_path_factory.mktemp("tutela-home")
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    # `localhost`, not an IP address: WebAuthn needs a domain as its relying party id.
+    origin = f"http://localhost:{port}"
     # Explicit stores, so a developer's TUTELA_DATABASE_URL or S3 settings are never touched.
     settings = Settings(
         environment="test",
@@ -302,6 +316,7 @@ def console_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
         blob_store="local",
         blob_dir=None,
         log_level="WARNING",
+        public_url=origin,
         # Ana owns a camera; most tests here sign her in with a password alone. The second
         # factor is shown with Cy, who enrolled one (R5 itself: test_sign_in_api.py).
         mfa_required_for_camera_owners=False,
@@ -311,9 +326,6 @@ def console_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
     app = create_app(settings)
     household = _build_households(app.state.container)
 
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
     )
@@ -325,7 +337,7 @@ def console_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
             pytest.fail("The console server did not start.", pytrace=False)
         time.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{port}", household
+        yield origin, household
     finally:
         server.should_exit = True
         thread.join(timeout=10)
@@ -548,3 +560,42 @@ def test_a_wrong_second_factor_code_keeps_the_person_out(page: Page, base_url: s
     expect(page.get_by_role("alert")).to_have_text("That code is not right.")
     page.goto("/")
     expect(page).to_have_url(f"{base_url}/login")
+
+
+def test_a_passkey_is_added_on_the_security_page_and_then_signs_in(
+    page: Page, base_url: str
+) -> None:
+    """R5 (W3C WebAuthn): a passkey added in the console right after a sign-in with a
+    second factor (a fresh step-up, C7), then used as the second factor. Chromium's
+    virtual authenticator plays the passkey."""
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("WebAuthn.enable")
+    cdp.send(
+        "WebAuthn.addVirtualAuthenticator",
+        {
+            "options": {
+                "protocol": "ctap2",
+                "transport": "internal",
+                "hasResidentKey": True,
+                "hasUserVerification": True,
+                "isUserVerified": True,
+            }
+        },
+    )
+    totp = pyotp.TOTP(DEE_TOTP)
+    sign_in(page, DEE_EMAIL, PASSWORD)
+    page.get_by_label("Code").fill(totp.now())
+    page.get_by_role("button", name="Continue").click()
+    expect(page).to_have_url(f"{base_url}/")
+
+    # The code just given is a fresh second factor: no further step-up for a few minutes.
+    page.goto("/account/security")
+    page.get_by_label("Name for a new passkey or security key").fill("Laptop passkey")
+    page.get_by_role("button", name="Add a passkey or security key").click()
+    expect(page.get_by_role("row").filter(has_text="Laptop passkey")).to_have_count(1)
+
+    page.context.clear_cookies()
+    sign_in(page, DEE_EMAIL, PASSWORD)
+    page.get_by_role("button", name="Use your passkey or security key").click()
+    expect(page).to_have_url(f"{base_url}/")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Your household")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import secrets
 import uuid
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -116,7 +117,12 @@ def outcome_page(request: Request, outcome: SignInOutcome, settings: Settings) -
     return templates.TemplateResponse(
         request,
         "login_factor.html",
-        {"challenge": outcome.challenge, "factors": outcome.factors, "error": None},
+        {
+            "challenge": outcome.challenge,
+            "factors": outcome.factors,
+            "webauthn": outcome.webauthn_options,
+            "error": None,
+        },
         status_code=202,
     )
 
@@ -168,18 +174,27 @@ def login_factor(
     background: BackgroundTasks,
     challenge: Annotated[str, Form(max_length=200)],
     code: Annotated[str, Form(max_length=40)] = "",
+    webauthn: Annotated[str, Form(max_length=20_000)] = "",
 ) -> Response:
-    """The second step in the console: an authenticator code or a recovery code."""
+    """The second step in the console: an authenticator code, a recovery code, or a
+    WebAuthn assertion made by `static/webauthn.js`."""
     cleaned = code.strip().replace(" ", "")
     is_totp = cleaned.isdigit() and len(cleaned) == 6
+    assertion: dict[str, Any] | None = None
+    if webauthn:
+        try:
+            parsed = json.loads(webauthn)
+        except ValueError:
+            parsed = None
+        assertion = parsed if isinstance(parsed, dict) else {}
     background.add_task(container.deliver_notices)
     try:
         outcome = container.gate.complete_factor(
             session,
             challenge=challenge,
             code=cleaned if is_totp else None,
-            recovery_code=None if is_totp else cleaned,
-            webauthn=None,
+            recovery_code=cleaned if cleaned and not is_totp else None,
+            webauthn=assertion,
             client=client_of(request),
             now=container.clock.now(),
         )
@@ -187,7 +202,12 @@ def login_factor(
         return templates.TemplateResponse(
             request,
             "login_factor.html",
-            {"challenge": challenge, "factors": [], "error": "That code is not right."},
+            {
+                "challenge": challenge,
+                "factors": [],
+                "webauthn": None,
+                "error": "That code is not right.",
+            },
             status_code=401,
         )
     except NotAuthenticated as exc:
