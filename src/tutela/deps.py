@@ -52,9 +52,11 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
-def client_of(request: Request) -> Client:
+def client_of(request: Request, settings: Settings) -> Client:
     """The attempt's origin: address, user agent and known-device token (cookie or header)."""
-    device = request.headers.get(DEVICE_HEADER) or request.cookies.get(DEVICE_COOKIE)
+    device = request.headers.get(DEVICE_HEADER) or request.cookies.get(
+        cookie_name(DEVICE_COOKIE, settings)
+    )
     return Client(
         address=client_address(request),
         user_agent=request.headers.get("user-agent", "")[:200],
@@ -67,7 +69,7 @@ def bearer_token(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token else None
 
 
-def _check_same_origin(request: Request) -> None:
+def check_same_origin(request: Request) -> None:
     """Cookie-authenticated writes must come from our own pages (OWASP CSRF, Origin check)."""
     if request.method not in UNSAFE_METHODS:
         return
@@ -89,7 +91,7 @@ def signed_in(request: Request, session: DbSession, container: AppContainer) -> 
         token = request.cookies.get(cookie_name(SESSION_COOKIE, container.settings))
         if token is None:
             raise NotAuthenticated("Sign in first.")
-        _check_same_origin(request)
+        check_same_origin(request)
     return identity.authenticate(session, token=token, now=container.clock.now())
 
 

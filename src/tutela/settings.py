@@ -104,6 +104,9 @@ class Settings(BaseSettings):
                 raise ValueError("production needs a TUTELA_KEYSTORE_URL apart from the database")
             if not self.cookie_secure:
                 raise ValueError("production needs TUTELA_COOKIE_SECURE=true")
+            if self.redis_url is None:
+                # Several API processes must share their sign-in throttles (R6).
+                raise ValueError("production needs TUTELA_REDIS_URL for shared sign-in throttles")
         return self
 
     @property

@@ -163,7 +163,7 @@ def _sign_in(
         email=payload.email,
         password=payload.password,
         kind=SessionKind.API,
-        client=client_of(request),
+        client=client_of(request, container.settings),
         now=container.clock.now(),
         staff=staff,
     )
@@ -200,7 +200,7 @@ def sign_up(
         name=payload.name,
         email=payload.email,
         password=payload.password,
-        client=client_of(request),
+        client=client_of(request, container.settings),
         now=container.clock.now(),
     )
     background.add_task(container.deliver_notices)
@@ -235,7 +235,7 @@ def sign_in_factor(
         code=payload.code,
         recovery_code=payload.recovery_code,
         webauthn=payload.webauthn,
-        client=client_of(request),
+        client=client_of(request, container.settings),
         now=container.clock.now(),
     )
     return outcome_response(outcome)
@@ -251,7 +251,10 @@ def sign_in_link(
 ) -> JSONResponse:
     """Complete a sign-in with the token of the emailed one-time link."""
     outcome = container.gate.complete_link(
-        session, token=payload.token, client=client_of(request), now=container.clock.now()
+        session,
+        token=payload.token,
+        client=client_of(request, container.settings),
+        now=container.clock.now(),
     )
     background.add_task(container.deliver_notices)
     return outcome_response(outcome)
@@ -291,7 +294,7 @@ def step_up(
         recovery_code=payload.recovery_code,
         webauthn=payload.webauthn,
         webauthn_token=payload.ceremony,
-        client=client_of(request),
+        client=client_of(request, container.settings),
         now=container.clock.now(),
     )
     return Response(status_code=204)
@@ -310,10 +313,17 @@ def list_sessions(
     ]
 
 
+def not_enrolling(principal: AnySignedIn) -> None:
+    """A session that has not yet added the required factor cannot end other sessions."""
+    if principal.stage == SessionStage.ENROL:
+        raise Forbidden("Add a second factor first.", code="mfa_enrolment_required")
+
+
 @router.delete("/sessions/{session_id}", status_code=204)
 def end_session(
     session_id: uuid.UUID, principal: AnySignedIn, session: DbSession, container: AppContainer
 ) -> Response:
+    not_enrolling(principal)
     sessions.end_session(
         session, principal=principal, session_id=session_id, now=container.clock.now()
     )
@@ -324,6 +334,7 @@ def end_session(
 def end_other_sessions(
     principal: AnySignedIn, session: DbSession, container: AppContainer
 ) -> dict[str, int]:
+    not_enrolling(principal)
     ended = sessions.end_all(
         session, owner=principal.owner, now=container.clock.now(), keep=principal.session_id
     )
@@ -346,7 +357,7 @@ def change_password(
         principal=principal,
         current_password=payload.current_password,
         new_password=payload.new_password,
-        client=client_of(request),
+        client=client_of(request, container.settings),
         now=container.clock.now(),
     )
     background.add_task(container.deliver_notices)
@@ -377,10 +388,13 @@ def list_factors(principal: AnySignedIn, session: DbSession) -> list[FactorOut]:
     return [_factor_out(f) for f in factors.list_factors(session, principal.owner)]
 
 
-def _changing_factors(session: DbSession, container: AppContainer, principal: AnySignedIn) -> None:
-    """Adding or removing factors needs step-up, except while enrolling the first one."""
+def changing_factors(session: DbSession, container: AppContainer, principal: AnySignedIn) -> None:
+    """Adding or removing factors needs step-up, except while enrolling the first one
+    (judged from the account as it is now, not from when the session opened)."""
     if principal.stage == SessionStage.ENROL:
-        return
+        if container.gate.current_stage(session, principal) == SessionStage.ENROL:
+            return
+        raise Forbidden("Sign in again with your second factor.", code="session_stale")
     if principal.stage != SessionStage.FULL:
         raise Forbidden("Change your password first.", code="password_change_required")
     container.gate.require_step_up(session, principal, now=container.clock.now())
@@ -412,7 +426,7 @@ def _factor_added(
         now=now,
     )
     if principal.stage == SessionStage.ENROL:
-        container.gate.refresh_stage(session, principal)
+        container.gate.refresh_stage(session, principal, now=now)
     session.commit()
     background.add_task(container.deliver_notices)
 
@@ -422,7 +436,7 @@ def begin_totp(
     payload: TotpIn, principal: AnySignedIn, session: DbSession, container: AppContainer
 ) -> TotpOut:
     """Start adding an authenticator app: scan the URI, then confirm with a code."""
-    _changing_factors(session, container, principal)
+    changing_factors(session, container, principal)
     login = container.gate.login_of(session, principal.owner)
     now = container.clock.now()
     enrolment = factors.begin_totp(
@@ -448,7 +462,7 @@ def confirm_totp(
     container: AppContainer,
     background: BackgroundTasks,
 ) -> FactorOut:
-    _changing_factors(session, container, principal)
+    changing_factors(session, container, principal)
     factor = factors.confirm_totp(
         session,
         container.vault.keys,
@@ -466,7 +480,7 @@ def webauthn_options(
     principal: AnySignedIn, session: DbSession, container: AppContainer
 ) -> CeremonyOut:
     """Options for `navigator.credentials.create()`: a passkey or a security key."""
-    _changing_factors(session, container, principal)
+    changing_factors(session, container, principal)
     settings = container.settings
     now = container.clock.now()
     name = email_of(session, container.vault.keys, principal.owner, now=now)
@@ -492,7 +506,7 @@ def add_webauthn(
     container: AppContainer,
     background: BackgroundTasks,
 ) -> FactorOut:
-    _changing_factors(session, container, principal)
+    changing_factors(session, container, principal)
     factor = factors.finish_registration(
         session,
         principal.owner,
@@ -516,10 +530,11 @@ def remove_factor(
     background: BackgroundTasks,
 ) -> Response:
     """Remove a factor (step-up); the last one cannot go where MFA is mandatory."""
-    _changing_factors(session, container, principal)
+    changing_factors(session, container, principal)
     owner = principal.owner
     now = container.clock.now()
     factor = factors.remove_factor(session, owner, factor_id)
+    container.gate.close_challenges(session, owner, now)
     login = container.gate.login_of(session, owner)
     if container.gate.stage_for(session, login, breached=False) == SessionStage.ENROL:
         session.rollback()
@@ -552,7 +567,7 @@ def remove_factor(
 @router.post("/factors/recovery-codes", status_code=201, response_model=CodesOut)
 def recovery_codes(principal: AnySignedIn, session: DbSession, container: AppContainer) -> CodesOut:
     """Ten single-use recovery codes, shown once; earlier ones stop working."""
-    _changing_factors(session, container, principal)
+    changing_factors(session, container, principal)
     owner = principal.owner
     now = container.clock.now()
     if not factors.has_second_factor(session, owner):

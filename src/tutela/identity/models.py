@@ -127,8 +127,10 @@ class SignInSession(OwnerColumns, Base):
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     kind: Mapped[str] = mapped_column(String(8))
     stage: Mapped[str] = mapped_column(String(16), default=SessionStage.FULL)
-    # When a second factor was last presented in this session (step-up, C7).
+    # When a second factor was last presented in this session (step-up, C7), and how
+    # many step-ups failed in a row: the session ends after a few.
     stepped_up_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    failed_step_ups: Mapped[int] = mapped_column(Integer, default=0)
     token_hash: Mapped[bytes] = mapped_column(Binary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -213,6 +215,9 @@ class KnownDevice(OwnerColumns, Base):
     token_hash: Mapped[bytes] = mapped_column(Binary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Wrong passwords sent with this device's cookie: it is forgotten after a few, so a
+    # stolen cookie is not a way around the account's limit (S2).
+    failures: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class BreachedRange(Base):

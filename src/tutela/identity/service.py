@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from tutela.audit.service import AuditTag, record
@@ -22,6 +22,7 @@ from tutela.core.errors import NotAuthenticated, NotFound
 from tutela.core.ids import uuid7
 from tutela.households.models import Account
 from tutela.identity.models import (
+    KnownDevice,
     PasswordCredential,
     SessionKind,
     SessionStage,
@@ -288,7 +289,9 @@ def _owns(row: SignInSession, owner: Owner) -> bool:
 
 
 def end_all(session: Session, *, owner: Owner, now: datetime, keep: uuid.UUID | None = None) -> int:
-    """End every live session of `owner` except `keep`; the caller commits."""
+    """End every live session of `owner` except `keep`, and forget its known devices (a
+    device must sign in afresh to skip source delays again); the caller commits."""
+    session.execute(delete(KnownDevice).where(owner.where(KnownDevice)))
     clauses = _live(owner, now)
     if keep is not None:
         clauses.append(SignInSession.id != keep)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from tutela.audit.service import AuditTag, record
@@ -72,6 +72,8 @@ CHALLENGE_PREFIX = "tsc_"
 DEVICE_PREFIX = "tsd_"
 LINK_PREFIX = "tsl_"
 MAX_FACTOR_TRIES = 5
+MAX_STEP_UP_FAILURES = 5
+KNOWN_DEVICE_MAX_FAILURES = 10
 KNOWN_DEVICE_TTL = timedelta(days=180)
 
 
@@ -227,17 +229,22 @@ class Gate:
             )
         if verdict.password_locked:
             # S2: no more password guesses for this account from unknown devices. The same
-            # answer whether or not the account exists; a real user gets a link.
-            if login is not None:
-                self._send_link(session, login, kind=kind, breached=False, now=now)
+            # answer whether or not the account exists; a real customer gets a link, which
+            # stands in for the password only: a second factor, if any, still follows.
+            # Employees get no link: they sign in from a known device or are reset.
+            if login is not None and login.staff is None:
+                self._send_link(session, login, kind=kind, breached=False, now=now, client=client)
                 session.commit()
             raise NotAuthenticated(
                 "For this account's safety, use the sign-in link we emailed to its address.",
                 code="sign_in_link_required",
             )
+        password = password_rules.normalise(password)
         ok = self.hasher.verify(login.password_hash if login else None, password)
         breached = self._breached(password, staff=staff)
         if not ok or login is None:
+            if known is not None:
+                self._device_failure(session, known)
             self._failure(session, attempt, login=login, breached=breached, now=now)
             raise InvalidCredentials("The email or password is not right.")
         if self.throttle.record_success(attempt, ts, breached=breached):
@@ -261,6 +268,19 @@ class Gate:
         )
         session.commit()
         return outcome
+
+    def _device_failure(self, session: Session, known: KnownDevice) -> None:
+        """A known device that keeps sending wrong passwords stops being trusted (S2)."""
+        session.execute(
+            update(KnownDevice)
+            .where(KnownDevice.id == known.id)
+            .values(failures=KnownDevice.failures + 1)
+        )
+        session.execute(
+            delete(KnownDevice).where(
+                KnownDevice.id == known.id, KnownDevice.failures >= KNOWN_DEVICE_MAX_FAILURES
+            )
+        )
 
     def _breached(self, password: str, *, staff: bool) -> bool:
         try:
@@ -372,10 +392,13 @@ class Gate:
         enrolled = factors.list_factors(session, owner)
         if enrolled:
             return self._factor_challenge(session, login, kind=kind, breached=breached, now=now)
-        if login.staff is None and (risky or breached):
-            self._send_link(session, login, kind=kind, breached=breached, now=now)
-            return SignInOutcome(status="link_sent", notices=True)
         stage = self.stage_for(session, login, breached=breached)
+        # The password alone must not let someone enrol the first factor from a new
+        # device, nor open a session on a risky or breached sign-in: the mailbox decides.
+        first_enrolment = stage == SessionStage.ENROL and known is None
+        if login.staff is None and (risky or breached or login.must_change or first_enrolment):
+            self._send_link(session, login, kind=kind, breached=breached, now=now, client=client)
+            return SignInOutcome(status="link_sent", notices=True)
         return self._complete(
             session,
             login,
@@ -392,6 +415,9 @@ class Gate:
         self, session: Session, login: Login, *, kind: SessionKind, breached: bool, now: datetime
     ) -> SignInOutcome:
         owner = login.owner
+        # One live second-factor challenge per owner: opening a new one closes the others,
+        # so codes cannot be guessed on many challenges at once.
+        self.close_challenges(session, owner, now, purposes=(ChallengePurpose.SECOND_FACTOR,))
         token = sessions.new_token(CHALLENGE_PREFIX)
         kinds = sorted({f.kind for f in factors.list_factors(session, owner)})
         webauthn_only = login.staff is not None and needs_webauthn(login.roles)
@@ -433,8 +459,37 @@ class Gate:
             webauthn_options=options,
         )
 
+    def close_challenges(
+        self,
+        session: Session,
+        owner: Owner,
+        now: datetime,
+        *,
+        purposes: tuple[ChallengePurpose, ...] = (
+            ChallengePurpose.SECOND_FACTOR,
+            ChallengePurpose.EMAIL_LINK,
+            ChallengePurpose.STEP_UP,
+        ),
+    ) -> None:
+        session.execute(
+            update(SignInChallenge)
+            .where(
+                owner.where(SignInChallenge),
+                SignInChallenge.purpose.in_([str(p) for p in purposes]),
+                SignInChallenge.consumed_at.is_(None),
+            )
+            .values(consumed_at=now)
+        )
+
     def _send_link(
-        self, session: Session, login: Login, *, kind: SessionKind, breached: bool, now: datetime
+        self,
+        session: Session,
+        login: Login,
+        *,
+        kind: SessionKind,
+        breached: bool,
+        now: datetime,
+        client: Client,
     ) -> None:
         """An emailed one-time link that completes the sign-in (for accounts with no factor)."""
         owner = login.owner
@@ -469,7 +524,12 @@ class Gate:
             self.keys,
             kind=NoticeKind.SIGN_IN_LINK,
             owner=owner,
-            params={"at": now.isoformat(), "link": f"{self.settings.origin}/login/link#{token}"},
+            params={
+                "at": now.isoformat(),
+                "link": f"{self.settings.origin}/login/link#{token}",
+                "address": client.address,
+                "device": client.user_agent[:120],
+            },
             now=now,
         )
         record(
@@ -697,8 +757,9 @@ class Gate:
             return FactorKind.WEBAUTHN
         if webauthn_only:
             return None
-        if code is not None and factors.verify_totp(session, self.keys, owner, code, now=now):
-            return FactorKind.TOTP
+        if code is not None:  # one kind of code per attempt, never both
+            found = factors.verify_totp(session, self.keys, owner, code, now=now)
+            return FactorKind.TOTP if found is not None else None
         if recovery_code is not None and factors.use_recovery_code(
             session, self.keys, owner, recovery_code, now=now
         ):
@@ -734,10 +795,47 @@ class Gate:
         client: Client,
         now: datetime,
     ) -> SignInOutcome:
-        """The second step: a TOTP code, a recovery code or a WebAuthn assertion."""
+        """The second step: a TOTP code, a recovery code or a WebAuthn assertion.
+
+        Every wrong code counts as a failure of the account and of the source (S2), and
+        each try is reserved atomically before it is checked, so concurrent guesses on one
+        challenge cannot exceed MAX_FACTOR_TRIES.
+        """
         row = self._challenge(session, challenge, ChallengePurpose.SECOND_FACTOR, now)
         login = self._login_of_row(session, row)
         owner = login.owner
+        known = self._known_device(session, login, client.device_token, now)
+        attempt = Attempt(
+            account=self._account_for_owner(session, login, now),
+            source=client.address,
+            known_device=known is not None,
+        )
+        verdict = self.throttle.check(attempt, now.timestamp())
+        if not verdict.allowed:
+            raise TooManyAttempts(
+                "Too many failed attempts from your network. Wait a little and try again.",
+                retry_after=round(verdict.retry_after, 1),
+            )
+        if verdict.account_failures >= self.throttle_max_failures:
+            self.close_challenges(session, owner, now)
+            session.commit()
+            raise NotAuthenticated(
+                "This sign-in has expired; start again.", code="challenge_expired"
+            )
+        reserved = session.execute(
+            update(SignInChallenge)
+            .where(
+                SignInChallenge.id == row.id,
+                SignInChallenge.consumed_at.is_(None),
+                SignInChallenge.attempts < MAX_FACTOR_TRIES,
+            )
+            .values(attempts=SignInChallenge.attempts + 1)
+        )
+        session.commit()
+        if getattr(reserved, "rowcount", 0) != 1:
+            raise NotAuthenticated(
+                "This sign-in has expired; start again.", code="challenge_expired"
+            )
         accepted = self.verify_factor(
             session,
             login,
@@ -747,14 +845,7 @@ class Gate:
             webauthn_challenge=row.webauthn_challenge,
             now=now,
         )
-        attempt = Attempt(
-            account=self._account_for_owner(session, login, now),
-            source=client.address,
-            known_device=self._known_device(session, login, client.device_token, now) is not None,
-        )
         if accepted is None:
-            row.attempts += 1
-            first = row.attempts == 1
             record(
                 session,
                 tag=AuditTag.SECOND_FACTOR_FAILURE,
@@ -762,7 +853,7 @@ class Gate:
                 now=now,
                 household_id=owner.household_id,
             )
-            if first:  # S4: a correct password with a failed second factor
+            if self._first_failure_notice(session, owner, now):  # S4
                 enqueue(
                     session,
                     self.keys,
@@ -780,7 +871,6 @@ class Gate:
             session.commit()
             raise InvalidCredentials("That code is not right.", code="invalid_second_factor")
         self._consume(session, row, now)
-        known = self._known_device(session, login, client.device_token, now)
         stage = self.stage_for(session, login, breached=row.breached)
         outcome = self._complete(
             session,
@@ -797,6 +887,26 @@ class Gate:
         outcome.notices = True
         return outcome
 
+    @property
+    def throttle_max_failures(self) -> int:
+        return self.settings.signin_account_max_failures
+
+    def _first_failure_notice(self, session: Session, owner: Owner, now: datetime) -> bool:
+        """At most one 'second factor failed' notice per owner per 15 minutes (no floods)."""
+        from tutela.notices.models import OutboxMessage  # noqa: PLC0415
+
+        cols = owner.columns()
+        recent = session.scalar(
+            select(OutboxMessage.id).where(
+                OutboxMessage.kind == NoticeKind.SECOND_FACTOR_FAILED,
+                OutboxMessage.account_id == cols["account_id"]
+                if not owner.is_staff
+                else OutboxMessage.staff_id == owner.id,
+                OutboxMessage.created_at > now - timedelta(minutes=15),
+            )
+        )
+        return recent is None
+
     def _account_for_owner(self, session: Session, login: Login, now: datetime) -> str:
         from tutela.identity.owners import email_of  # noqa: PLC0415
 
@@ -806,10 +916,21 @@ class Gate:
     def complete_link(
         self, session: Session, *, token: str, client: Client, now: datetime
     ) -> SignInOutcome:
-        """The emailed link: opens the session its sign-in was waiting for."""
+        """The emailed link: it stands in for the password (or proves the mailbox on a
+        risky sign-in). An owner with a second factor must still present it."""
         row = self._challenge(session, token, ChallengePurpose.EMAIL_LINK, now)
         login = self._login_of_row(session, row)
+        if login.staff is not None:
+            raise NotAuthenticated(
+                "This sign-in has expired; start again.", code="challenge_expired"
+            )
         self._consume(session, row, now)
+        if factors.has_second_factor(session, login.owner):
+            outcome = self._factor_challenge(
+                session, login, kind=SessionKind(row.session_kind), breached=row.breached, now=now
+            )
+            session.commit()
+            return outcome
         attempt = Attempt(
             account=self._account_for_owner(session, login, now), source=client.address
         )
@@ -839,6 +960,27 @@ class Gate:
 
         return self._login_of_row(session, _Row())
 
+    def _guarded_attempt(
+        self, session: Session, login: Login, client: Client, now: datetime
+    ) -> Attempt:
+        """The throttle's view of a check made inside a session (step-up, password change):
+        refused while the source is slowed down or the account is at its limit (S2)."""
+        attempt = Attempt(
+            account=self._account_for_owner(session, login, now), source=client.address
+        )
+        verdict = self.throttle.check(attempt, now.timestamp())
+        if not verdict.allowed:
+            raise TooManyAttempts(
+                "Too many failed attempts. Wait a little and try again.",
+                retry_after=round(verdict.retry_after, 1),
+            )
+        if verdict.account_failures >= self.throttle_max_failures:
+            raise Forbidden(
+                "Too many failed attempts on this account; sign in again.",
+                code="account_limit_reached",
+            )
+        return attempt
+
     def step_up(
         self,
         session: Session,
@@ -852,9 +994,14 @@ class Gate:
         client: Client,
         now: datetime,
     ) -> None:
-        """A fresh second factor (or the password, for an account without one) (C7)."""
+        """A fresh second factor (or the password, for an account without one) (C7).
+
+        Throttled like a sign-in; after MAX_STEP_UP_FAILURES wrong answers in a row the
+        session itself ends, so a stolen session cannot guess its way past step-up.
+        """
         login = self.login_of(session, principal.owner)
         owner = login.owner
+        attempt = self._guarded_attempt(session, login, client, now)
         challenge_bytes: bytes | None = None
         if webauthn_token is not None:
             row = self._challenge(session, webauthn_token, ChallengePurpose.STEP_UP, now)
@@ -877,19 +1024,11 @@ class Gate:
                 is not None
             )
         else:
-            attempt = Attempt(
-                account=self._account_for_owner(session, login, now), source=client.address
+            ok = password is not None and self.hasher.verify(
+                login.password_hash, password_rules.normalise(password)
             )
-            verdict = self.throttle.check(attempt, now.timestamp())
-            if not verdict.allowed:
-                raise TooManyAttempts(
-                    "Too many failed attempts. Wait a little and try again.",
-                    retry_after=round(verdict.retry_after, 1),
-                )
-            ok = password is not None and self.hasher.verify(login.password_hash, password)
-            if not ok:
-                self.throttle.record_failure(attempt, now.timestamp())
         if not ok:
+            self.throttle.record_failure(attempt, now.timestamp())
             record(
                 session,
                 tag=AuditTag.SECOND_FACTOR_FAILURE,
@@ -897,8 +1036,32 @@ class Gate:
                 now=now,
                 household_id=owner.household_id,
             )
+            session.execute(
+                update(SignInSession)
+                .where(SignInSession.id == principal.session_id)
+                .values(failed_step_ups=SignInSession.failed_step_ups + 1)
+            )
+            ended = session.execute(
+                update(SignInSession)
+                .where(
+                    SignInSession.id == principal.session_id,
+                    SignInSession.failed_step_ups >= MAX_STEP_UP_FAILURES,
+                    SignInSession.revoked_at.is_(None),
+                )
+                .values(revoked_at=now)
+            )
             session.commit()
+            if getattr(ended, "rowcount", 0):
+                raise NotAuthenticated(
+                    "Too many failed confirmations: this session has ended.",
+                    code="session_ended",
+                )
             raise InvalidCredentials("That did not confirm it is you.", code="step_up_failed")
+        session.execute(
+            update(SignInSession)
+            .where(SignInSession.id == principal.session_id)
+            .values(failed_step_ups=0)
+        )
         sessions.mark_stepped_up(session, session_id=principal.session_id, now=now)
         record(
             session,
@@ -976,7 +1139,9 @@ class Gate:
         self.require_step_up(session, principal, now=now)
         login = self.login_of(session, principal.owner)
         owner = login.owner
-        if not self.hasher.verify(login.password_hash, current_password):
+        attempt = self._guarded_attempt(session, login, client, now)
+        if not self.hasher.verify(login.password_hash, password_rules.normalise(current_password)):
+            self.throttle.record_failure(attempt, now.timestamp())
             record(
                 session,
                 tag=AuditTag.ACCOUNT_LOGIN_FAILURE,
@@ -1004,6 +1169,10 @@ class Gate:
             credential.updated_at = now
             credential.must_change = False
         sessions.end_all(session, owner=owner, now=now)
+        # Every device must sign in again with the new password, and no pending sign-in
+        # made with the old one can complete.
+        session.execute(delete(KnownDevice).where(owner.where(KnownDevice)))
+        self.close_challenges(session, owner, now)
         record(
             session,
             tag=AuditTag.PASSWORD_CHANGED,
@@ -1049,12 +1218,24 @@ class Gate:
 
         return email_of(session, self.keys, owner, now=now)
 
-    def refresh_stage(self, session: Session, principal: sessions.AnyPrincipal) -> SessionStage:
-        """After a factor was added: the session may move on from enrolment."""
+    def refresh_stage(
+        self, session: Session, principal: sessions.AnyPrincipal, *, now: datetime
+    ) -> SessionStage:
+        """After a factor was added: the session may move on from enrolment, and every
+        other session (opened before any factor existed) ends (R5)."""
         login = self.login_of(session, principal.owner)
         stage = self.stage_for(session, login, breached=False)
         sessions.set_stage(session, session_id=principal.session_id, stage=stage)
+        if stage != SessionStage.ENROL:
+            sessions.end_all(session, owner=principal.owner, now=now, keep=principal.session_id)
         return stage
+
+    def current_stage(self, session: Session, principal: sessions.AnyPrincipal) -> SessionStage:
+        """What the session could do if it were opened now (its stored stage may be stale)."""
+        row = session.get(SignInSession, principal.session_id)
+        if row is not None and row.stage == SessionStage.CHANGE_PASSWORD:
+            return SessionStage.CHANGE_PASSWORD
+        return self.stage_for(session, self.login_of(session, principal.owner), breached=False)
 
 
 def _row_owned(row: Any, owner: Owner) -> bool:

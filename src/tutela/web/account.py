@@ -37,8 +37,8 @@ def _page(
 ) -> Response:
     now = container.clock.now()
     login = container.gate.login_of(session, principal.owner)
-    fresh = principal.stepped_up_at is not None and (now - principal.stepped_up_at).seconds < (
-        container.settings.step_up_minutes * 60
+    fresh = principal.stepped_up_at is not None and (
+        (now - principal.stepped_up_at).total_seconds() < container.settings.step_up_minutes * 60
     )
     context = {
         "principal": principal,
@@ -86,8 +86,9 @@ def security(request: Request, session: DbSession, container: AppContainer) -> R
 
 
 def _changing(session: DbSession, container: AppContainer, principal: AnyPrincipal) -> None:
-    if principal.stage == SessionStage.FULL:
-        container.gate.require_step_up(session, principal, now=container.clock.now())
+    from tutela.identity.api import changing_factors  # noqa: PLC0415
+
+    changing_factors(session, container, principal)
 
 
 @router.post("/step-up")
@@ -109,7 +110,7 @@ def step_up(
             recovery_code=cleaned if cleaned and not is_totp else None,
             webauthn=None,
             webauthn_token=None,
-            client=client_of(request),
+            client=client_of(request, container.settings),
             now=container.clock.now(),
         )
         return RedirectResponse("/account/security", status_code=303)
@@ -190,7 +191,7 @@ def _added(
         now=now,
     )
     if principal.stage == SessionStage.ENROL:
-        container.gate.refresh_stage(session, principal)
+        container.gate.refresh_stage(session, principal, now=now)
 
 
 @router.post("/factors/{factor_id}/remove")
@@ -236,7 +237,7 @@ def change_password(
             principal=principal,
             current_password=current_password,
             new_password=new_password,
-            client=client_of(request),
+            client=client_of(request, container.settings),
             now=container.clock.now(),
         )
         background.add_task(container.deliver_notices)
@@ -256,6 +257,9 @@ def end_session(
     session_id: uuid.UUID, request: Request, session: DbSession, container: AppContainer
 ) -> Response:
     def act(principal: AnyPrincipal) -> Response:
+        from tutela.identity.api import not_enrolling  # noqa: PLC0415
+
+        not_enrolling(principal)
         sessions.end_session(
             session, principal=principal, session_id=session_id, now=container.clock.now()
         )
@@ -267,6 +271,9 @@ def end_session(
 @router.post("/sessions/end-others")
 def end_others(request: Request, session: DbSession, container: AppContainer) -> Response:
     def act(principal: AnyPrincipal) -> Response:
+        from tutela.identity.api import not_enrolling  # noqa: PLC0415
+
+        not_enrolling(principal)
         ended = sessions.end_all(
             session, owner=principal.owner, now=container.clock.now(), keep=principal.session_id
         )

@@ -26,6 +26,7 @@ from tutela.deps import (
     SESSION_COOKIE,
     AppContainer,
     DbSession,
+    check_same_origin,
     client_of,
     cookie_name,
     current_principal,
@@ -90,7 +91,7 @@ def set_session_cookies(response: Response, outcome: SignInOutcome, settings: Se
     )
     if outcome.device_token:
         response.set_cookie(
-            DEVICE_COOKIE,
+            cookie_name(DEVICE_COOKIE, settings),
             outcome.device_token,
             httponly=True,
             samesite="strict",
@@ -149,7 +150,7 @@ def login(
             email=email,
             password=password,
             kind=SessionKind.COOKIE,
-            client=client_of(request),
+            client=client_of(request, container.settings),
             now=container.clock.now(),
         )
     except TooManyAttempts:
@@ -177,7 +178,9 @@ def login_factor(
     webauthn: Annotated[str, Form(max_length=20_000)] = "",
 ) -> Response:
     """The second step in the console: an authenticator code, a recovery code, or a
-    WebAuthn assertion made by `static/webauthn.js`."""
+    WebAuthn assertion made by `static/webauthn.js`. Same-origin only: a cross-site form
+    must not sign a victim's browser into someone else's account (login CSRF)."""
+    check_same_origin(request)
     cleaned = code.strip().replace(" ", "")
     is_totp = cleaned.isdigit() and len(cleaned) == 6
     assertion: dict[str, Any] | None = None
@@ -195,7 +198,7 @@ def login_factor(
             code=cleaned if is_totp else None,
             recovery_code=cleaned if cleaned and not is_totp else None,
             webauthn=assertion,
-            client=client_of(request),
+            client=client_of(request, container.settings),
             now=container.clock.now(),
         )
     except InvalidCredentials:
@@ -229,9 +232,13 @@ def login_link(
     background: BackgroundTasks,
     token: Annotated[str, Form(max_length=200)],
 ) -> Response:
+    check_same_origin(request)
     try:
         outcome = container.gate.complete_link(
-            session, token=token, client=client_of(request), now=container.clock.now()
+            session,
+            token=token,
+            client=client_of(request, container.settings),
+            now=container.clock.now(),
         )
     except NotAuthenticated as exc:
         return _login_page(request, container.settings, error=exc.detail, status=401)

@@ -81,6 +81,7 @@ def upgrade() -> None:
         sa.Column("token_hash", sa.LargeBinary(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("failures", sa.Integer(), nullable=False),
         sa.Column("household_id", sa.Uuid(), nullable=True),
         sa.Column("account_id", sa.Uuid(), nullable=True),
         sa.Column("staff_id", sa.Uuid(), nullable=True),
@@ -212,6 +213,9 @@ def upgrade() -> None:
             sa.Column("stage", sa.String(length=16), nullable=False, server_default="full")
         )
         batch_op.add_column(sa.Column("stepped_up_at", sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(
+            sa.Column("failed_step_ups", sa.Integer(), nullable=False, server_default="0")
+        )
         batch_op.add_column(sa.Column("staff_id", sa.Uuid(), nullable=True))
         batch_op.alter_column("household_id", existing_type=sa.Uuid(), nullable=True)
         batch_op.alter_column("account_id", existing_type=sa.Uuid(), nullable=True)
@@ -242,6 +246,7 @@ def downgrade() -> None:
         batch_op.alter_column("account_id", existing_type=sa.Uuid(), nullable=False)
         batch_op.alter_column("household_id", existing_type=sa.Uuid(), nullable=False)
         batch_op.drop_column("staff_id")
+        batch_op.drop_column("failed_step_ups")
         batch_op.drop_column("stepped_up_at")
         batch_op.drop_column("stage")
 
