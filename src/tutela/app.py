@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -14,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -62,10 +65,25 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
+OUTBOX_PUMP_SECONDS = 30.0
+
+
+async def _outbox_pump(container: Container) -> None:
+    while True:
+        await asyncio.sleep(OUTBOX_PUMP_SECONDS)
+        await asyncio.to_thread(container.deliver_notices)
+
+
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(TutelaError)
     async def tutela_error(request: Request, exc: TutelaError) -> JSONResponse:
-        return problem(exc.status, exc.code, exc.title, exc.detail, request.url.path, **exc.extra)
+        response = problem(
+            exc.status, exc.code, exc.title, exc.detail, request.url.path, **exc.extra
+        )
+        if request.url.path.startswith(("/api/v1/auth/", "/api/v1/staff/auth/")):
+            # A refused sign-in can still have queued a link or a notice: send it now.
+            response.background = BackgroundTask(request.app.state.container.deliver_notices)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -248,7 +266,13 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Retries of queued notices, without a separate worker process (embedded mode);
+        # with several processes and workers, the outbox's row claims keep it at once.
+        pump = asyncio.create_task(_outbox_pump(app.state.container))
         yield
+        pump.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pump
         if owned:
             app.state.container.close()
 

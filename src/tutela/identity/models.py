@@ -195,6 +195,8 @@ class SignInChallenge(OwnerColumns, Base):
     session_kind: Mapped[str] = mapped_column(String(8))
     # The session this sign-in will open must only change the password (R7).
     breached: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Opened by the emailed link (the mailbox was proved), not by a password.
+    via_link: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

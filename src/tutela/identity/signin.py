@@ -412,7 +412,14 @@ class Gate:
         )
 
     def _factor_challenge(
-        self, session: Session, login: Login, *, kind: SessionKind, breached: bool, now: datetime
+        self,
+        session: Session,
+        login: Login,
+        *,
+        kind: SessionKind,
+        breached: bool,
+        now: datetime,
+        via_link: bool = False,
     ) -> SignInOutcome:
         owner = login.owner
         # One live second-factor challenge per owner: opening a new one closes the others,
@@ -439,6 +446,7 @@ class Gate:
                 purpose=ChallengePurpose.SECOND_FACTOR,
                 session_kind=kind,
                 breached=breached,
+                via_link=via_link,
                 created_at=now,
                 expires_at=now + timedelta(minutes=self.settings.challenge_ttl_minutes),
                 attempts=0,
@@ -816,7 +824,9 @@ class Gate:
                 "Too many failed attempts from your network. Wait a little and try again.",
                 retry_after=round(verdict.retry_after, 1),
             )
-        if verdict.account_failures >= self.throttle_max_failures:
+        # At the account's limit (S2) only the holder's own device, or a sign-in that came
+        # through the emailed link, may still present a factor: never the open internet.
+        if verdict.password_locked and not row.via_link:
             self.close_challenges(session, owner, now)
             session.commit()
             raise NotAuthenticated(
@@ -927,7 +937,12 @@ class Gate:
         self._consume(session, row, now)
         if factors.has_second_factor(session, login.owner):
             outcome = self._factor_challenge(
-                session, login, kind=SessionKind(row.session_kind), breached=row.breached, now=now
+                session,
+                login,
+                kind=SessionKind(row.session_kind),
+                breached=row.breached,
+                now=now,
+                via_link=True,
             )
             session.commit()
             return outcome

@@ -170,6 +170,7 @@ def upgrade() -> None:
         sa.Column("purpose", sa.String(length=24), nullable=False),
         sa.Column("session_kind", sa.String(length=8), nullable=False),
         sa.Column("breached", sa.Boolean(), nullable=False),
+        sa.Column("via_link", sa.Boolean(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
