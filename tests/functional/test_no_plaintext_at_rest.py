@@ -2,15 +2,18 @@
 
 A demo-like home is written through the API; then the raw bytes of every file Tutela
 keeps (and, on PostgreSQL, a dump of the main database) are searched for the child's
-name, the child's birth date, a transcript's words, the parent's email and the audio.
+name, the child's birth date, a transcript's words, the parent's email, the audio, the
+sign-in's user agent, an authenticator app's seed and an employee's email.
 """
 
 from __future__ import annotations
 
+import base64
 import shutil
 import subprocess
 from pathlib import Path
 
+import pyotp
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
@@ -19,6 +22,7 @@ from tests.factories import PASSWORD, device_token, wav_bytes
 from tests.functional.conftest import owner_email, upload_voice
 from tutela.container import Container
 from tutela.households.service import CreatedHome
+from tutela.identity.staff import add_staff
 
 TRANSCRIPT = "remind me to pick up Zephyrine from violin practice"
 SECRETS = [b"Lily Marchetti", b"Marchetti", b"2019-03-14", b"Zephyrine", b"violin practice"]
@@ -50,6 +54,38 @@ def _write_everything(client: TestClient, container: Container, home: CreatedHom
     return audio[44:4000]  # a run of raw PCM samples
 
 
+def _add_secrets_of_sign_in(
+    client: TestClient, container: Container, home: CreatedHome
+) -> list[bytes]:
+    """An authenticator app's seed, an employee's email, and queued notices (R5, R4, R6)."""
+    r = client.post("/api/v1/auth/token", json={"email": owner_email(home), "password": PASSWORD})
+    headers = {"authorization": f"Bearer {r.json()['token']}"}
+    assert (
+        client.post(
+            "/api/v1/auth/step-up", json={"password": PASSWORD}, headers=headers
+        ).status_code
+        == 204
+    )
+    begun = client.post("/api/v1/factors/totp", json={"label": "Phone"}, headers=headers).json()
+    confirmed = client.post(
+        f"/api/v1/factors/totp/{begun['factor_id']}/confirm",
+        json={"code": pyotp.TOTP(begun["secret"]).at(container.clock.now())},
+        headers=headers,
+    )
+    assert confirmed.status_code == 200
+    with container.stores.session() as session:
+        add_staff(
+            session,
+            container.vault.keys,
+            container.hasher,
+            email="rosa.quintavalle@operator.example",
+            roles=["reviewer"],
+            now=container.clock.now(),
+        )
+    seed = begun["secret"].encode()
+    return [seed, base64.b32decode(seed), b"rosa.quintavalle", b"quintavalle@operator"]
+
+
 def _files(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file()]
 
@@ -58,7 +94,12 @@ def test_nothing_personal_is_stored_in_plaintext(
     client: TestClient, container: Container, home: CreatedHome, backend: str, tmp_path: Path
 ) -> None:
     pcm = _write_everything(client, container, home)
-    needles = [*SECRETS, owner_email(home).encode(), pcm]
+    needles = [
+        *SECRETS,
+        owner_email(home).encode(),
+        pcm,
+        *_add_secrets_of_sign_in(client, container, home),
+    ]
     files = _files(container.settings.blob_path)
     assert files, "blobs were written"
     for url in (container.settings.main_url, container.settings.keys_url):
