@@ -1,47 +1,52 @@
 """Benchmark of sign-in under a credential-stuffing attack, against the same sign-ins without one.
 
-Run as `.venv/bin/python bench/stuffing.py [--quick] [--store sqlite|postgresql]`.
-It makes a fresh TUTELA_HOME (on PostgreSQL two fresh databases, dropped at the end),
-runs the migrations, seeds the breached-password store as `tutela db upgrade` does, and
-creates the population with the library (two adults per household; one argon2id hash per
-distinct password, as the demo does):
+Run as `.venv/bin/python bench/stuffing.py [--quick] [--store postgresql|sqlite]
+[--connections 32] [--seed 1]`. Server settings may be given as TUTELA_* variables in the
+environment (they are reported). It makes a fresh TUTELA_HOME (on PostgreSQL two fresh
+databases, dropped at the end), runs the migrations, seeds the breached-password store
+as `tutela db upgrade` does, and creates the population with the library (two adults per
+household; one argon2id hash per distinct password, as the demo does):
 
-* victims: one per valid pair of the attack list (2% of it), half with a confirmed TOTP
-  factor;
-* legitimate users (200; quick 60), half with TOTP, each signing in from its own stable
-  address;
-* bystanders: real accounts whose emails the attack list holds only with wrong passwords.
+* victims: one account per valid pair of the attack list (2% of it), half with a
+  confirmed TOTP factor;
+* legitimate users (200; quick 60), half with TOTP, each from its own stable address;
+* bystanders: real accounts that the list holds only with wrong passwords.
 
 Then it starts `tutela serve --workers 2` with the throttle in Redis (shared by both
 workers; db 5 by default, flushed before and after), X-Forwarded-For believed from
 127.0.0.1 only (`TUTELA_TRUSTED_PROXIES`), and MFA only where enrolled
-(`TUTELA_MFA_REQUIRED_FOR_CAMERA_OWNERS=false`). Every other setting is the default.
+(`TUTELA_MFA_REQUIRED_FOR_CAMERA_OWNERS=false`); every other setting is the default.
 
 1. setup: every legitimate user signs in once from its address (with TOTP when enrolled)
-   and keeps the known-device token it gets (`X-Tutela-Device` from then on).
-2. baseline: legitimate sign-ins only, about 3 a second, for 60 s (quick 20 s).
-3. attack: the same legitimate load while ONE separate attacker process replays the
-   list (100,000 pairs from 2,000 addresses; quick 10,000 from 200) over 32 connections,
-   each pair once, from a random address of its pool sent as X-Forwarded-For, as fast as
-   the answers come. The attacker has no device token, no TOTP secret and no mailbox, and
-   does not retry a pair that was refused. 98% of the list: 8 points of real emails with
-   wrong passwords, the rest unknown emails; the passwords are random, none in the
-   breached-password store (the detector must find the attack by its failures alone).
+   and keeps the known-device token it gets (sent as `X-Tutela-Device` from then on).
+2. baseline: legitimate sign-ins only, about 3 a second (Poisson), for 60 s (quick 20 s),
+   from one separate process (asyncio + httpx). A user with TOTP signs in at most once per
+   30 s step: a code is accepted once.
+3. attack: the same legitimate load while a separate attacker process replays the list
+   (100,000 pairs from 2,000 addresses in nearly as many /24s; quick 10,000 from 200) over
+   32 keep-alive connections, as fast as the answers come, each pair once, from a random
+   address of its pool sent as X-Forwarded-For. The attacker has no device token, no TOTP
+   secret and no mailbox, and does not retry a refused pair. Of the list, 2% are valid
+   pairs, 8% real emails with wrong passwords, the rest unknown emails; the passwords are
+   random, none in the breached-password store, so the detector must find the attack by
+   its failures alone. The attacker speaks raw HTTP/1.1 (httpx would take several ms of
+   the server's two cores per request; a real attacker's client runs elsewhere).
 4. burst: with no other load, attempts from addresses still throttled (every answer a
-   429, no hash computed); the server's CPU (both workers) over the burst, per attempt.
-   Baseline: the CPU of one argon2id verification with the settings' parameters,
-   measured in this process (argon2-cffi, `time.process_time`).
+   429, no hash computed): the server's CPU (both workers, psutil) over the burst, per
+   attempt. Baseline: the CPU of one argon2id verification with the settings' parameters,
+   measured in this process (argon2-cffi, `time.process_time`). For scale, the same
+   client's `GET /healthz` is measured too: the HTTP stack's own cost.
 
 A takeover is a 201 with stage "full" for the attacker. A legitimate user is challenged
 when a sign-in asks for more than it normally does (for a user with TOTP the code prompt
 is normal; for one without, any 202; for everyone, a 429 or an emailed link); locked out
-when a sign-in cannot be completed at all within 120 s (password and factor, known device,
-or the emailed link read from `<TUTELA_HOME>/mail`). Latency is the time to the token of a
-legitimate sign-in, whatever it took. Goals (from the issue): no takeover of an account
-with MFA; at most 0.01% of the valid pairs without MFA; at most 1% of legitimate users
-challenged and none locked out; CPU per rejected attempt < 5% of an argon2 verification;
-legitimate p99 under attack at most 2x the baseline's. The last line printed is one JSON
-object with every figure.
+when a sign-in cannot be completed at all within 120 s (by password and factor, known
+device, or the emailed link read from `<TUTELA_HOME>/mail`). Latency is the time to the
+token of a legitimate sign-in, whatever it took. Goals (from the issue): no takeover of an
+account with MFA; at most 0.01% of the valid pairs without MFA; at most 1% of legitimate
+users challenged and none locked out; CPU per rejected attempt < 5% of an argon2
+verification; legitimate p99 under attack at most 2x the baseline's. The last line
+printed is one JSON object with every figure.
 """
 
 from __future__ import annotations
@@ -1206,6 +1211,27 @@ def bench_store(
     return figures
 
 
+def source_version() -> str:
+    """The commit measured, with "+dirty" when the working tree differs (read-only git)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "src"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
 def headline(
     store: str, plan: Plan, figures: dict[str, Any], seed: int, connections: int
 ) -> dict[str, Any]:
@@ -1217,6 +1243,8 @@ def headline(
         "quick": plan is QUICK,
         "store": store,
         "seed": seed,
+        "source": source_version(),
+        "server_settings": {k: v for k, v in os.environ.items() if k.startswith("TUTELA_")},
         "server_workers": SERVER_WORKERS,
         "attacker_connections": connections,
         "attempts": attack["sent"],
