@@ -1,1 +1,1 @@
-"""Identity: passwords, sessions and (later) factors and throttles."""
+"""Identity: passwords, second factors, sign-in with its throttles, sessions, employees."""
