@@ -80,7 +80,7 @@ def _add_error_handlers(app: FastAPI) -> None:
         response = problem(
             exc.status, exc.code, exc.title, exc.detail, request.url.path, **exc.extra
         )
-        if request.url.path.startswith(("/api/v1/auth/", "/api/v1/staff/auth/")):
+        if exc.notices_queued:
             # A refused sign-in can still have queued a link or a notice: send it now.
             response.background = BackgroundTask(request.app.state.container.deliver_notices)
         return response

@@ -326,3 +326,32 @@ def test_a_password_is_normalised_the_same_way_when_set_and_when_checked(
     assert changed.status_code == 201
     again = client.post("/api/v1/auth/token", json={"email": email, "password": fullwidth})
     assert again.status_code == 201
+
+
+def test_failures_for_emails_with_no_account_switch_on_defended_mode(container: Container) -> None:
+    """R6: a stuffing list is mostly addresses with no account here; ten such failures in
+    the detector's window are a list hit like ten breached passwords."""
+    gate = container.gate
+    now = container.clock.now()
+    for n in range(9):
+        with container.stores.session() as s, pytest.raises(InvalidCredentials):
+            gate.sign_in(
+                s,
+                email=f"nobody{n}@example.com",
+                password="whatever it is",
+                kind=SessionKind.API,
+                client=Client(address=f"203.0.{n}.1"),
+                now=now,
+            )
+    assert not gate.throttle.defended(now.timestamp())
+    with container.stores.session() as s, pytest.raises(InvalidCredentials) as refused:
+        gate.sign_in(
+            s,
+            email="nobody9@example.com",
+            password="whatever it is",
+            kind=SessionKind.API,
+            client=Client(address="203.0.9.1"),
+            now=now,
+        )
+    assert gate.throttle.defended(now.timestamp())
+    assert refused.value.notices_queued  # the security team's alert goes out with it

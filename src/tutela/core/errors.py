@@ -15,6 +15,9 @@ class TutelaError(Exception):
     status: ClassVar[int] = 400
     code: ClassVar[str] = "bad_request"
     title: ClassVar[str] = "Bad request"
+    # Set when the refused action still queued a notice (a sign-in link, an alert): the
+    # web layer then delivers the outbox with the answer.
+    notices_queued: bool = False
 
     def __init__(self, detail: str, *, code: str | None = None, **extra: Any) -> None:
         super().__init__(detail)

@@ -23,6 +23,7 @@ Every step appends an audit event; notices go through the outbox.
 
 from __future__ import annotations
 
+import hmac
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -60,7 +61,7 @@ from tutela.identity.models import (
 )
 from tutela.identity.owners import Owner
 from tutela.identity.passwords import PasswordHasher
-from tutela.identity.staff import ENROLMENT_WINDOW, find_staff, needs_webauthn
+from tutela.identity.staff import ENROLMENT_WINDOW, find_staff, needs_webauthn, staff_index
 from tutela.identity.throttle import Attempt, Throttle
 from tutela.notices.service import NoticeKind, enqueue
 from tutela.settings import Settings
@@ -153,6 +154,29 @@ class Gate:
         index = households.email_index(self.keys, email, now=now)
         return ("s:" if staff else "a:") + index.hex()[:40]
 
+    def _device_for_email(
+        self, session: Session, email: str, token: str | None, *, staff: bool, now: datetime
+    ) -> KnownDevice | None:
+        """The known device a cookie names, if it belongs to the account of `email`."""
+        if not token or not token.startswith(DEVICE_PREFIX) or len(token) > 100:
+            return None
+        row = session.scalar(
+            select(KnownDevice).where(KnownDevice.token_hash == sessions.token_hash(token))
+        )
+        if row is None or now - row.last_seen_at > KNOWN_DEVICE_TTL:
+            return None
+        if staff:
+            member = session.get(StaffMember, row.staff_id) if row.staff_id else None
+            index = staff_index(self.keys, email, now=now)
+            matches = member is not None and hmac.compare_digest(member.email_index, index)
+        else:
+            account = (
+                session.get(Account, (row.household_id, row.account_id)) if row.account_id else None
+            )
+            index = households.email_index(self.keys, email, now=now)
+            matches = account is not None and hmac.compare_digest(account.email_index, index)
+        return row if matches else None
+
     def _known_device(
         self, session: Session, login: Login | None, token: str | None, now: datetime
     ) -> KnownDevice | None:
@@ -212,9 +236,12 @@ class Gate:
         now: datetime,
         staff: bool = False,
     ) -> SignInOutcome:
-        """Check throttles, then the password, then decide what must follow."""
-        login = self._login(session, email, staff=staff, now=now)
-        known = self._known_device(session, login, client.device_token, now)
+        """Check throttles, then the password, then decide what must follow.
+
+        The throttle is asked first, from a keyed hash of the email alone: an attempt it
+        refuses costs no database query (unless it carries a device cookie) and no hash.
+        """
+        known = self._device_for_email(session, email, client.device_token, staff=staff, now=now)
         attempt = Attempt(
             account=self._account_key(email, staff=staff, now=now),
             source=client.address,
@@ -227,26 +254,32 @@ class Gate:
                 "Too many failed sign-ins from your network. Wait a little and try again.",
                 retry_after=round(verdict.retry_after, 1),
             )
+        login = self._login(session, email, staff=staff, now=now)
         if verdict.password_locked:
             # S2: no more password guesses for this account from unknown devices. The same
             # answer whether or not the account exists; a real customer gets a link, which
             # stands in for the password only: a second factor, if any, still follows.
             # Employees get no link: they sign in from a known device or are reset.
-            if login is not None and login.staff is None:
-                self._send_link(session, login, kind=kind, breached=False, now=now, client=client)
-                session.commit()
-            raise NotAuthenticated(
+            refused = NotAuthenticated(
                 "For this account's safety, use the sign-in link we emailed to its address.",
                 code="sign_in_link_required",
             )
+            if login is not None and login.staff is None:
+                self._send_link(session, login, kind=kind, breached=False, now=now, client=client)
+                session.commit()
+                refused.notices_queued = True
+            raise refused
         password = password_rules.normalise(password)
         ok = self.hasher.verify(login.password_hash if login else None, password)
         breached = self._breached(password, staff=staff)
         if not ok or login is None:
             if known is not None:
                 self._device_failure(session, known)
-            self._failure(session, attempt, login=login, breached=breached, now=now)
-            raise InvalidCredentials("The email or password is not right.")
+            wrong = InvalidCredentials("The email or password is not right.")
+            wrong.notices_queued = self._failure(
+                session, attempt, login=login, breached=breached, now=now
+            )
+            raise wrong
         if self.throttle.record_success(attempt, ts, breached=breached):
             self._defended_alert(session, now=now)
         if login.staff is not None and self._staff_refused(session, login, now):
@@ -313,7 +346,7 @@ class Gate:
         breached: bool,
         now: datetime,
         count: bool = True,
-    ) -> None:
+    ) -> bool:
         entered = count and self.throttle.record_failure(
             attempt, now.timestamp(), breached=breached
         )
@@ -327,6 +360,7 @@ class Gate:
         if entered:
             self._defended_alert(session, now=now)
         session.commit()
+        return bool(entered)
 
     def _defended_alert(self, session: Session, *, now: datetime) -> None:
         record(session, tag=AuditTag.DEFENDED_MODE_ENTERED, actor="system", now=now)
@@ -863,7 +897,8 @@ class Gate:
                 now=now,
                 household_id=owner.household_id,
             )
-            if self._first_failure_notice(session, owner, now):  # S4
+            queued = self._first_failure_notice(session, owner, now)
+            if queued:  # S4, at most one such notice per 15 minutes
                 enqueue(
                     session,
                     self.keys,
@@ -878,8 +913,11 @@ class Gate:
                 )
             if self.throttle.record_failure(attempt, now.timestamp()):
                 self._defended_alert(session, now=now)
+                queued = True
             session.commit()
-            raise InvalidCredentials("That code is not right.", code="invalid_second_factor")
+            wrong = InvalidCredentials("That code is not right.", code="invalid_second_factor")
+            wrong.notices_queued = queued
+            raise wrong
         self._consume(session, row, now)
         stage = self.stage_for(session, login, breached=row.breached)
         outcome = self._complete(
