@@ -347,8 +347,10 @@ class Gate:
         now: datetime,
         count: bool = True,
     ) -> bool:
+        # A stuffing list is full of addresses with no account here: a failure for an
+        # unknown email counts, like a breached password, as a hit on a breached list.
         entered = count and self.throttle.record_failure(
-            attempt, now.timestamp(), breached=breached
+            attempt, now.timestamp(), breached=breached or login is None
         )
         record(
             session,
