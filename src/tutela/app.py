@@ -260,6 +260,16 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
+def serve_app() -> FastAPI:
+    """The factory `tutela serve` gives uvicorn. Each worker process is a fresh
+    interpreter: it sets up Tutela's logging (one line, no traces) before anything logs."""
+    from tutela.logging import configure  # noqa: PLC0415
+
+    settings = Settings()
+    configure(settings.log_level)
+    return create_app(settings)
+
+
 def create_app(settings: Settings | None = None, *, container: Container | None = None) -> FastAPI:
     settings = settings or (container.settings if container else Settings())
     owned = container is None

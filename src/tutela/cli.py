@@ -40,7 +40,7 @@ def serve(
     settings = _settings()
     configure(settings.log_level)
     uvicorn.run(
-        "tutela.app:create_app",
+        "tutela.app:serve_app",
         factory=True,
         host=host or settings.host,
         port=port or settings.port,

@@ -93,7 +93,7 @@ class Stores:
 def open_stores(main_url: str, keys_url: str, *, pool_size: int = 20) -> Stores:
     if make_url(main_url) == make_url(keys_url):
         raise ValueError("the key store must be a database apart from the main one")
-    pool: dict[str, Any] = {}
-    if make_url(main_url).get_backend_name() != "sqlite":
-        pool["pool_size"] = pool_size
+    # The same pool size on SQLite: its default of 5 (+10) is fewer than the requests one
+    # process serves at once (Starlette's thread pool has 40 threads).
+    pool: dict[str, Any] = {"pool_size": pool_size, "max_overflow": 10}
     return Stores(main=make_engine(main_url, **pool), keys=make_engine(keys_url, **pool))

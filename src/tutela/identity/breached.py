@@ -60,14 +60,22 @@ def _require_prefix(prefix: str) -> None:
 class SqlRangeStore:
     """The range store in the main database's `breached_ranges` table."""
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(self, sessions: sessionmaker[Session], *, session: Session | None = None) -> None:
         self._sessions = sessions
+        self._session = session
+
+    def bound(self, session: Session) -> SqlRangeStore:
+        """The same store read through a request's own session (and its one connection):
+        a request must never wait for a second connection from the pool it holds one of."""
+        return SqlRangeStore(self._sessions, session=session)
 
     def range(self, prefix: str) -> Mapping[str, int]:
         _require_prefix(prefix)
         query = select(BreachedRange.suffix, BreachedRange.count).where(
             BreachedRange.prefix == prefix
         )
+        if self._session is not None:
+            return dict(self._session.execute(query).all())
         with self._sessions() as session:
             return dict(session.execute(query).all())
 
@@ -97,6 +105,12 @@ class BreachChecker:
 
     def __init__(self, store: RangeStore) -> None:
         self._store = store
+
+    def within(self, session: Session) -> BreachChecker:
+        """This checker reading through `session` when its store is the SQL one."""
+        if isinstance(self._store, SqlRangeStore):
+            return BreachChecker(self._store.bound(session))
+        return self
 
     def count(self, password: str) -> int:
         """The largest breach count of the password or its lowercased form; 0 when unknown."""

@@ -271,7 +271,7 @@ class Gate:
             raise refused
         password = password_rules.normalise(password)
         ok = self.hasher.verify(login.password_hash if login else None, password)
-        breached = self._breached(password, staff=staff)
+        breached = self._breached(session, password, staff=staff)
         if not ok or login is None:
             if known is not None:
                 self._device_failure(session, known)
@@ -315,9 +315,9 @@ class Gate:
             )
         )
 
-    def _breached(self, password: str, *, staff: bool) -> bool:
+    def _breached(self, session: Session, password: str, *, staff: bool) -> bool:
         try:
-            return self.breaches.count(password) > 0
+            return self.breaches.within(session).count(password) > 0
         except Exception as exc:  # the store is down: customers go on, employees do not
             log.warning("breached-password check failed: %s", type(exc).__name__)
             if staff:
@@ -679,7 +679,7 @@ class Gate:
 
         address = check_email(email)
         normalised = password_rules.check_new_password(
-            password, email=address, breaches=self.breaches
+            password, email=address, breaches=self.breaches.within(session)
         )
         attempt = Attempt(
             account=self._account_key(address, staff=False, now=now), source=client.address
@@ -1208,7 +1208,7 @@ class Gate:
             raise InvalidCredentials("The current password is not right.")
         email = self._email(session, owner, now)
         normalised = password_rules.check_new_password(
-            new_password, email=email, breaches=self.breaches
+            new_password, email=email, breaches=self.breaches.within(session)
         )
         if self.hasher.verify(login.password_hash, normalised):
             raise InvalidInput("Choose a password you have not used here.", code="password_reused")
