@@ -48,10 +48,12 @@ test: install browser lint typecheck migrations-check
 bench: install
 	$(BIN)/python bench/vault.py
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/stuffing.py
 
 bench-quick: install
 	$(BIN)/python bench/vault.py --quick
 	$(BIN)/python bench/ingest.py --quick
+	$(BIN)/python bench/stuffing.py --quick
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache

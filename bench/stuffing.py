@@ -121,6 +121,13 @@ OUTCOMES = (
     "other",
 )
 CODE = {name: n for n, name in enumerate(OUTCOMES)}
+# What makes a legitimate sign-in "challenged": more than its password (and code, if any).
+CHALLENGES = {
+    "second_factor_without_factor",
+    "link_sent",
+    "sign_in_link_required",
+    "too_many_attempts",
+}
 # Answers for which the server computed an argon2id hash.
 HASHED = {"signed_in_full", "signed_in_other", "second_factor_required", "link_sent"}
 HASHED |= {"invalid_credentials"}
@@ -198,18 +205,23 @@ def tree_cpu(pid: int) -> float:
     return total
 
 
-def backend_cpu(databases: list[str]) -> float:
-    """CPU seconds of the PostgreSQL backends connected to `databases` (alive now)."""
-    total = 0.0
+def backend_cpu(databases: list[str]) -> dict[int, float]:
+    """CPU seconds of each PostgreSQL backend connected to one of `databases`, by pid."""
+    found: dict[int, float] = {}
     if not databases:
-        return total
+        return found
     for proc in psutil.process_iter(["cmdline"]):
         with suppress(psutil.Error):
             line = " ".join(proc.info["cmdline"] or ())
             if line.startswith("postgres:") and any(f" {db} " in line for db in databases):
                 times = proc.cpu_times()
-                total += times.user + times.system
-    return total
+                found[proc.pid] = times.user + times.system
+    return found
+
+
+def backend_cpu_since(before: dict[int, float], databases: list[str]) -> float:
+    """CPU seconds the backends used since `before` (a backend gone by now is not counted)."""
+    return sum(v - before.get(pid, 0.0) for pid, v in backend_cpu(databases).items())
 
 
 def machine_busy() -> tuple[float, float]:
@@ -628,8 +640,11 @@ class Users:
         return None
 
     async def sign_in(self, person: Person) -> SignIn:
-        """Sign in as a real user would: password, then the code or the link if asked."""
-        assert self.client is not None
+        """Sign in as a real user would: password, then the code or the link if asked.
+
+        Whatever goes wrong is tried again (after a 429, when it says) until the time limit:
+        a connection the server closed is not a lockout, an unfinished sign-in is.
+        """
         self.busy.add(person.email)
         started = time.perf_counter()
         deadline = started + SIGNIN_LIMIT_S
@@ -638,60 +653,17 @@ class Users:
         try:
             while not ok and time.perf_counter() < deadline:
                 sent = time.perf_counter()
-                answer = await self.client.post(
-                    self.base_url + SIGN_IN,
-                    json={"email": person.email, "password": person.password},
-                    headers=self.headers(person),
-                )
+                try:
+                    ok, wait = await self.one_try(person, reasons)
+                except httpx.TransportError as exc:
+                    ok, wait = False, 0.5
+                    reasons.append(type(exc).__name__)
                 password_s = password_s or time.perf_counter() - sent
-                body = json_of(answer)
-                outcome = classify(answer.status_code, body)
-                if outcome in ("signed_in_full", "signed_in_other"):
-                    ok = self.signed_in(person, body)
-                    continue
-                if outcome == "second_factor_required":
-                    if person.totp is None:
-                        challenged = True
-                        reasons.append("second_factor_without_factor")
-                        break
-                    factor = await self.client.post(
-                        self.base_url + SIGN_IN + "/factor",
-                        json={"challenge": body["challenge"], "code": self.code(person)},
-                        headers=self.headers(person),
-                    )
-                    if factor.status_code == 201:
-                        ok = self.signed_in(person, factor.json())
-                    else:
-                        reasons.append(f"factor_{factor.status_code}")
-                        await asyncio.sleep(1.0)
-                    continue
-                if outcome in ("link_sent", "sign_in_link_required"):
-                    challenged = True
-                    reasons.append(outcome)
-                    token = await self.emailed_link(person)
-                    if token is None:
-                        reasons.append("no_link_arrived")
-                        continue
-                    link = await self.client.post(
-                        self.base_url + SIGN_IN + "/link",
-                        json={"token": token},
-                        headers=self.headers(person),
-                    )
-                    if link.status_code == 201:
-                        ok = self.signed_in(person, link.json())
-                    else:
-                        reasons.append(f"link_{link.status_code}")
-                    continue
-                if outcome == "too_many_attempts":
-                    challenged = True
-                    reasons.append(outcome)
-                    wait = float(answer.headers.get("retry-after", "1"))
+                challenged = challenged or any(r in CHALLENGES for r in reasons)
+                if "second_factor_without_factor" in reasons:
+                    break
+                if not ok:
                     await asyncio.sleep(min(wait, max(0.0, deadline - time.perf_counter())))
-                    continue
-                reasons.append(f"{outcome}_{answer.status_code}")
-                await asyncio.sleep(1.0)
-        except httpx.HTTPError as exc:
-            reasons.append(type(exc).__name__)
         finally:
             self.busy.discard(person.email)
         return SignIn(
@@ -704,6 +676,52 @@ class Users:
             password_s=password_s,
             finished_at=time.time(),
         )
+
+    async def one_try(self, person: Person, reasons: list[str]) -> tuple[bool, float]:
+        """One pass through the sign-in: signed in, or the seconds to wait before the next."""
+        assert self.client is not None
+        answer = await self.client.post(
+            self.base_url + SIGN_IN,
+            json={"email": person.email, "password": person.password},
+            headers=self.headers(person),
+        )
+        body = json_of(answer)
+        outcome = classify(answer.status_code, body)
+        if outcome in ("signed_in_full", "signed_in_other"):
+            return self.signed_in(person, body), 0.0
+        if outcome == "second_factor_required":
+            if person.totp is None:
+                reasons.append("second_factor_without_factor")
+                return False, 0.0
+            factor = await self.client.post(
+                self.base_url + SIGN_IN + "/factor",
+                json={"challenge": body["challenge"], "code": self.code(person)},
+                headers=self.headers(person),
+            )
+            if factor.status_code == 201:
+                return self.signed_in(person, factor.json()), 0.0
+            reasons.append(f"factor_{factor.status_code}")
+            return False, 1.0
+        if outcome in ("link_sent", "sign_in_link_required"):
+            reasons.append(outcome)
+            token = await self.emailed_link(person)
+            if token is None:
+                reasons.append("no_link_arrived")
+                return False, 0.0
+            link = await self.client.post(
+                self.base_url + SIGN_IN + "/link",
+                json={"token": token},
+                headers=self.headers(person),
+            )
+            if link.status_code == 201:
+                return self.signed_in(person, link.json()), 0.0
+            reasons.append(f"link_{link.status_code}")
+            return False, 0.0
+        if outcome == "too_many_attempts":
+            reasons.append(outcome)
+            return False, float(answer.headers.get("retry-after", "1"))
+        reasons.append(f"{outcome}_{answer.status_code}")
+        return False, 1.0
 
     def signed_in(self, person: Person, body: dict[str, Any]) -> bool:
         if body.get("device_token"):
@@ -1008,6 +1026,7 @@ def summarise_attack(
         answered = [n for n, t in enumerate(done_at) if t and t < switched]
         figures["defended_after_attempts"] = len(answered)
         figures["defended_after_hashed"] = sum(outcomes[n] in HASHED for n in answered)
+        figures["defended_after_sent"] = sum(1 for t in sent_at if t and t < switched)
         figures["defended_after_s"] = switched - first
         # The detector's ratio rule weighs failures against every right password in its
         # window, the legitimate users' included.
@@ -1122,7 +1141,7 @@ def bench_store(
                     under = summarise_users(under_raw)
                     busy1 = machine_busy()
                     attack_cpu = tree_cpu(proc.pid) - cpu0
-                    attack_pg = backend_cpu(names) - pg0
+                    attack_pg = backend_cpu_since(pg0, names)
                     attack = summarise_attack(
                         attack_list,
                         raw,
@@ -1161,7 +1180,7 @@ def bench_store(
                         }
                     )
                     burst_cpu = tree_cpu(proc.pid) - cpu0
-                    burst_pg = backend_cpu(names) - pg0
+                    burst_pg = backend_cpu_since(pg0, names)
                     burst_seen = collections.Counter(OUTCOMES[c] for c in burst_raw["outcomes"])
                     refused = burst_seen["too_many_attempts"]
                     figures["burst"] = {
@@ -1233,7 +1252,7 @@ def source_version() -> str:
 
 
 def headline(
-    store: str, plan: Plan, figures: dict[str, Any], seed: int, connections: int
+    store: str, plan: Plan, figures: dict[str, Any], seed: int, connections: int, source: str
 ) -> dict[str, Any]:
     """The issue's figures, goals and `met`, from one store's measurements."""
     attack, under, baseline = figures["attack"], figures["under_attack"], figures["baseline"]
@@ -1243,7 +1262,7 @@ def headline(
         "quick": plan is QUICK,
         "store": store,
         "seed": seed,
-        "source": source_version(),
+        "source": source,
         "server_settings": {k: v for k, v in os.environ.items() if k.startswith("TUTELA_")},
         "server_workers": SERVER_WORKERS,
         "attacker_connections": connections,
@@ -1271,6 +1290,7 @@ def headline(
         "defended_mode_entered_after_attempts": attack.get("defended_after_attempts"),
         "defended_mode_entered_after_hashed": attack.get("defended_after_hashed"),
         "defended_mode_entered_after_s": attack.get("defended_after_s"),
+        "defended_mode_entered_after_sent": attack.get("defended_after_sent"),
         **{k: v for k, v in figures.items() if k not in ("cpu_per_rejected_ms",)},
     }
     report["goals"] = {
@@ -1299,6 +1319,7 @@ def report_lines(report: dict[str, Any]) -> list[str]:
     defended = (
         f"after {report['defended_mode_entered_after_attempts']} answered attempts"
         f" ({report['defended_mode_entered_after_hashed']} hashed,"
+        f" {report['defended_mode_entered_after_sent']} sent,"
         f" {report['defended_mode_entered_after_s']:.1f} s;"
         f" {attack['legit_signins_in_window_before_defended']} legitimate sign-ins in the"
         " detector's window)"
@@ -1367,10 +1388,11 @@ def main() -> None:
         flush=True,
     )
     started = time.perf_counter()
+    source = source_version()  # what the server runs: read before it starts
     figures = bench_store(
         args.store, plan, args.seed, args.redis_url, connections=args.connections, keep=args.keep
     )
-    report = headline(args.store, plan, figures, args.seed, args.connections)
+    report = headline(args.store, plan, figures, args.seed, args.connections, source)
     report["elapsed_s"] = time.perf_counter() - started
     for line in report_lines(report):
         print(line, flush=True)
