@@ -503,6 +503,15 @@ class Gate:
             webauthn_options=options,
         )
 
+    def _ttl(self, kind: SessionKind) -> timedelta:
+        """How long a session of `kind` lives: the console's cookie or an API token."""
+        hours = (
+            self.settings.session_ttl_hours
+            if kind == SessionKind.COOKIE
+            else self.settings.api_token_ttl_hours
+        )
+        return timedelta(hours=hours)
+
     def close_challenges(
         self,
         session: Session,
@@ -599,11 +608,7 @@ class Gate:
     ) -> SignInOutcome:
         """Open the session, remember the device, tell the owner about a new one."""
         owner = login.owner
-        ttl = timedelta(
-            hours=self.settings.session_ttl_hours
-            if kind == SessionKind.COOKIE
-            else self.settings.api_token_ttl_hours
-        )
+        ttl = self._ttl(kind)
         issued = sessions.open_session(
             session,
             self.keys,
@@ -1255,11 +1260,7 @@ class Gate:
             owner=owner,
             kind=kind,
             stage=stage,
-            ttl=timedelta(
-                hours=self.settings.session_ttl_hours
-                if kind == SessionKind.COOKIE
-                else self.settings.api_token_ttl_hours
-            ),
+            ttl=self._ttl(kind),
             user_agent=client.user_agent,
             address=client.address,
             now=now,

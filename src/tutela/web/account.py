@@ -11,7 +11,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, BackgroundTasks, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from tutela.audit.service import AuditTag, record
 from tutela.core.errors import NotAuthenticated, TutelaError
 from tutela.deps import AppContainer, DbSession, client_of, signed_in
 from tutela.identity import factors, password_rules
@@ -20,7 +19,6 @@ from tutela.identity.models import SessionStage
 from tutela.identity.owners import email_of
 from tutela.identity.service import AnyPrincipal
 from tutela.identity.signin import SignInOutcome
-from tutela.notices.service import NoticeKind, enqueue
 from tutela.web.routes import set_session_cookies, templates
 
 router = APIRouter(prefix="/account", include_in_schema=False)
@@ -152,10 +150,11 @@ def confirm_totp(
         factor = factors.confirm_totp(
             session, container.vault.keys, principal.owner, factor_id, code.strip(), now=now
         )
-        _added(session, container, principal, factor)
+        from tutela.identity.api import _factor_added  # noqa: PLC0415
+
+        _factor_added(session, container, principal, factor, background)
         codes = factors.new_recovery_codes(session, container.vault.keys, principal.owner, now=now)
         session.commit()
-        background.add_task(container.deliver_notices)
         fresh = _principal(request, session, container)
         return _page(
             request,
@@ -167,31 +166,6 @@ def confirm_totp(
         )
 
     return _guarded(request, session, container, act)
-
-
-def _added(
-    session: DbSession, container: AppContainer, principal: AnyPrincipal, factor: Any
-) -> None:
-    now = container.clock.now()
-    owner = principal.owner
-    record(
-        session,
-        tag=AuditTag.FACTOR_ADDED,
-        actor=owner.ref,
-        now=now,
-        household_id=owner.household_id,
-        subject=f"factor:{factor.id}",
-    )
-    enqueue(
-        session,
-        container.vault.keys,
-        kind=NoticeKind.FACTOR_ADDED,
-        owner=owner,
-        params={"at": now.isoformat(), "factor": f"{factor.kind}: {factor.label}"},
-        now=now,
-    )
-    if principal.stage == SessionStage.ENROL:
-        container.gate.refresh_stage(session, principal, now=now)
 
 
 @router.post("/factors/{factor_id}/remove")
