@@ -93,6 +93,25 @@ class Settings(BaseSettings):
     mail_dir: Path | None = None
     security_alert_email: str = "security@tutela.invalid"
 
+    # Erasure and retention (A1-A8, C1, C5, C6, C9, C10, S6-S8).
+    retention_policy_file: Path | None = Field(
+        default=None, description="The retention policy (TOML); default: the packaged one."
+    )
+    erasure_completion_days: int = Field(default=30, ge=1, le=90)
+    erasure_confirm_business_days: int = Field(default=10, ge=1, le=30)
+    erasure_warn_fraction: float = Field(default=0.8, gt=0, lt=1)
+    erasure_lease_seconds: int = Field(default=120, ge=1, le=3600)
+    erasure_batch_size: int = Field(default=1000, ge=1, le=100_000)
+    erasure_raw_scan: bool = Field(
+        default=True, description="Scan the SQLite files for remnants before completing."
+    )
+    embedded_worker: bool = Field(
+        default=True, description="Run erasure jobs in the API process too (embedded mode)."
+    )
+    retention_sweep_minutes: int = Field(default=60, ge=1)
+    retention_batch_size: int = Field(default=1000, ge=1, le=100_000)
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+
     log_level: str = "INFO"
 
     @model_validator(mode="after")
