@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 import struct
+import uuid
 import wave
 from datetime import date, timedelta
 
@@ -12,6 +13,7 @@ from tutela.container import Container
 from tutela.households import service as households
 from tutela.households.models import AccountRole, Device
 from tutela.households.service import AdultSpec, ChildSpec, CreatedHome, DeviceSpec, HomeSpec
+from tutela.vault.models import ItemKind
 
 PASSWORD = "correct horse battery staple"
 _hash_cache: dict[int, str] = {}
@@ -107,3 +109,100 @@ def ogg_opus_bytes() -> bytes:
 
 def past(container: Container, minutes: int = 5) -> str:
     return (container.clock.now() - timedelta(minutes=minutes)).isoformat()
+
+
+def home_device(container: Container, home: CreatedHome, kind: str) -> Device:
+    with container.stores.session() as session:
+        for device_id in home.device_tokens:
+            device = session.get(Device, (home.household_id, device_id))
+            assert device is not None
+            if device.kind == kind:
+                session.expunge(device)
+                return device
+    raise LookupError(kind)
+
+
+def seed_media(
+    container: Container,
+    home: CreatedHome,
+    *,
+    profile: uuid.UUID | None = None,
+    voices: int = 2,
+    clips: int = 1,
+    days_ago: int = 1,
+) -> dict[str, list[uuid.UUID]]:
+    """Items of one profile through the real vault: voice recordings each with a
+    transcript, camera clips each with a thumbnail, and one location batch."""
+    from tutela.vault import service as vault
+
+    profile_id = profile or home.child_profiles[0]
+    voice = home_device(container, home, "voice")
+    camera = home_device(container, home, "camera")
+    phone = home_device(container, home, "phone")
+    now = container.clock.now()
+    when = now - timedelta(days=days_ago)
+    made: dict[str, list[uuid.UUID]] = {k: [] for k in ItemKind}
+    with container.stores.session() as s:
+        for n in range(voices):
+            item = vault.ingest_media(
+                s,
+                container.vault,
+                device=voice,
+                profile_id=profile_id,
+                kind="voice",
+                declared_type="audio/wav",
+                captured_at=when - timedelta(minutes=n),
+                body=wav_bytes(0.2, pitch=300 + n),
+                limits=container.limits,
+                now=now,
+            )
+            made["voice"].append(item.id)
+            t = vault.ingest_transcript(
+                s,
+                container.vault,
+                device=voice,
+                source_item_id=item.id,
+                text=f"please play the dinosaur song number {n}",
+                language="en",
+                now=now,
+            )
+            made["transcript"].append(t.id)
+        for n in range(clips):
+            clip = vault.ingest_media(
+                s,
+                container.vault,
+                device=camera,
+                profile_id=profile_id,
+                kind="video",
+                declared_type="video/mp4",
+                captured_at=when - timedelta(minutes=n),
+                body=mp4_bytes(2048 + n),
+                limits=container.limits,
+                now=now,
+            )
+            made["video"].append(clip.id)
+            thumb = vault.ingest_media(
+                s,
+                container.vault,
+                device=camera,
+                profile_id=profile_id,
+                kind="thumbnail",
+                declared_type="image/jpeg",
+                captured_at=when - timedelta(minutes=n),
+                body=jpeg_bytes(),
+                limits=container.limits,
+                now=now,
+                source_item_id=clip.id,
+            )
+            made["thumbnail"].append(thumb.id)
+        loc = vault.ingest_locations(
+            s,
+            container.vault,
+            device=phone,
+            profile_id=profile_id,
+            points=[vault.LocationPoint(51.5, -0.12, when)],
+            limits=container.limits,
+            now=now,
+        )
+        made["location"].append(loc.id)
+    return made

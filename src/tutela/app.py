@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tutela import __version__
 from tutela.container import Container, build
 from tutela.core.errors import TutelaError
+from tutela.erasure.api import router as erasure_router
 from tutela.households.api import router as households_router
 from tutela.identity.api import router as identity_router
 from tutela.settings import Settings
@@ -72,6 +73,17 @@ async def _outbox_pump(container: Container) -> None:
     while True:
         await asyncio.sleep(OUTBOX_PUMP_SECONDS)
         await asyncio.to_thread(container.deliver_notices)
+
+
+ERASURE_PASS_SECONDS = 2.0
+
+
+async def _embedded_worker(container: Container) -> None:
+    """Erasure jobs in the API process (embedded mode); on PostgreSQL, several processes
+    and `tutela worker`s share the jobs through their row claims."""
+    while True:
+        await asyncio.sleep(ERASURE_PASS_SECONDS)
+        await asyncio.to_thread(container.erasure_pass)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -278,11 +290,14 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Retries of queued notices, without a separate worker process (embedded mode);
         # with several processes and workers, the outbox's row claims keep it at once.
-        pump = asyncio.create_task(_outbox_pump(app.state.container))
+        tasks = [asyncio.create_task(_outbox_pump(app.state.container))]
+        if settings.embedded_worker:
+            tasks.append(asyncio.create_task(_embedded_worker(app.state.container)))
         yield
-        pump.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await pump
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if owned:
             app.state.container.close()
 
@@ -311,6 +326,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         households_router,
         ingest_router,
         items_router,
+        erasure_router,
         web_router,
         account_router,
     ):

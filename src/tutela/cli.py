@@ -59,7 +59,8 @@ def worker(
     once: Annotated[bool, typer.Option(help="Run one pass and exit.")] = False,
     interval: Annotated[float, typer.Option(help="Seconds between passes.")] = 5.0,
 ) -> None:
-    """Run background work: deliver queued notices. Erasure and retention jobs attach here."""
+    """Run background work: erasure jobs, downstream retries, deadline warnings, retention
+    sweeps and queued notices. Run as many as you like on PostgreSQL: jobs are claimed."""
     from tutela.container import build  # noqa: PLC0415
     from tutela.logging import configure  # noqa: PLC0415
 
@@ -76,9 +77,17 @@ def worker(
     signal.signal(signal.SIGINT, _stop)
     log.info("worker started")
     while not stopping:
+        report = container.erasure_pass()
+        swept = container.retention_pass()
         sent = container.deliver_notices()
-        if sent:
-            log.info("worker pass: %d notices sent", sent)
+        if sent or report.completed or swept:
+            log.info(
+                "worker pass: %d erasures completed, %d retention erasures requested, "
+                "%d notices sent",
+                report.completed,
+                swept,
+                sent,
+            )
         if once:
             break
         deadline = time.monotonic() + interval
@@ -229,9 +238,17 @@ def staff_add(
 
 
 def _register_breach_commands() -> None:
+    from tutela.erasure.cli import app as erasure_app  # noqa: PLC0415
+    from tutela.erasure.cli import backup_app  # noqa: PLC0415
+    from tutela.erasure.receipt_cli import app as receipt_app  # noqa: PLC0415
     from tutela.identity.breach_cli import app as breach_app  # noqa: PLC0415
+    from tutela.retention.cli import app as retention_app  # noqa: PLC0415
 
     app.add_typer(breach_app, name="breach")
+    app.add_typer(erasure_app, name="erasure")
+    app.add_typer(backup_app, name="backup")
+    app.add_typer(receipt_app, name="receipt")
+    app.add_typer(retention_app, name="retention")
 
 
 _register_breach_commands()

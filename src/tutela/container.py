@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from tutela.core.clock import Clock, SystemClock
 from tutela.db.engine import Stores, open_stores
+from tutela.erasure.engine import ErasureEngine, Report
 from tutela.identity.breached import BreachChecker, SqlRangeStore
 from tutela.identity.passwords import PasswordHasher
 from tutela.identity.signin import Gate
@@ -18,6 +21,9 @@ from tutela.vault.blobs import BlobStore, LocalBlobStore, S3BlobStore
 from tutela.vault.keysource import FileKeySource, KeySource, StaticKeySource
 from tutela.vault.keystore import KeyStore
 from tutela.vault.service import Limits, Vault
+
+if TYPE_CHECKING:
+    from tutela.retention.policy import Policy
 
 
 @dataclass
@@ -33,8 +39,11 @@ class Container:
     breaches: BreachChecker
     mailer: Mailer
     gate: Gate = field(init=False)
+    erasure: ErasureEngine = field(init=False)
+    _policy: Policy | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self.erasure = ErasureEngine(self.stores, self.vault, self.settings, self.clock)
         self.gate = Gate(
             keys=self.vault.keys,
             hasher=self.hasher,
@@ -61,6 +70,47 @@ class Container:
             )
             return 0
         return report.sent
+
+    @property
+    def policy(self) -> Policy:
+        """The retention policy file, loaded (and validated) once per process."""
+        if self._policy is None:
+            from tutela.retention.policy import load_policy  # noqa: PLC0415
+
+            self._policy = load_policy(self.settings.retention_policy_file)
+        return self._policy
+
+    def hold(self, household_id: uuid.UUID, profile_id: uuid.UUID | None, now: datetime) -> object:
+        """The legal hold covering this scope now, if any."""
+        return self.policy.hold_for(household_id, profile_id, now)
+
+    def erasure_pass(self) -> Report:
+        """One pass of background erasure work: due jobs, downstream retries, deadlines.
+
+        Never raises: a worker loop must outlive a store that is down for a moment.
+        """
+        try:
+            self.erasure.retry_downstream()
+            report = self.erasure.run_pending()
+            self.erasure.check_deadlines()
+        except Exception as exc:
+            logging.getLogger("tutela.erasure").warning(
+                "erasure pass failed: %s", type(exc).__name__
+            )
+            return Report()
+        return report
+
+    def retention_pass(self) -> int:
+        """The scheduled retention sweep, when it is due; returns erasures it requested."""
+        from tutela.retention.sweep import scheduled_sweep  # noqa: PLC0415
+
+        try:
+            return scheduled_sweep(self)
+        except Exception as exc:
+            logging.getLogger("tutela.retention").warning(
+                "retention sweep failed: %s", type(exc).__name__
+            )
+            return 0
 
     @property
     def limits(self) -> Limits:

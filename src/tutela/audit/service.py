@@ -38,6 +38,16 @@ class AuditTag(StrEnum):
     DEVICE_REGISTERED = "households:device:register"
     DEVICE_REVOKED = "households:device:revoke"
     MASTER_KEY_ROTATED = "vault:master-key:rotate"
+    ERASURE_REQUESTED = "erasure:request:create"
+    ERASURE_COMPLETED = "erasure:request:complete"
+    ERASURE_FAILED = "erasure:request:fail"
+    ERASURE_DEADLINE_WARNING = "erasure:request:deadline-warning"
+    BACKUP_RESTORE_CHECKED = "erasure:backup:restore-check"
+    AUTO_DELETE_SET = "retention:auto-delete:set"
+    INACTIVE_CHILD_IDENTIFIED = "retention:inactive-child:identify"
+    INACTIVE_CHILD_KEPT = "retention:inactive-child:keep"
+    INACTIVE_CHILD_REACTIVATED = "retention:inactive-child:reactivate"
+    RETENTION_SWEPT = "retention:sweep"
 
 
 def record(

@@ -24,6 +24,7 @@ from tutela.households.models import (
     Household,
     Profile,
     ProfileKind,
+    ProfileState,
 )
 from tutela.vault import crypto
 from tutela.vault.keystore import EMAIL_INDEX_KEY, KeyStore
@@ -380,11 +381,19 @@ def account_email(keys: KeyStore, account: Account) -> str:
 def visible_profile_ids(
     session: Session, *, household_id: uuid.UUID, account_id: uuid.UUID, own_profile_id: uuid.UUID
 ) -> set[uuid.UUID]:
+    # A profile under erasure is read by nobody from the moment its erasure begins.
     guarded = set(
         session.scalars(
-            select(Guardianship.child_profile_id).where(
+            select(Guardianship.child_profile_id)
+            .join(
+                Profile,
+                (Profile.household_id == Guardianship.household_id)
+                & (Profile.id == Guardianship.child_profile_id),
+            )
+            .where(
                 Guardianship.household_id == household_id,
                 Guardianship.guardian_account_id == account_id,
+                Profile.state == ProfileState.ACTIVE,
             )
         )
     )

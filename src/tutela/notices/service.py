@@ -58,6 +58,9 @@ class NoticeKind(StrEnum):
     DEFENDED_MODE = "defended_mode"
     STAFF_WELCOME = "staff_welcome"
     SIGN_UP_EXISTING = "sign_up_existing"
+    INACTIVE_CHILD = "inactive_child"
+    ERASURE_COMPLETED = "erasure_completed"
+    ERASURE_DEADLINE = "erasure_deadline"
 
 
 @dataclass(frozen=True)
@@ -176,9 +179,31 @@ _TEMPLATES: Final[Mapping[NoticeKind, _Template]] = {
         frozenset({"at"}),
         _WHERE,
     ),
+    NoticeKind.INACTIVE_CHILD: _Template(
+        "A child's profile in your Tutela home will be erased",
+        "The profile of {profile} in your Tutela home has not been used for a long time. "
+        "Its recordings, transcripts, locations and details will be erased on {erase_on} "
+        "(A2), unless you choose to keep it before then, or the profile is used again.",
+        frozenset({"at", "profile", "erase_on"}),
+        advice="inactive_child",
+    ),
+    NoticeKind.ERASURE_COMPLETED: _Template(
+        "Your Tutela erasure request is complete",
+        "Erasure request {request} is complete, and a check of every store found nothing "
+        "left. Its signed receipt is at {link}",
+        frozenset({"at", "request", "link"}),
+        advice="receipt",
+    ),
+    NoticeKind.ERASURE_DEADLINE: _Template(
+        "Erasure requests near their deadline",
+        "{count} erasure request(s) have used {percent}% of the time allowed to complete "
+        "them and are not complete yet.",
+        frozenset({"at", "count", "percent"}),
+        advice="erasure_team",
+    ),
 }
 
-_TEAM_KINDS: Final = frozenset({NoticeKind.DEFENDED_MODE})
+_TEAM_KINDS: Final = frozenset({NoticeKind.DEFENDED_MODE, NoticeKind.ERASURE_DEADLINE})
 
 
 def _security_url(settings: Settings) -> str:
@@ -200,6 +225,12 @@ def _advice(kind: str, settings: Settings) -> str:
             "If you did not ask for this, ignore this message: nobody can use your account "
             f"without the link. If these keep coming, change your password at {url}."
         )
+    if kind == "inactive_child":
+        return f"To keep it, sign in at {settings.origin}/account/privacy and choose Keep."
+    if kind == "receipt":
+        return "Anyone can check the receipt's signature with `tutela receipt verify`."
+    if kind == "erasure_team":
+        return "List them with `tutela erasure list --open` and see what holds them up."
     if kind == "staff":
         return f"If you did not expect this, tell your security team. Manage your sign-in at {url}."
     return "Check the sign-in logs and the audit trail; defended mode ends by itself."
@@ -228,6 +259,10 @@ def render(kind: NoticeKind, params: Mapping[str, str], settings: Settings) -> t
         "ended": f" ({count} sessions)" if count else "",
         "failures": f" ({count} of them)" if count else "",
         "duration": f" for the next {params['minutes']} minutes" if params.get("minutes") else "",
+        "profile": _clean(params.get("profile", "")),
+        "erase_on": _clean(params.get("erase_on", "")),
+        "request": _clean(params.get("request", "")),
+        "percent": params.get("percent", ""),
         "setup": (
             f"\n\nSet up how you sign in with this link, which works once:\n\n{params['link']}"
             if params.get("link")
@@ -263,7 +298,7 @@ def _check_params(kind: NoticeKind, owner: Owner | None, params: Mapping[str, st
         raise ValueError("A notice's time is not an ISO 8601 time.") from exc
     if at.tzinfo is None:
         raise ValueError("A notice's time has no time zone.")
-    for number in ("count", "minutes"):
+    for number in ("count", "minutes", "percent"):
         if number in params and not (params[number].isascii() and params[number].isdigit()):
             raise ValueError(f"A notice's {number} is not a number.")
     link = params.get("link")

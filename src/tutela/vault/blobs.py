@@ -6,6 +6,7 @@ copied bucket or disk holds nothing readable without the key store (R8).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
@@ -54,6 +55,14 @@ class BlobStore(Protocol):
     def exists(self, key: str) -> bool: ...
 
     def keys(self, prefix: str = "") -> Iterator[str]: ...
+
+    def delete_many(self, keys: Iterable[str]) -> int:
+        """Remove each of `keys` (missing ones are not an error); return how many asked."""
+        ...
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Remove every blob under `prefix`, partial uploads included; return how many."""
+        ...
 
 
 class LocalBlobStore:
@@ -136,12 +145,50 @@ class LocalBlobStore:
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
+    def _under(self, prefix: str) -> Path:
+        """The deepest folder that holds every key starting with `prefix`."""
+        folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        return self.root / check_blob_key(folder) if folder else self.root
+
     def keys(self, prefix: str = "") -> Iterator[str]:
-        for path in sorted(self.root.rglob("*")):
+        base = self._under(prefix)
+        if not base.is_dir():
+            return
+        for path in sorted(base.rglob("*")):
             if path.is_file() and not path.name.startswith(".incoming-"):
                 key = path.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
                     yield key
+
+    def delete_many(self, keys: Iterable[str]) -> int:
+        count = 0
+        for key in keys:
+            self._path(key).unlink(missing_ok=True)
+            count += 1
+        return count
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Every file under the prefix, then its emptied folders: a folder's name is an id."""
+        base = self._under(prefix)
+        if not base.is_dir():
+            return 0
+        count = 0
+        for dirpath, dirnames, filenames in os.walk(base, topdown=False):
+            here = Path(dirpath)
+            for name in filenames:
+                path = here / name
+                if path.relative_to(self.root).as_posix().startswith(prefix) or (
+                    name.startswith(".incoming-")
+                ):
+                    path.unlink(missing_ok=True)
+                    count += 1
+            for name in dirnames:
+                with contextlib.suppress(OSError):  # not empty: other keys live there
+                    (here / name).rmdir()
+        if base != self.root and prefix.endswith("/"):
+            with contextlib.suppress(OSError):
+                base.rmdir()
+        return count
 
 
 class S3BlobStore:
@@ -268,6 +315,32 @@ class S3BlobStore:
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=check_blob_key(key))
+
+    def delete_many(self, keys: Iterable[str]) -> int:
+        """DeleteObjects, a thousand keys a call (the S3 API's limit)."""
+        batch: list[str] = []
+        count = 0
+        for key in keys:
+            batch.append(check_blob_key(key))
+            if len(batch) == 1000:
+                count += self._delete_batch(batch)
+                batch = []
+        if batch:
+            count += self._delete_batch(batch)
+        return count
+
+    def _delete_batch(self, keys: list[str]) -> int:
+        result = self.client.delete_objects(
+            Bucket=self.bucket,
+            Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True},
+        )
+        errors = result.get("Errors", [])
+        if errors:
+            raise RuntimeError(f"{len(errors)} blobs could not be deleted")
+        return len(keys)
+
+    def delete_prefix(self, prefix: str) -> int:
+        return self.delete_many(list(self.keys(prefix)))
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError  # noqa: PLC0415

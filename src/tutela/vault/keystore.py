@@ -169,13 +169,20 @@ class KeyStore:
         return int(getattr(result, "rowcount", 0) or 0)
 
     def destroy_profile_key(self, *, household_id: uuid.UUID, profile_id: uuid.UUID) -> bool:
-        """Destroy a profile's key (every item key under it becomes unusable), then its items'."""
+        """Destroy a profile's key, then its items' keys (and any orphan among them).
+
+        The profile key goes in a transaction of its own, first: once it commits every
+        item key under it is unusable, so the profile is unreadable at once (S6) however
+        many items it has.
+        """
         with self.sessions() as s:
             result = s.execute(
                 delete(ProfileKey).where(
                     ProfileKey.household_id == household_id, ProfileKey.profile_id == profile_id
                 )
             )
+            s.commit()
+        with self.sessions() as s:
             s.execute(
                 delete(ItemKey).where(
                     ItemKey.household_id == household_id, ItemKey.profile_id == profile_id
@@ -184,6 +191,60 @@ class KeyStore:
             s.commit()
         purge_journal(self._engine)
         return bool(getattr(result, "rowcount", 0))
+
+    def destroy_household_keys(self, *, household_id: uuid.UUID) -> int:
+        """Destroy every profile and item key of a household (account closure, C10)."""
+        with self.sessions() as s:
+            result = s.execute(delete(ProfileKey).where(ProfileKey.household_id == household_id))
+            s.commit()
+        with self.sessions() as s:
+            s.execute(delete(ItemKey).where(ItemKey.household_id == household_id))
+            s.commit()
+        purge_journal(self._engine)
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    def remaining_keys(
+        self,
+        *,
+        household_id: uuid.UUID,
+        profile_ids: Iterable[uuid.UUID] | None = None,
+        item_ids: Iterable[uuid.UUID] | None = None,
+    ) -> int:
+        """How many keys are left for a household, some of its profiles, or some items.
+
+        With neither filter, every key of the household counts. For the remnant check (A8).
+        """
+        from sqlalchemy import func  # noqa: PLC0415
+
+        profiles = None if profile_ids is None else list(profile_ids)
+        items = None if item_ids is None else list(item_ids)
+        total = 0
+        with self.sessions() as s:
+            if items is None:
+                q = select(func.count()).select_from(ProfileKey)
+                q = q.where(ProfileKey.household_id == household_id)
+                if profiles is not None:
+                    q = q.where(ProfileKey.profile_id.in_(profiles))
+                total += int(s.scalar(q) or 0)
+                q = select(func.count()).select_from(ItemKey)
+                q = q.where(ItemKey.household_id == household_id)
+                if profiles is not None:
+                    q = q.where(ItemKey.profile_id.in_(profiles))
+                total += int(s.scalar(q) or 0)
+                return total
+            for start in range(0, len(items), 500):
+                total += int(
+                    s.scalar(
+                        select(func.count())
+                        .select_from(ItemKey)
+                        .where(
+                            ItemKey.household_id == household_id,
+                            ItemKey.item_id.in_(items[start : start + 500]),
+                        )
+                    )
+                    or 0
+                )
+        return total
 
     def service_key(self, name: str, *, now: datetime) -> bytes:
         """A key of the service's own (not a subject's), made on first use and cached."""

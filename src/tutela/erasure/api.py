@@ -1,0 +1,211 @@
+"""Routes of erasure: a customer's requests, an officer's, their status and receipts.
+
+A request answers 202 once its keys are destroyed: from that answer on, the data is
+unreadable (S6); the rest of the job runs in a worker. The answer is the request's
+confirmation (S8: within 10 business days, here at once). Obligations: C6 (a parent
+has a child's data deleted), C10 (account closure), A8, S7, S8.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, Response
+from pydantic import AwareDatetime, BaseModel, Field
+from sqlalchemy import select
+
+from tutela.core.errors import Forbidden, NotFound
+from tutela.deps import AppContainer, CurrentPrincipal, CurrentStaff, DbSession
+from tutela.erasure import receipts
+from tutela.erasure.models import ErasureRequest, RequesterKind, ScopeKind, Step
+from tutela.erasure.scope import Requester, Scope
+from tutela.households import service as households
+from tutela.households.models import AccountRole, Profile, ProfileKind
+from tutela.identity.service import Principal
+from tutela.vault.models import ItemKind, MediaItem
+
+router = APIRouter(prefix="/api/v1", tags=["erasure"])
+IDEMPOTENCY_KEY = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
+
+
+class ErasureIn(BaseModel):
+    scope: Literal["item", "items", "profile", "household"]
+    profile_id: uuid.UUID | None = None
+    item_id: uuid.UUID | None = None
+    kinds: list[ItemKind] = Field(default_factory=list, max_length=6)
+    since: AwareDatetime | None = None
+    until: AwareDatetime | None = None
+
+
+class OfficerErasureIn(ErasureIn):
+    household_id: uuid.UUID
+
+
+class ErasureOut(BaseModel):
+    id: uuid.UUID
+    scope: str
+    status: str
+    step: str
+    requested_by: str
+    requested_at: datetime
+    confirmed_at: datetime | None
+    confirm_by: datetime
+    complete_by: datetime
+    completed_at: datetime | None
+    receipt_url: str | None
+
+    @classmethod
+    def of(cls, row: ErasureRequest) -> ErasureOut:
+        return cls(
+            id=row.id,
+            scope=row.scope_kind,
+            status=row.status,
+            step=row.step,
+            requested_by=row.requester_kind,
+            requested_at=row.requested_at,
+            confirmed_at=row.confirmed_at,
+            confirm_by=row.confirm_by,
+            complete_by=row.complete_by,
+            completed_at=row.completed_at,
+            receipt_url=f"/api/v1/receipts/{row.id}" if row.receipt else None,
+        )
+
+
+def _scope(payload: ErasureIn, household_id: uuid.UUID) -> Scope:
+    return Scope(
+        kind=ScopeKind(payload.scope),
+        household_id=household_id,
+        profile_id=payload.profile_id,
+        item_id=payload.item_id,
+        kinds=tuple(k.value for k in payload.kinds),
+        since=payload.since,
+        until=payload.until,
+    )
+
+
+def _customer_requester(
+    session: Any, principal: Principal, scope: Scope, visible: set[uuid.UUID]
+) -> Requester:
+    """An adult erases their own data, a guardian their child's, an owner the household."""
+    ref = f"account:{principal.account_id}"
+    if scope.kind is ScopeKind.HOUSEHOLD:
+        if principal.role != AccountRole.OWNER:
+            raise Forbidden("Only the household's owner can close it.", code="owner_only")
+        return Requester(RequesterKind.ACCOUNT_CLOSURE, ref)
+    profile_id = scope.profile_id
+    if scope.kind is ScopeKind.ITEM:
+        item = session.get(MediaItem, (principal.household_id, scope.item_id))
+        profile_id = item.profile_id if item is not None else None
+    if profile_id is None or profile_id not in visible:
+        # Another household's ids, or a profile this account may not see: not found.
+        raise NotFound("No such profile or item.", code="not_found")
+    if profile_id == principal.profile_id:
+        return Requester(RequesterKind.ADULT, ref)
+    profile = session.get(Profile, (principal.household_id, profile_id))
+    if profile is None or profile.kind != ProfileKind.CHILD:
+        raise NotFound("No such profile or item.", code="not_found")
+    return Requester(RequesterKind.GUARDIAN, ref)
+
+
+def _start(
+    container: AppContainer, scope: Scope, requester: Requester, key: str | None
+) -> ErasureRequest:
+    row = container.erasure.request(scope, requester, idempotency_key=key, hold=container.hold)
+    if row.step in (Step.MARK, Step.KEYS):
+        # Destroy the keys now: the data is unreadable before the answer (S6).
+        container.erasure.run_request(row.id, until=Step.KEYS)
+        with container.stores.session() as session:
+            fresh = session.get(ErasureRequest, row.id)
+            assert fresh is not None
+            return fresh
+    return row
+
+
+@router.post("/erasures", status_code=202, response_model=ErasureOut)
+def request_erasure(
+    payload: ErasureIn,
+    principal: CurrentPrincipal,
+    session: DbSession,
+    container: AppContainer,
+    idempotency_key: IDEMPOTENCY_KEY = None,
+) -> ErasureOut:
+    """Erase one item, some of a profile's items, a child's profile, or the household.
+
+    A whole profile or the household needs a recent second factor (step-up, C7).
+    """
+    scope = _scope(payload, principal.household_id)
+    visible = households.visible_profile_ids(
+        session,
+        household_id=principal.household_id,
+        account_id=principal.account_id,
+        own_profile_id=principal.profile_id,
+    )
+    requester = _customer_requester(session, principal, scope, visible)
+    if scope.kind in (ScopeKind.PROFILE, ScopeKind.HOUSEHOLD):
+        container.gate.require_step_up(session, principal, now=container.clock.now())
+    session.close()
+    return ErasureOut.of(_start(container, scope, requester, idempotency_key))
+
+
+@router.get("/erasures", response_model=list[ErasureOut])
+def list_erasures(principal: CurrentPrincipal, session: DbSession) -> list[ErasureOut]:
+    rows = session.scalars(
+        select(ErasureRequest)
+        .where(ErasureRequest.household_id == principal.household_id)
+        .order_by(ErasureRequest.requested_at.desc())
+        .limit(200)
+    )
+    return [ErasureOut.of(r) for r in rows]
+
+
+@router.get("/erasures/{request_id}", response_model=ErasureOut)
+def get_erasure(
+    request_id: uuid.UUID, principal: CurrentPrincipal, session: DbSession
+) -> ErasureOut:
+    row = session.get(ErasureRequest, request_id)
+    if row is None or row.household_id != principal.household_id:
+        raise NotFound("No such erasure request.", code="erasure_not_found")
+    return ErasureOut.of(row)
+
+
+@router.get("/receipts/public-key", response_class=Response)
+def receipt_public_key(container: AppContainer) -> Response:
+    """The Ed25519 public key that verifies every receipt (PEM)."""
+    pem = receipts.public_key_pem(container.vault.keys, now=container.clock.now())
+    return Response(pem, media_type="application/x-pem-file")
+
+
+@router.get("/receipts/{request_id}")
+def get_receipt(request_id: uuid.UUID, session: DbSession) -> Response:
+    """A completed request's signed receipt. It holds no personal data (the subject is a
+    salted hash), so whoever holds the request's id may fetch it: after a household's
+    closure nobody can sign in to ask for it."""
+    row = session.get(ErasureRequest, request_id)
+    if row is None or row.receipt is None:
+        raise NotFound("No receipt for that request (yet).", code="receipt_not_found")
+    return Response(
+        json.dumps(json.loads(row.receipt), indent=2, sort_keys=True),
+        media_type="application/json",
+    )
+
+
+@router.post("/staff/erasures", status_code=202, response_model=ErasureOut)
+def officer_erasure(
+    payload: OfficerErasureIn,
+    staff: CurrentStaff,
+    session: DbSession,
+    container: AppContainer,
+    idempotency_key: IDEMPOTENCY_KEY = None,
+) -> ErasureOut:
+    """A privacy officer's request on a customer's behalf (a request by mail, a regulator's
+    order). Needs the privacy_officer role and a recent second factor."""
+    if "privacy_officer" not in staff.roles:
+        raise Forbidden("Only privacy officers request erasures.", code="privacy_officer_only")
+    container.gate.require_step_up(session, staff, now=container.clock.now())
+    session.close()
+    scope = _scope(payload, payload.household_id)
+    requester = Requester(RequesterKind.PRIVACY_OFFICER, f"staff:{staff.staff_id}")
+    return ErasureOut.of(_start(container, scope, requester, idempotency_key))

@@ -1,0 +1,236 @@
+"""The remnant check: nothing is called deleted unless its deletion was verified (A8).
+
+It looks in every store Tutela keeps: the main database's rows (every table keyed by the
+erased household or profile, and the items in scope), derived artifacts, the key store,
+the blob store, the outbox, the audit trail's subjects, the downstream deliveries, and,
+on the embedded store, the raw bytes of the SQLite files and their write-ahead logs:
+a row deleted but still present in a free page or the WAL is not deleted (C1, S6).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Engine, func, or_, select
+from sqlalchemy.orm import Session
+
+from tutela.audit.models import AuditEvent
+from tutela.db.base import Base
+from tutela.db.engine import purge_journal
+from tutela.erasure import downstream
+from tutela.erasure.models import ScopeKind
+from tutela.households.models import Household
+from tutela.notices.models import OutboxMessage
+from tutela.vault.models import MediaItem
+
+if TYPE_CHECKING:
+    from tutela.erasure.engine import ErasureEngine, Job
+
+_HEX32 = re.compile(rb"[0-9a-f]{32,}")
+
+
+@dataclass(frozen=True)
+class Finding:
+    store: str
+    what: str
+    count: int
+
+
+@dataclass
+class Result:
+    findings: list[Finding] = field(default_factory=list)
+    stores: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not self.findings
+
+    def add(self, store: str, what: str, count: int) -> None:
+        if store not in self.stores:
+            self.stores.append(store)
+        if count:
+            self.findings.append(Finding(store, what, count))
+
+
+def _count(session: Session, query: Any) -> int:
+    return int(session.scalar(query) or 0)
+
+
+def check(engine: ErasureEngine, job: Job) -> Result:
+    scope, fp = job.scope, job.fp
+    result = Result()
+    item_ids = [uuid.UUID(i) for i in fp.item_ids]
+    with engine.stores.session() as session:
+        # Rows: the items the job set out to erase, and anything the scope names now.
+        left = 0
+        for start in range(0, len(item_ids), 500):
+            left += _count(
+                session,
+                select(func.count())
+                .select_from(MediaItem)
+                .where(
+                    MediaItem.household_id == scope.household_id,
+                    MediaItem.id.in_(item_ids[start : start + 500]),
+                ),
+            )
+        now_in_scope = _count(
+            session, select(func.count()).select_from(engine._items(session, scope).subquery())
+        )
+        result.add("main database", "items", left + now_in_scope)
+        derived = 0
+        for start in range(0, len(item_ids), 500):
+            derived += _count(
+                session,
+                select(func.count())
+                .select_from(MediaItem)
+                .where(
+                    MediaItem.household_id == scope.household_id,
+                    MediaItem.source_item_id.in_(item_ids[start : start + 500]),
+                ),
+            )
+        result.add("derived artifacts", "transcripts and thumbnails", derived)
+        if scope.kind is ScopeKind.HOUSEHOLD:
+            _household_rows(session, scope.household_id, result)
+        elif scope.kind is ScopeKind.PROFILE:
+            _profile_rows(session, scope.household_id, scope.profile_id, result)
+        outbox = 0
+        if scope.kind is ScopeKind.HOUSEHOLD:
+            outbox = _count(
+                session,
+                select(func.count())
+                .select_from(OutboxMessage)
+                .where(OutboxMessage.household_id == scope.household_id),
+            )
+        result.add("outbox", "queued notices", outbox)
+        erased_refs = [f"profile:{p}" for p in fp.profile_ids] + [
+            f"account:{a}" for a in fp.account_ids
+        ]
+        audit = 0
+        if erased_refs:
+            audit = _count(
+                session,
+                select(func.count())
+                .select_from(AuditEvent)
+                .where(or_(AuditEvent.subject.in_(erased_refs), AuditEvent.actor.in_(erased_refs))),
+            )
+        result.add("audit trail", "events naming the subject", audit)
+        state = downstream.pending(session, request_id=job.row.id)
+        result.add("downstream consumers", "unconfirmed notices", state.waiting + state.dead)
+    # Keys.
+    if scope.kind is ScopeKind.HOUSEHOLD:
+        keys_left = engine.keys.remaining_keys(household_id=scope.household_id)
+    elif scope.kind is ScopeKind.PROFILE:
+        assert scope.profile_id is not None
+        keys_left = engine.keys.remaining_keys(
+            household_id=scope.household_id, profile_ids=[scope.profile_id]
+        )
+    else:
+        keys_left = engine.keys.remaining_keys(household_id=scope.household_id, item_ids=item_ids)
+    result.add("key store", "keys", keys_left)
+    # Blobs.
+    blobs = engine.vault.blobs
+    if scope.kind is ScopeKind.HOUSEHOLD:
+        blobs_left = sum(1 for _ in blobs.keys(f"{scope.household_id}/"))
+    elif scope.kind is ScopeKind.PROFILE:
+        blobs_left = sum(1 for _ in blobs.keys(f"{scope.household_id}/{scope.profile_id}/"))
+    else:
+        blobs_left = sum(1 for key in fp.blob_keys if blobs.exists(key))
+    result.add("blob store", "blobs", blobs_left)
+    # Raw bytes of the embedded store's files.
+    if engine.settings.erasure_raw_scan:
+        for name, eng in (
+            ("main database file", engine.stores.main),
+            ("key store file", engine.stores.keys),
+        ):
+            path = _sqlite_path(eng)
+            if path is None:
+                continue
+            purge_journal(eng)
+            hits = raw_scan(path, _id_forms(fp), _samples(fp))
+            result.add(name, "raw bytes of erased ids or ciphertext", hits)
+    return result
+
+
+def _household_rows(session: Session, hh: uuid.UUID, result: Result) -> None:
+    total = _count(session, select(func.count()).select_from(Household).where(Household.id == hh))
+    for table in Base.metadata.sorted_tables:
+        if "household_id" in table.c:
+            total += _count(
+                session, select(func.count()).select_from(table).where(table.c.household_id == hh)
+            )
+    result.add("main database", "rows of the household", total)
+
+
+def _profile_rows(session: Session, hh: uuid.UUID, pid: uuid.UUID | None, result: Result) -> None:
+    total = 0
+    for table in Base.metadata.sorted_tables:
+        if "household_id" not in table.c:
+            continue
+        for column in ("profile_id", "child_profile_id"):
+            if column in table.c:
+                total += _count(
+                    session,
+                    select(func.count())
+                    .select_from(table)
+                    .where(table.c.household_id == hh, table.c[column] == pid),
+                )
+        if table.name == "profiles":
+            total += _count(
+                session,
+                select(func.count())
+                .select_from(table)
+                .where(table.c.household_id == hh, table.c.id == pid),
+            )
+    result.add("main database", "rows of the profile", total)
+
+
+def _sqlite_path(engine: Engine) -> Path | None:
+    if engine.dialect.name != "sqlite" or not engine.url.database:
+        return None
+    if engine.url.database == ":memory:":
+        return None
+    return Path(engine.url.database)
+
+
+def _id_forms(fp: Any) -> set[bytes]:
+    ids = set(fp.subject_ids) | set(fp.profile_ids) | set(fp.account_ids) | set(fp.item_ids)
+    return {uuid.UUID(i).hex.encode() for i in ids}
+
+
+def _samples(fp: Any) -> list[bytes]:
+    return [base64.b64decode(s) for s in fp.samples]
+
+
+def raw_scan(path: Path, hex_ids: set[bytes], samples: list[bytes]) -> int:
+    """Occurrences of any id (as 32 hex digits, the form SQLite keeps a UUID in, or in
+    its hyphenated form) or any ciphertext sample in the file and its WAL."""
+    hits = 0
+    hyphenated = [str(uuid.UUID(h.decode())).encode() for h in hex_ids] if len(hex_ids) < 64 else []
+    for candidate in (path, path.with_name(path.name + "-wal")):
+        if not candidate.exists():
+            continue
+        data = candidate.read_bytes()
+        if hex_ids:
+            for match in _HEX32.finditer(data):
+                run = match.group()
+                for offset in range(len(run) - 31):
+                    if run[offset : offset + 32] in hex_ids:
+                        hits += 1
+        for needle in (*samples, *hyphenated):
+            if needle and data.find(needle) != -1:
+                hits += 1
+        if len(hex_ids) >= 64:
+            # Hyphenated forms (blob keys) of many ids: look for the profile/household
+            # folder forms only through the hex scan above, and for each id's first
+            # group followed by a hyphen.
+            for match in re.finditer(
+                rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", data
+            ):
+                if match.group().replace(b"-", b"") in hex_ids:
+                    hits += 1
+    return hits

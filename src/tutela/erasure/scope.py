@@ -1,0 +1,129 @@
+"""What an erasure covers (its scope), who asked for it, and the keyed digests that name
+an erased subject without holding its id (A5, S8)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+from tutela.core.clock import as_utc
+from tutela.core.errors import InvalidInput
+from tutela.erasure.models import RequesterKind, ScopeKind
+from tutela.vault.keystore import KeyStore
+from tutela.vault.models import ItemKind
+
+TOMBSTONE_KEY: Final = "tombstones"
+"""Service key of the digests that name erased subjects (tombstones, request subjects)."""
+ERASURE_KEY: Final = "erasure"
+"""Service key sealing a running request's scope and fingerprints."""
+
+
+@dataclass(frozen=True)
+class Scope:
+    """One item (with its derived artifacts); a profile's items by kind, time or id; a
+    whole profile; a whole household."""
+
+    kind: ScopeKind
+    household_id: uuid.UUID
+    profile_id: uuid.UUID | None = None
+    item_id: uuid.UUID | None = None
+    kinds: tuple[str, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+    item_ids: tuple[uuid.UUID, ...] = field(default=(), repr=False)
+
+    def __post_init__(self) -> None:
+        if self.kind is ScopeKind.ITEM and self.item_id is None:
+            raise InvalidInput("An item erasure names its item.", code="invalid_scope")
+        if self.kind in (ScopeKind.ITEMS, ScopeKind.PROFILE) and self.profile_id is None:
+            raise InvalidInput("This erasure names its profile.", code="invalid_scope")
+        for k in self.kinds:
+            if k not in set(ItemKind):
+                raise InvalidInput(f"Unknown kind of data: {k[:20]!r}.", code="invalid_scope")
+        if (
+            self.kind is ScopeKind.ITEMS
+            and not (self.kinds or self.since or self.until)
+            and (not self.item_ids)
+        ):
+            raise InvalidInput(
+                "Name kinds, a time range or items; to erase everything use the profile scope.",
+                code="invalid_scope",
+            )
+        if self.since and self.until and as_utc(self.since) >= as_utc(self.until):
+            raise InvalidInput("The range ends before it starts.", code="invalid_scope")
+
+    def subject(self) -> tuple[str, uuid.UUID]:
+        """The one subject a tombstone and a receipt name for this scope."""
+        if self.kind is ScopeKind.HOUSEHOLD:
+            return "household", self.household_id
+        if self.kind is ScopeKind.ITEM:
+            assert self.item_id is not None
+            return "item", self.item_id
+        assert self.profile_id is not None
+        return "profile", self.profile_id
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind.value,
+            "household_id": str(self.household_id),
+            "profile_id": str(self.profile_id) if self.profile_id else None,
+            "item_id": str(self.item_id) if self.item_id else None,
+            "kinds": sorted(self.kinds),
+            "since": as_utc(self.since).isoformat() if self.since else None,
+            "until": as_utc(self.until).isoformat() if self.until else None,
+            "item_ids": sorted(str(i) for i in self.item_ids),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Scope:
+        def _id(v: str | None) -> uuid.UUID | None:
+            return uuid.UUID(v) if v else None
+
+        def _at(v: str | None) -> datetime | None:
+            return datetime.fromisoformat(v) if v else None
+
+        household = _id(data["household_id"])
+        assert household is not None
+        return cls(
+            kind=ScopeKind(data["kind"]),
+            household_id=household,
+            profile_id=_id(data.get("profile_id")),
+            item_id=_id(data.get("item_id")),
+            kinds=tuple(data.get("kinds") or ()),
+            since=_at(data.get("since")),
+            until=_at(data.get("until")),
+            item_ids=tuple(uuid.UUID(i) for i in data.get("item_ids") or ()),
+        )
+
+    def canonical(self) -> bytes:
+        return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class Requester:
+    """Who asked: its kind (adult, guardian, a rule, an officer) and a reference."""
+
+    kind: RequesterKind
+    ref: str
+    """`account:<id>`, `staff:<id>` or `rule:<name>`."""
+
+
+def digest(keys: KeyStore, subject_kind: str, value: bytes | uuid.UUID, *, now: datetime) -> str:
+    """HMAC-SHA256 under the tombstone key: equal subjects match, ids cannot be read back."""
+    raw = value.bytes if isinstance(value, uuid.UUID) else value
+    key = keys.service_key(TOMBSTONE_KEY, now=now)
+    return hmac.new(key, subject_kind.encode() + b":" + raw, hashlib.sha256).hexdigest()
+
+
+def digests(
+    keys: KeyStore, subject_kind: str, ids: Iterable[uuid.UUID], *, now: datetime
+) -> dict[str, uuid.UUID]:
+    key = keys.service_key(TOMBSTONE_KEY, now=now)
+    prefix = subject_kind.encode() + b":"
+    return {hmac.new(key, prefix + i.bytes, hashlib.sha256).hexdigest(): i for i in ids}

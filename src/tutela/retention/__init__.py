@@ -1,0 +1,1 @@
+"""Retention: the policy file, the published notice generated from it, and its sweeps."""

@@ -1,0 +1,149 @@
+"""The erasure engine over the real stores: every scope, end to end (A5, A8, C1, C6, C10, S6)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from sqlalchemy import func, select
+
+from tests.factories import make_home, seed_media
+from tutela.container import Container
+from tutela.core.errors import Conflict, KeyUnavailable
+from tutela.erasure import receipts
+from tutela.erasure.models import ErasureRequest, RequesterKind, ScopeKind, Step
+from tutela.erasure.scope import Requester, Scope
+from tutela.households.models import Household, Profile
+from tutela.vault.models import MediaItem
+
+GUARDIAN = Requester(RequesterKind.GUARDIAN, "account:test")
+
+
+def _run(container: Container, row: ErasureRequest) -> ErasureRequest:
+    container.erasure.run_pending()
+    with container.stores.session() as s:
+        done = s.get(ErasureRequest, row.id)
+        assert done is not None
+        return done
+
+
+def _items(container: Container, household_id: uuid.UUID) -> set[uuid.UUID]:
+    with container.stores.session() as s:
+        return set(s.scalars(select(MediaItem.id).where(MediaItem.household_id == household_id)))
+
+
+def _readable(container: Container, household_id: uuid.UUID, item_id: uuid.UUID) -> bool:
+    try:
+        container.vault.keys.item_key(household_id=household_id, item_id=item_id)
+    except KeyUnavailable:
+        return False
+    return True
+
+
+def _blobs(container: Container) -> set[str]:
+    return set(container.vault.blobs.keys(""))
+
+
+def test_one_item_goes_with_its_transcript_and_nothing_else(container: Container) -> None:
+    home = make_home(container, tag="one")
+    made = seed_media(container, home)
+    before = _items(container, home.household_id)
+    voice, transcript = made["voice"][0], made["transcript"][0]
+    row = container.erasure.request(
+        Scope(ScopeKind.ITEM, home.household_id, item_id=voice), GUARDIAN
+    )
+    done = _run(container, row)
+    assert done.status == "completed", done.findings
+    assert _items(container, home.household_id) == before - {voice, transcript}
+    assert not _readable(container, home.household_id, voice)
+    assert _readable(container, home.household_id, made["voice"][1])
+    body = receipts.verify(
+        json.loads(done.receipt or "{}"),
+        receipts.signing_key(container.vault.keys, now=container.clock.now()).public_key(),
+    )
+    assert body["counts"] == {"voice": 1, "transcript": 1}
+    assert body["remnant_check"]["result"] == "clean"
+    assert set(body["steps"]) == {s.value for s in Step if s is not Step.DONE}
+    assert done.scope_sealed is None and done.fingerprints_sealed is None
+
+
+def test_items_by_kind_leave_other_kinds(container: Container) -> None:
+    home = make_home(container, tag="kinds")
+    made = seed_media(container, home)
+    row = container.erasure.request(
+        Scope(
+            ScopeKind.ITEMS, home.household_id, profile_id=home.child_profiles[0], kinds=("voice",)
+        ),
+        GUARDIAN,
+    )
+    done = _run(container, row)
+    assert done.status == "completed", done.findings
+    left = _items(container, home.household_id)
+    assert not left & set(made["voice"] + made["transcript"])
+    assert set(made["video"] + made["thumbnail"] + made["location"]) <= left
+
+
+def test_a_profile_erasure_removes_profile_items_keys_and_blobs(container: Container) -> None:
+    home = make_home(container, tag="prof")
+    child = home.child_profiles[0]
+    seed_media(container, home)
+    adult = next(iter(home.adult_profiles.values()))
+    kept = seed_media(container, home, profile=adult, voices=1, clips=0)
+    row = container.erasure.request(
+        Scope(ScopeKind.PROFILE, home.household_id, profile_id=child), GUARDIAN
+    )
+    done = _run(container, row)
+    assert done.status == "completed", done.findings
+    with container.stores.session() as s:
+        assert s.get(Profile, (home.household_id, child)) is None
+    assert _items(container, home.household_id) == set(
+        kept["voice"] + kept["transcript"] + kept["location"]
+    )
+    assert not any(k.startswith(f"{home.household_id}/{child}") for k in _blobs(container))
+
+
+def test_a_household_erasure_leaves_no_row_key_or_blob(container: Container) -> None:
+    home = make_home(container, tag="hh", second_adult=True)
+    other = make_home(container, tag="other")
+    seed_media(container, home)
+    seed_media(container, other, voices=1, clips=0)
+    row = container.erasure.request(
+        Scope(ScopeKind.HOUSEHOLD, home.household_id),
+        Requester(RequesterKind.ACCOUNT_CLOSURE, "account:x"),
+    )
+    done = _run(container, row)
+    assert done.status == "completed", done.findings
+    with container.stores.session() as s:
+        assert s.get(Household, home.household_id) is None
+        assert s.get(Household, other.household_id) is not None
+        assert done.household_id is None
+    assert _items(container, home.household_id) == set()
+    assert len(_items(container, other.household_id)) == 3
+    assert not any(k.startswith(str(home.household_id)) for k in _blobs(container))
+    assert container.vault.keys.remaining_keys(household_id=home.household_id) == 0
+
+
+def test_a_profile_with_an_account_is_closed_with_the_household(container: Container) -> None:
+    home = make_home(container, tag="acct")
+    adult = next(iter(home.adult_profiles.values()))
+    with pytest.raises(Conflict) as refused:
+        container.erasure.request(
+            Scope(ScopeKind.PROFILE, home.household_id, profile_id=adult), GUARDIAN
+        )
+    assert refused.value.code == "profile_has_account"
+
+
+def test_the_same_idempotency_key_answers_the_first_request(container: Container) -> None:
+    home = make_home(container, tag="idem")
+    made = seed_media(container, home)
+    scope = Scope(ScopeKind.ITEM, home.household_id, item_id=made["voice"][0])
+    first = container.erasure.request(scope, GUARDIAN, idempotency_key="k1")
+    again = container.erasure.request(scope, GUARDIAN, idempotency_key="k1")
+    assert again.id == first.id
+    other = Scope(ScopeKind.ITEM, home.household_id, item_id=made["voice"][1])
+    with pytest.raises(Conflict) as reused:
+        container.erasure.request(other, GUARDIAN, idempotency_key="k1")
+    assert reused.value.code == "idempotency_key_reused"
+    with container.stores.session() as s:
+        assert s.scalar(select(func.count()).select_from(ErasureRequest)) == 1
