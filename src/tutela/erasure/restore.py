@@ -1,0 +1,110 @@
+"""After a backup of the main database is restored: re-apply the erasures it predates (S8).
+
+A restored backup brings back rows of subjects erased after it was taken. Their keys are
+not back (the key store is a database apart, and is never restored over destroyed keys),
+so nothing of them is readable; still, their rows and any restored blobs must go again.
+The tombstones in the key store name every erased subject by a keyed digest: each
+household, profile and item of the restored database is looked up there, and what
+matches is erased again through the engine, with a receipt like any erasure.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+
+from tutela.audit.service import AuditTag, record
+from tutela.container import Container
+from tutela.erasure.engine import tombstoned
+from tutela.erasure.models import ErasureRequest, RequesterKind, ScopeKind
+from tutela.erasure.scope import Requester, Scope
+from tutela.households.models import Household, Profile
+from tutela.vault.models import MediaItem
+
+RESTORE = Requester(RequesterKind.RESTORE_CHECK, "operator:restore-check")
+PAGE = 5000
+
+
+@dataclass
+class RestoreReport:
+    dry_run: bool
+    households: int = 0
+    profiles: int = 0
+    items: int = 0
+    requests: list[uuid.UUID] = field(default_factory=list)
+
+    @property
+    def found(self) -> int:
+        return self.households + self.profiles + self.items
+
+
+def restore_check(container: Container, *, dry_run: bool = False) -> RestoreReport:
+    """Find restored rows of erased subjects and erase them again (unless `dry_run`)."""
+    now = container.clock.now()
+    stores, keys = container.stores, container.vault.keys
+    report = RestoreReport(dry_run=dry_run)
+    with stores.session() as session:
+        household_ids = list(session.scalars(select(Household.id)))
+        profiles = [tuple(r) for r in session.execute(select(Profile.household_id, Profile.id))]
+    erased_households = tombstoned(stores, keys, "household", household_ids, now=now)
+    erased_profiles = {
+        (h, p)
+        for h, p in profiles
+        if h not in erased_households and p in tombstoned(stores, keys, "profile", [p], now=now)
+    }
+    report.households = len(erased_households)
+    report.profiles = len(erased_profiles)
+    gone_profiles = {p for _, p in erased_profiles}
+    items: dict[tuple[uuid.UUID, uuid.UUID], list[uuid.UUID]] = defaultdict(list)
+    last: tuple[uuid.UUID, uuid.UUID] | None = None
+    while True:
+        with stores.session() as session:
+            query = select(MediaItem.household_id, MediaItem.id, MediaItem.profile_id).order_by(
+                MediaItem.household_id, MediaItem.id
+            )
+            if last is not None:
+                query = query.where(
+                    (MediaItem.household_id > last[0])
+                    | ((MediaItem.household_id == last[0]) & (MediaItem.id > last[1]))
+                )
+            page = session.execute(query.limit(PAGE)).all()
+        if not page:
+            break
+        last = (page[-1][0], page[-1][1])
+        candidates = [
+            r for r in page if r[0] not in erased_households and r[2] not in gone_profiles
+        ]
+        erased = tombstoned(stores, keys, "item", [r[1] for r in candidates], now=now)
+        for household_id, item_id, profile_id in candidates:
+            if item_id in erased:
+                items[(household_id, profile_id)].append(item_id)
+    report.items = sum(len(v) for v in items.values())
+    if dry_run:
+        return report
+    scopes = [Scope(ScopeKind.HOUSEHOLD, h) for h in sorted(erased_households)]
+    scopes += [Scope(ScopeKind.PROFILE, h, profile_id=p) for h, p in sorted(erased_profiles)]
+    scopes += [
+        Scope(ScopeKind.ITEMS, h, profile_id=p, item_ids=tuple(ids))
+        for (h, p), ids in sorted(items.items())
+    ]
+    for scope in scopes:
+        report.requests.append(container.erasure.request(scope, RESTORE).id)
+    with stores.session() as session:
+        record(
+            session,
+            tag=AuditTag.BACKUP_RESTORE_CHECKED,
+            actor=RESTORE.ref,
+            now=now,
+            subject=f"found:{report.found}",
+        )
+        session.commit()
+    return report
+
+
+def open_requests(container: Container, ids: list[uuid.UUID]) -> int:
+    with container.stores.session() as session:
+        rows = session.scalars(select(ErasureRequest.status).where(ErasureRequest.id.in_(ids)))
+        return sum(1 for status in rows if status != "completed")
