@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
 
 from tests.factories import make_home, seed_media
+from tutela.audit.models import AuditEvent
 from tutela.container import Container
 from tutela.core.errors import Conflict, KeyUnavailable
 from tutela.erasure import receipts
@@ -147,3 +149,75 @@ def test_the_same_idempotency_key_answers_the_first_request(container: Container
     assert reused.value.code == "idempotency_key_reused"
     with container.stores.session() as s:
         assert s.scalar(select(func.count()).select_from(ErasureRequest)) == 1
+
+
+def test_a_blob_that_reappears_is_found_and_erased_again(container: Container) -> None:
+    """A8: the remnant check refuses completion while a copy remains; the steps rerun."""
+    home = make_home(container, tag="reappear")
+    made = seed_media(container, home, clips=0)
+    voice = made["voice"][0]
+    with container.stores.session() as s:
+        item = s.get(MediaItem, (home.household_id, voice))
+        assert item is not None and item.blob_key is not None
+        blob_key = item.blob_key
+    copy = container.vault.blobs.read_at(blob_key, 0, container.vault.blobs.size(blob_key))
+
+    def put_back(_request_id: uuid.UUID, step: Step) -> None:
+        if step is Step.TOMBSTONES and not container.vault.blobs.exists(blob_key):
+            container.vault.blobs.write(blob_key, [copy])
+
+    container.erasure.after_step = put_back
+    row = container.erasure.request(
+        Scope(ScopeKind.ITEM, home.household_id, item_id=voice), GUARDIAN
+    )
+    container.erasure.run_pending()
+    with container.stores.session() as s:
+        first = s.get(ErasureRequest, row.id)
+        assert first is not None
+        assert first.status != "completed"
+        assert first.findings is not None and "blob store" in first.findings
+    container.erasure.after_step = None
+    container.clock.advance(timedelta(minutes=1))
+    done = _run(container, row)
+    assert done.status == "completed"
+    assert done.verify_failures == 1
+    assert not container.vault.blobs.exists(blob_key)
+
+
+def test_an_id_left_in_the_sqlite_file_keeps_the_request_open(
+    container: Container, backend: str
+) -> None:
+    """The raw scan reads the database file itself: a stray copy of an erased id counts."""
+    if backend != "sqlite":
+        pytest.skip("the raw scan reads the embedded store's files")
+    home = make_home(container, tag="stray")
+    made = seed_media(container, home, clips=0)
+    voice = made["voice"][0]
+
+    def leave_copy(_request_id: uuid.UUID, step: Step) -> None:
+        if step is Step.ROWS:
+            with container.stores.session() as s:
+                s.add(
+                    AuditEvent(
+                        id=uuid.uuid4(),
+                        at=container.clock.now(),
+                        tag="test:copy",
+                        actor="test",
+                        subject=voice.hex,
+                    )
+                )
+                s.commit()
+
+    container.erasure.after_step = leave_copy
+    row = container.erasure.request(
+        Scope(ScopeKind.ITEM, home.household_id, item_id=voice), GUARDIAN
+    )
+    for _ in range(4):
+        container.erasure.run_pending()
+        container.clock.advance(timedelta(minutes=1))
+    with container.stores.session() as s:
+        done = s.get(ErasureRequest, row.id)
+        assert done is not None
+        assert done.status == "failed"
+        assert done.receipt is None
+        assert "main database file" in (done.findings or "")

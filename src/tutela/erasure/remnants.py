@@ -206,6 +206,19 @@ def _samples(fp: Any) -> list[bytes]:
     return [base64.b64decode(s) for s in fp.samples]
 
 
+def _hits_in_run(run: bytes, hex_ids: set[bytes]) -> int:
+    """Ids in a run of hex digits. SQLite writes a row's UUID columns side by side, so a
+    run is whole ids back to back, perhaps after or before a stray hex-looking byte of a
+    record header or a neighbouring value: look at 32-digit windows aligned to the run's
+    start and to its end (exhaustively in short runs)."""
+    size = len(run)
+    if size <= 96:
+        offsets: range | set[int] = range(size - 31)
+    else:
+        offsets = set(range(0, size - 31, 32)) | set(range(size - 32, -1, -32))
+    return sum(1 for o in offsets if run[o : o + 32] in hex_ids)
+
+
 def raw_scan(path: Path, hex_ids: set[bytes], samples: list[bytes]) -> int:
     """Occurrences of any id (as 32 hex digits, the form SQLite keeps a UUID in, or in
     its hyphenated form) or any ciphertext sample in the file and its WAL."""
@@ -217,10 +230,7 @@ def raw_scan(path: Path, hex_ids: set[bytes], samples: list[bytes]) -> int:
         data = candidate.read_bytes()
         if hex_ids:
             for match in _HEX32.finditer(data):
-                run = match.group()
-                for offset in range(len(run) - 31):
-                    if run[offset : offset + 32] in hex_ids:
-                        hits += 1
+                hits += _hits_in_run(match.group(), hex_ids)
         for needle in (*samples, *hyphenated):
             if needle and data.find(needle) != -1:
                 hits += 1
