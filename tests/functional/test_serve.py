@@ -100,3 +100,44 @@ def test_forwarded_addresses_count_only_from_trusted_proxies(
     env = {**os.environ, "TUTELA_TRUSTED_PROXIES": trusted, "TUTELA_LOG_LEVEL": "WARNING"}
     with _serve(env) as base:
         assert _signed_in_address(settings, base, email) == expected
+
+
+def test_the_embedded_worker_completes_an_erasure_with_a_verifiable_receipt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Embedded mode: the API process itself runs the job to completion (A8, S6)."""
+    from tests.factories import seed_media
+    from tutela.erasure import receipts
+
+    use_home(monkeypatch, tmp_path)
+    monkeypatch.setenv("TUTELA_MFA_REQUIRED_FOR_CAMERA_OWNERS", "false")
+    settings = Settings()
+    migrate.upgrade(settings.main_url, settings.keys_url)
+    container = build(settings)
+    home = make_home(container, tag="embedded")
+    voice = seed_media(container, home, voices=1, clips=0)["voice"][0]
+    container.close()
+    env = {**os.environ, "TUTELA_LOG_LEVEL": "WARNING"}
+    with _serve(env) as base:
+        r = httpx.post(
+            base + "/api/v1/auth/token",
+            json={"email": next(iter(home.accounts)), "password": PASSWORD},
+        )
+        auth = {"authorization": f"Bearer {r.json()['token']}"}
+        r = httpx.post(
+            base + "/api/v1/erasures", json={"scope": "item", "item_id": str(voice)}, headers=auth
+        )
+        assert r.status_code == 202, r.text
+        request_id = r.json()["id"]
+        assert httpx.get(base + f"/api/v1/items/{voice}", headers=auth).status_code == 404
+        for _ in range(150):
+            state = httpx.get(base + f"/api/v1/erasures/{request_id}", headers=auth).json()
+            if state["status"] == "completed":
+                break
+            time.sleep(0.1)
+        assert state["status"] == "completed", state
+        receipt = httpx.get(base + state["receipt_url"]).json()
+        pem = httpx.get(base + "/api/v1/receipts/public-key").text
+    body = receipts.verify(receipt, receipts.load_public_key(pem))
+    assert body["request_id"] == request_id
+    assert body["counts"] == {"voice": 1, "transcript": 1}
