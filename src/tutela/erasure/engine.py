@@ -433,8 +433,20 @@ class ErasureEngine:
                 self._release(job)
                 return "advanced"
 
-    def _advance(self, job: Job, done: Step, following: Step, **values: Any) -> bool:
-        """Record a finished step, guarded by this worker's lease; renew the lease."""
+    def _advance(
+        self,
+        job: Job,
+        done: Step,
+        following: Step,
+        *,
+        audit: dict[str, Any] | None = None,
+        **values: Any,
+    ) -> bool:
+        """Record a finished step, guarded by this worker's lease; renew the lease.
+
+        `audit` is recorded in the same transaction: a completion and its audit event
+        commit together or not at all.
+        """
         now = self.clock.now()
         times = json.loads(job.row.step_times or "{}")
         times[done.value] = now.isoformat()
@@ -450,10 +462,13 @@ class ErasureEngine:
                 .values(**values)
                 .execution_options(synchronize_session=False)
             )
+            if getattr(result, "rowcount", 0) != 1:
+                session.rollback()
+                log.warning("erasure lease lost after %s; another worker carries on", done.value)
+                return False
+            if audit is not None:
+                record(session, now=now, **audit)
             session.commit()
-        if getattr(result, "rowcount", 0) != 1:
-            log.warning("erasure lease lost after %s; another worker carries on", done.value)
-            return False
         job.row.step = following
         job.row.step_times = values["step_times"]
         for name, value in values.items():
@@ -844,20 +859,16 @@ class ErasureEngine:
             findings=None,
             lease_owner=None,
             lease_until=None,
+            audit={
+                "tag": AuditTag.ERASURE_COMPLETED,
+                "actor": "system",
+                "household_id": (
+                    None if job.scope.kind is ScopeKind.HOUSEHOLD else job.scope.household_id
+                ),
+                "subject": f"erasure:{job.row.id}",
+            },
         )
         if done:
-            with self.stores.session() as session:
-                record(
-                    session,
-                    tag=AuditTag.ERASURE_COMPLETED,
-                    actor="system",
-                    now=now,
-                    household_id=(
-                        None if job.scope.kind is ScopeKind.HOUSEHOLD else job.scope.household_id
-                    ),
-                    subject=f"erasure:{job.row.id}",
-                )
-                session.commit()
             purge_journal(self.stores.main)
         return "done"
 

@@ -86,3 +86,43 @@ def notice(
         return
     output.write_text(text, encoding="utf-8")
     typer.echo(f"Notice written to {output} (policy sha256 {loaded.sha256}).")
+
+
+@app.command()
+def run(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Find and count everything; change nothing.")
+    ] = False,
+    wait: Annotated[
+        bool,
+        typer.Option(help="Then run the requested erasures here until none is due (A8)."),
+    ] = True,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(min=1, help="Items per batch. Default: TUTELA_RETENTION_BATCH_SIZE."),
+    ] = None,
+) -> None:
+    """Run one retention sweep now: expired items, inactive children, consent contacts
+    (A1-A3, A6, C5, C9). Every deletion goes through the erasure engine, with a receipt."""
+    from tutela.container import build  # noqa: PLC0415
+    from tutela.retention.sweep import run_sweep  # noqa: PLC0415
+    from tutela.settings import Settings  # noqa: PLC0415
+
+    container = build(Settings())
+    try:
+        report = run_sweep(container, dry_run=dry_run, batch_size=batch_size)
+        for line in report.lines():
+            typer.echo(line)
+        if wait and not dry_run and report.requests:
+            completed = failed = 0
+            while True:
+                done = container.erasure.run_pending(limit=50)
+                completed += done.completed
+                failed += done.failed
+                if not (done.completed or done.advanced or done.waiting or done.failed):
+                    break
+            typer.echo(
+                f"erasures completed: {completed}" + (f", failed: {failed}" if failed else "")
+            )
+    finally:
+        container.close()

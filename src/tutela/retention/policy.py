@@ -27,8 +27,10 @@ POLICY_VERSION = 1
 # No maximum age, deadline or grace period may exceed ten years: nothing is kept
 # indefinitely, and a typo of extra digits is caught (A6, C9).
 MAX_DAYS = 3650
-# A2: an inactive child's data is deleted within 90 days of identification.
-MAX_INACTIVE_GRACE_DAYS = 90
+# A2: an inactive child's data is deleted within 90 days of identification. The erasure
+# is requested by the first sweep after the grace period and completes within minutes,
+# so the grace period ends a day short of 90.
+MAX_INACTIVE_GRACE_DAYS = 89
 
 # A6: the automatic-deletion intervals a customer can choose; None keeps recordings until
 # the policy's maximum age. Children are never offered "never".
