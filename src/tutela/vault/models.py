@@ -47,6 +47,9 @@ class MediaItem(Base):
         Index("ix_items_household_profile_captured", "household_id", "profile_id", "captured_at"),
         Index("ix_items_household_captured", "household_id", "captured_at"),
         Index("ix_items_household_source", "household_id", "source_item_id"),
+        # Retention sweeps find expired items by kind and age (A6, C9); on a sharded
+        # store this index is local to each shard like the others.
+        Index("ix_items_kind_captured", "kind", "captured_at"),
     )
 
     household_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
