@@ -20,7 +20,7 @@ from sqlalchemy import select
 from tutela.core.errors import Forbidden, NotFound
 from tutela.deps import AppContainer, CurrentPrincipal, CurrentStaff, DbSession
 from tutela.erasure import receipts
-from tutela.erasure.models import ErasureRequest, RequesterKind, ScopeKind, Step
+from tutela.erasure.models import ErasureRequest, RequesterKind, ScopeKind
 from tutela.erasure.scope import Requester, Scope
 from tutela.households import service as households
 from tutela.households.models import AccountRole, Profile, ProfileKind
@@ -113,15 +113,7 @@ def _customer_requester(
 def _start(
     container: AppContainer, scope: Scope, requester: Requester, key: str | None
 ) -> ErasureRequest:
-    row = container.erasure.request(scope, requester, idempotency_key=key, hold=container.hold)
-    if row.step in (Step.MARK, Step.KEYS):
-        # Destroy the keys now: the data is unreadable before the answer (S6).
-        container.erasure.run_request(row.id, until=Step.KEYS)
-        with container.stores.session() as session:
-            fresh = session.get(ErasureRequest, row.id)
-            assert fresh is not None
-            return fresh
-    return row
+    return container.erasure.start(scope, requester, idempotency_key=key, hold=container.hold)
 
 
 @router.post("/erasures", status_code=202, response_model=ErasureOut)

@@ -287,6 +287,25 @@ class ErasureEngine:
                 return existing
             return row
 
+    def start(
+        self,
+        scope: Scope,
+        requester: Requester,
+        *,
+        idempotency_key: str | None = None,
+        hold: Callable[[uuid.UUID, uuid.UUID | None, datetime], object | None] | None = None,
+    ) -> ErasureRequest:
+        """Request an erasure and destroy its keys before returning (S6): what a person's
+        request does, so the data is unreadable by the time they see the answer."""
+        row = self.request(scope, requester, idempotency_key=idempotency_key, hold=hold)
+        if row.step not in (Step.MARK, Step.KEYS):
+            return row
+        self.run_request(row.id, until=Step.KEYS)
+        with self.stores.session() as session:
+            fresh = session.get(ErasureRequest, row.id)
+            assert fresh is not None
+            return fresh
+
     def _check_scope(self, session: Session, scope: Scope) -> None:
         household = session.get(Household, scope.household_id)
         if household is None:
