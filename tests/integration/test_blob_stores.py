@@ -268,3 +268,30 @@ def test_local_write_does_not_escape_root(tmp_path: Path) -> None:
         store.write("../outside", [b"x"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blobs"]
     assert list((tmp_path / "blobs").iterdir()) == []
+
+
+def test_a_prefix_goes_whole_and_its_neighbours_stay(blob_backend: Backend) -> None:
+    """A profile's erasure removes its prefix (orphans of crashed uploads too), no more."""
+    store = blob_backend.store
+    for key in ("h1/p1/a", "h1/p1/b", "h1/p10/c", "h1/p2/d", "h2/p1/e"):
+        store.write(key, [b"sealed bytes of " + key.encode()])
+    if blob_backend.name == "local":
+        orphan = Path(store.root) / "h1" / "p1" / ".incoming-crashed"  # type: ignore[attr-defined]
+        orphan.write_bytes(b"partial")
+    assert store.delete_prefix("h1/p1/") >= 2
+    assert sorted(store.keys("h1/")) == ["h1/p10/c", "h1/p2/d"]
+    assert list(store.keys("h2/")) == ["h2/p1/e"]
+    leftovers = blob_backend.leftovers()
+    assert not [k for k in leftovers if "h1/p1/" in k]
+    if blob_backend.name == "local":
+        # The emptied folder is gone too: its name is the profile's id.
+        assert not (Path(store.root) / "h1" / "p1").exists()  # type: ignore[attr-defined]
+    assert store.delete_prefix("h1/p1/") == 0
+
+
+def test_many_blobs_go_in_one_call_and_missing_ones_are_no_error(store: BlobStore) -> None:
+    keys = [f"h/p/item-{n:04d}" for n in range(1205)]
+    for key in keys[:1200]:
+        store.write(key, [b"x"])
+    assert store.delete_many(keys) == len(keys)
+    assert list(store.keys("h/")) == []
