@@ -81,8 +81,13 @@ class Container:
         return self._policy
 
     def hold(self, household_id: uuid.UUID, profile_id: uuid.UUID | None, now: datetime) -> object:
-        """The legal hold covering this scope now, if any."""
-        return self.policy.hold_for(household_id, profile_id, now)
+        """The legal hold covering this scope now, if any. Without a profile (a whole
+        household) any hold on the household or one of its profiles counts."""
+        if profile_id is not None:
+            return self.policy.hold_for(household_id, profile_id, now)
+        return next(
+            (h for h in self.policy.active_holds(now) if h.household_id == household_id), None
+        )
 
     def erasure_pass(self) -> Report:
         """One pass of background erasure work: due jobs, downstream retries, deadlines.

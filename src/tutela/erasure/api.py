@@ -129,6 +129,12 @@ def request_erasure(
     A whole profile or the household needs a recent second factor (step-up, C7).
     """
     scope = _scope(payload, principal.household_id)
+    if idempotency_key:
+        # A retry after the erasure took effect must still find its first answer.
+        ref = f"account:{principal.account_id}"
+        earlier = container.erasure.idempotent(ref, idempotency_key, scope)
+        if earlier is not None:
+            return ErasureOut.of(earlier)
     visible = households.visible_profile_ids(
         session,
         household_id=principal.household_id,
@@ -200,4 +206,8 @@ def officer_erasure(
     session.close()
     scope = _scope(payload, payload.household_id)
     requester = Requester(RequesterKind.PRIVACY_OFFICER, f"staff:{staff.staff_id}")
+    if idempotency_key:
+        earlier = container.erasure.idempotent(requester.ref, idempotency_key, scope)
+        if earlier is not None:
+            return ErasureOut.of(earlier)
     return ErasureOut.of(_start(container, scope, requester, idempotency_key))

@@ -205,20 +205,13 @@ class ErasureEngine:
             else None
         )
         subject = digest(self.keys, "scope", hashlib.sha256(scope.canonical()).digest(), now=now)
+        if idempotency_key:
+            existing = self.idempotent(requester.ref, idempotency_key, scope)
+            if existing is not None:
+                return existing
         with self.stores.session() as session:
-            if idem is not None:
-                existing = session.scalar(
-                    select(ErasureRequest).where(ErasureRequest.idempotency_digest == idem)
-                )
-                if existing is not None:
-                    if existing.subject_digest != subject:
-                        raise Conflict(
-                            "This idempotency key was used for another request.",
-                            code="idempotency_key_reused",
-                        )
-                    return existing
-            self._check_scope(session, scope)
-            if hold is not None and hold(scope.household_id, scope.profile_id, now) is not None:
+            held_profile = self._check_scope(session, scope)
+            if hold is not None and hold(scope.household_id, held_profile, now) is not None:
                 raise Conflict(
                     "A legal hold suspends deletion of this data for now.", code="legal_hold"
                 )
@@ -287,6 +280,40 @@ class ErasureEngine:
                 return existing
             return row
 
+    def idempotent(self, ref: str, idempotency_key: str, scope: Scope) -> ErasureRequest | None:
+        """The request this requester made with this key, if any.
+
+        Looked up before anything else, so a retry after the erasure took effect (the
+        item gone, the profile hidden) still answers the first request. The same key
+        with another scope is refused.
+        """
+        idem = hashlib.sha256(f"{ref}\x00{idempotency_key}".encode()).hexdigest()
+        with self.stores.session() as session:
+            existing = session.scalar(
+                select(ErasureRequest).where(ErasureRequest.idempotency_digest == idem)
+            )
+        if existing is None:
+            return None
+        if existing.scope_sealed is not None:
+            first = Scope.from_json(
+                json.loads(self._open(existing.scope_sealed, "scope", now=self.clock.now()))
+            )
+            # "Up to now" was fixed when the first request came: only the rest compares.
+            asked = scope.to_json() | (
+                {"until": first.to_json()["until"]} if not scope.until else {}
+            )
+            if first.to_json() != asked:
+                raise Conflict(
+                    "This idempotency key was used for another request.",
+                    code="idempotency_key_reused",
+                )
+        elif existing.scope_kind != scope.kind.value:
+            raise Conflict(
+                "This idempotency key was used for another request.",
+                code="idempotency_key_reused",
+            )
+        return existing
+
     def start(
         self,
         scope: Scope,
@@ -300,13 +327,21 @@ class ErasureEngine:
         row = self.request(scope, requester, idempotency_key=idempotency_key, hold=hold)
         if row.step not in (Step.MARK, Step.KEYS):
             return row
-        self.run_request(row.id, until=Step.KEYS)
+        if self.run_request(row.id, until=Step.KEYS) is None:
+            # Another worker holds the job (it may be anywhere in mark or keys): both
+            # steps are idempotent, so do them here too rather than answer before the
+            # keys are gone.
+            job = self._load(row.id)
+            self._mark(job)
+            self._keys(job)
         with self.stores.session() as session:
             fresh = session.get(ErasureRequest, row.id)
             assert fresh is not None
             return fresh
 
-    def _check_scope(self, session: Session, scope: Scope) -> None:
+    def _check_scope(self, session: Session, scope: Scope) -> uuid.UUID | None:
+        """Refuse a scope that names nothing of the household; return the profile a
+        legal hold would be looked up for (None: the whole household)."""
         household = session.get(Household, scope.household_id)
         if household is None:
             raise NotFound("No such household.", code="household_not_found")
@@ -333,6 +368,8 @@ class ErasureEngine:
             item = session.get(MediaItem, (scope.household_id, scope.item_id))
             if item is None:
                 raise NotFound("No such item.", code="item_not_found")
+            return item.profile_id
+        return scope.profile_id
 
     def _seal(self, data: bytes, what: str, *, now: datetime) -> bytes:
         return crypto.seal(
@@ -495,14 +532,22 @@ class ErasureEngine:
         return True
 
     def _release(
-        self, job: Job, *, error: str | None = None, delay: timedelta | None = None, **values: Any
+        self,
+        job: Job,
+        *,
+        error: str | None = None,
+        delay: timedelta | None = None,
+        audit: dict[str, Any] | None = None,
+        **values: Any,
     ) -> None:
+        """Give the job back (to run again after `delay`), under this worker's lease;
+        `audit` commits with it."""
         now = self.clock.now()
         values.update(lease_owner=None, lease_until=None, next_run_at=now + (delay or timedelta()))
         if error is not None:
             values["last_error"] = error[:80]
         with self.stores.session() as session:
-            session.execute(
+            result = session.execute(
                 update(ErasureRequest)
                 .where(
                     ErasureRequest.id == job.row.id, ErasureRequest.lease_owner == self.worker_id
@@ -510,6 +555,8 @@ class ErasureEngine:
                 .values(**values)
                 .execution_options(synchronize_session=False)
             )
+            if audit is not None and getattr(result, "rowcount", 0) == 1:
+                record(session, now=now, **audit)
             session.commit()
 
     # --- the scope's items ---------------------------------------------------------------
@@ -846,16 +893,12 @@ class ErasureEngine:
                     findings=findings,
                     verify_failures=failures,
                     error="remnants_found",
+                    audit={
+                        "tag": AuditTag.ERASURE_FAILED,
+                        "actor": "system",
+                        "subject": f"erasure:{job.row.id}",
+                    },
                 )
-                with self.stores.session() as session:
-                    record(
-                        session,
-                        tag=AuditTag.ERASURE_FAILED,
-                        actor="system",
-                        now=now,
-                        subject=f"erasure:{job.row.id}",
-                    )
-                    session.commit()
                 return RequestStatus.FAILED
             job.row.verify_failures = failures
             self._advance(job, Step.VERIFY, Step.KEYS, findings=findings, verify_failures=failures)

@@ -44,7 +44,7 @@ from tutela.core.errors import (
 )
 from tutela.core.ids import uuid7
 from tutela.households import service as households
-from tutela.households.models import Account, Device, DeviceKind
+from tutela.households.models import Account, Device, DeviceKind, Profile, ProfileState
 from tutela.identity import factors, password_rules
 from tutela.identity import service as sessions
 from tutela.identity.breached import BreachChecker
@@ -139,6 +139,11 @@ class Gate:
             )
         account = households.find_account(session, self.keys, email=email, now=now)
         if account is None:
+            return None
+        profile = session.get(Profile, (account.household_id, account.profile_id))
+        if profile is None or profile.state != ProfileState.ACTIVE:
+            # Being erased (account closure, C10): it signs in no more, and answers like
+            # an unknown account.
             return None
         credential = session.get(PasswordCredential, (account.household_id, account.id))
         if credential is None:
