@@ -31,6 +31,7 @@ from tutela.settings import Settings
 from tutela.vault.api import ingest as ingest_router
 from tutela.vault.api import items as items_router
 from tutela.web.account import router as account_router
+from tutela.web.privacy import router as privacy_router
 from tutela.web.routes import router as web_router
 from tutela.web.routes import static_files
 
@@ -333,6 +334,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         retention_router,
         web_router,
         account_router,
+        privacy_router,
     ):
         app.include_router(router)
     app.mount("/static", static_files(), name="static")
