@@ -139,6 +139,11 @@ def test_a_parent_erases_a_childs_voice_recordings_and_keeps_the_rest(
     made = seed_media(container, home)
     headers = sign_in(client, owner_email(home))
 
+    # Bulk and irreversible: a fresh second factor (or password) first (C7).
+    refused = erase(client, headers, scope="items", profile_id=str(child), kinds=["voice"])
+    assert refused.status_code == 403
+    assert refused.json()["code"] == "step_up_required"
+    headers = stepped_up(client, owner_email(home))
     r = erase(client, headers, scope="items", profile_id=str(child), kinds=["voice"])
     assert r.status_code == 202, r.text
     assert container.erasure.run_pending().completed == 1

@@ -156,3 +156,21 @@ def test_on_a_fresh_home_a_restored_backup_is_cleaned_by_restore_check(
     listed = _invoke(runner, "erasure", "list")
     assert str(request_id) not in listed
     assert len(re.findall(r"\bprofile\s+completed\s+step=done\s+by=restore_check\b", listed)) == 1
+
+
+def test_a_process_running_only_the_engine_knows_every_table() -> None:
+    """`tutela erasure` and `tutela worker` import the engine, not the web app: the
+    household and profile sweeps and the remnant check must still see every table."""
+    import subprocess
+    import sys
+
+    code = (
+        "import tutela.erasure.engine\n"
+        "from tutela.db.base import Base\n"
+        "print(' '.join(sorted(Base.metadata.tables)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    for table in ("auto_delete_choices", "inactive_children", "consent_contacts", "outbox"):
+        assert table in out

@@ -23,6 +23,7 @@ from sqlalchemy import select, update
 from tests.factories import make_home, seed_media
 from tutela.container import Container
 from tutela.core.clock import FakeClock
+from tutela.core.errors import InvalidInput
 from tutela.erasure import downstream, receipts
 from tutela.erasure.models import (
     DownstreamDelivery,
@@ -223,3 +224,28 @@ def test_a_failing_consumer_is_retried_with_backoff_then_blocks_the_erasure(
     assert done.status == "completed", done.findings
     assert _verified(container, done)["counts"] == {"voice": 1, "transcript": 1}
     assert _delivery(container, row.id).delivered_at == now
+
+
+def test_a_redirect_is_not_a_confirmation(container: Container, consumer: Consumer) -> None:
+    """A 3xx (to a login page, say) would turn the POST into a GET: it is a failure."""
+    consumer.status = 302
+    _register(container, consumer)
+    row, _ = _item_erasure(container, "redirect")
+    container.erasure.run_pending()
+    assert _row(container, row.id).status != "completed"
+    delivery = _delivery(container, row.id)
+    assert delivery.delivered_at is None
+    assert delivery.last_error == "http_302"
+    assert delivery.payload_sealed is not None
+    assert [r.path for r in consumer.received] == ["/tutela/erasures"]
+
+
+@pytest.mark.parametrize(
+    "url", ["http://analytics.example.com/hook", "ftp://127.0.0.1/hook", "https:///nohost"]
+)
+def test_consumers_are_reached_over_tls_only(container: Container, url: str) -> None:
+    with container.stores.session() as s, pytest.raises(InvalidInput) as refused:
+        downstream.register_consumer(
+            s, container.vault.keys, name="x", url=url, now=container.clock.now()
+        )
+    assert refused.value.code == "invalid_url"

@@ -221,3 +221,73 @@ def test_an_id_left_in_the_sqlite_file_keeps_the_request_open(
         assert done.status == "failed"
         assert done.receipt is None
         assert "main database file" in (done.findings or "")
+
+
+def test_an_upload_racing_a_partial_erasure_goes_with_it_keys_first(
+    container: Container,
+) -> None:
+    """A recording captured before "delete all voice" but uploaded while it runs is
+    erased with it: its key before its blob and row, and the receipt counts it (A5)."""
+    from tests.factories import home_device, wav_bytes
+    from tutela.vault import service as vault
+
+    home = make_home(container, tag="race")
+    child = home.child_profiles[0]
+    seed_media(container, home, clips=0)
+    voice_device = home_device(container, home, "voice")
+    late: list[uuid.UUID] = []
+
+    def upload_during(_request_id: uuid.UUID, step: Step) -> None:
+        if step is Step.KEYS and not late:
+            now = container.clock.now()
+            with container.stores.session() as s:
+                item = vault.ingest_media(
+                    s, container.vault, device=voice_device, profile_id=child, kind="voice",
+                    declared_type="audio/wav", captured_at=now - timedelta(minutes=1),
+                    body=wav_bytes(0.2), limits=container.limits, now=now,
+                )  # fmt: skip
+            late.append(item.id)
+
+    container.erasure.after_step = upload_during
+    container.clock.advance(timedelta(minutes=5))
+    row = container.erasure.request(
+        Scope(ScopeKind.ITEMS, home.household_id, profile_id=child, kinds=("voice",)), GUARDIAN
+    )
+    done = _run(container, row)
+    assert done.status == "completed", done.findings
+    assert late and late[0] not in _items(container, home.household_id)
+    assert not _readable(container, home.household_id, late[0])
+    assert not any(str(late[0]) in k for k in _blobs(container))
+    assert json.loads(done.counts)["voice"] == 3
+    steps = json.loads(done.step_times)
+    assert "keys" in steps
+
+
+def test_an_idempotency_key_reused_after_completion_is_still_refused(
+    container: Container,
+) -> None:
+    home = make_home(container, tag="reuse")
+    made = seed_media(container, home, clips=0)
+    first = Scope(ScopeKind.ITEM, home.household_id, item_id=made["voice"][0])
+    row = container.erasure.request(first, GUARDIAN, idempotency_key="same")
+    assert _run(container, row).status == "completed"
+    assert container.erasure.request(first, GUARDIAN, idempotency_key="same").id == row.id
+    other = Scope(ScopeKind.ITEM, home.household_id, item_id=made["voice"][1])
+    with pytest.raises(Conflict) as reused:
+        container.erasure.request(other, GUARDIAN, idempotency_key="same")
+    assert reused.value.code == "idempotency_key_reused"
+    assert _readable(container, home.household_id, made["voice"][1])
+
+
+def test_closing_a_household_keeps_which_employee_asked(container: Container) -> None:
+    """The household's own accounts vanish from the audit trail; an officer stays named."""
+    home = make_home(container, tag="officer")
+    officer = Requester(RequesterKind.PRIVACY_OFFICER, "staff:0000-officer")
+    row = container.erasure.request(Scope(ScopeKind.HOUSEHOLD, home.household_id), officer)
+    done = _run(container, row)
+    assert done.status == "completed"
+    assert done.requested_by == "staff:0000-officer"
+    with container.stores.session() as s:
+        actors = set(s.scalars(select(AuditEvent.actor)))
+    assert "staff:0000-officer" in actors
+    assert not any(str(a) in actor for a in home.accounts.values() for actor in actors)

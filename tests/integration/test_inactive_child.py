@@ -15,7 +15,7 @@ from tests.factories import make_home, seed_media
 from tutela.audit.models import AuditEvent
 from tutela.audit.service import AuditTag
 from tutela.container import Container
-from tutela.core.clock import FakeClock
+from tutela.core.clock import FakeClock, as_utc
 from tutela.core.errors import Conflict, NotFound
 from tutela.erasure.models import ErasureRequest
 from tutela.households.models import Profile
@@ -317,3 +317,26 @@ def test_the_last_activity_decides_not_the_creation(container: Container, clock:
         )
         s.commit()
     assert run_sweep(container).inactive_identified == 0
+
+
+def test_a_sweep_that_died_after_claiming_requests_the_erasure_next_time(
+    container: Container, clock: FakeClock
+) -> None:
+    """A crash between claiming the record and requesting the erasure must not leave the
+    child kept for ever (A2); the request's deadline is 90 days from identification."""
+    home, _ = _idle_child(container, clock, "stuck")
+    identified = _record(container, home).identified_at
+    clock.advance(GRACE + timedelta(hours=1))
+    with container.stores.session() as s:
+        s.execute(
+            update(InactiveChild)
+            .where(InactiveChild.profile_id == home.child_profiles[0])
+            .values(outcome="erasing", decided_at=clock.now())
+        )
+        s.commit()
+    assert _profile_erasures(container) == []
+    report = run_sweep(container)
+    assert report.inactive_erasing == 1
+    [request] = _profile_erasures(container)
+    assert _record(container, home).request_id == request.id
+    assert as_utc(request.complete_by) <= as_utc(identified) + timedelta(days=90)

@@ -142,7 +142,8 @@ def request_erasure(
         own_profile_id=principal.profile_id,
     )
     requester = _customer_requester(session, principal, scope, visible)
-    if scope.kind in (ScopeKind.PROFILE, ScopeKind.HOUSEHOLD):
+    if scope.kind is not ScopeKind.ITEM:
+        # Bulk and irreversible: a fresh second factor first (C7).
         container.gate.require_step_up(session, principal, now=container.clock.now())
     session.close()
     return ErasureOut.of(_start(container, scope, requester, idempotency_key))
@@ -152,7 +153,11 @@ def request_erasure(
 def list_erasures(principal: CurrentPrincipal, session: DbSession) -> list[ErasureOut]:
     rows = session.scalars(
         select(ErasureRequest)
-        .where(ErasureRequest.household_id == principal.household_id)
+        .where(
+            ErasureRequest.household_id == principal.household_id,
+            # Each member sees the requests they made: another adult's are theirs alone.
+            ErasureRequest.requested_by == f"account:{principal.account_id}",
+        )
         .order_by(ErasureRequest.requested_at.desc())
         .limit(200)
     )
@@ -164,7 +169,11 @@ def get_erasure(
     request_id: uuid.UUID, principal: CurrentPrincipal, session: DbSession
 ) -> ErasureOut:
     row = session.get(ErasureRequest, request_id)
-    if row is None or row.household_id != principal.household_id:
+    if (
+        row is None
+        or row.household_id != principal.household_id
+        or row.requested_by != f"account:{principal.account_id}"
+    ):
         raise NotFound("No such erasure request.", code="erasure_not_found")
     return ErasureOut.of(row)
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, case, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -45,8 +45,9 @@ from sqlalchemy.orm import Session
 from tutela.audit.models import AuditEvent
 from tutela.audit.service import AuditTag, record
 from tutela.core.clock import Clock, as_utc
-from tutela.core.errors import Conflict, NotFound
+from tutela.core.errors import Conflict, NotFound, ServiceUnavailable
 from tutela.core.ids import uuid7
+from tutela.db import registry  # noqa: F401 (every part's tables in Base.metadata)
 from tutela.db.base import Base
 from tutela.db.engine import Stores, purge_journal
 from tutela.erasure import deadlines, downstream, receipts, remnants
@@ -68,8 +69,9 @@ from tutela.vault.service import Vault
 log = logging.getLogger("tutela.erasure")
 CHUNK = 500
 MAX_VERIFY_FAILURES = 3
+MAX_STEP_ATTEMPTS = 20
 MAX_FINGERPRINT_IDS = 200_000
-MAX_SAMPLES = 256
+MAX_SAMPLES = 48
 SAMPLE_BYTES = 24
 OPEN = (RequestStatus.PENDING, RequestStatus.RUNNING, RequestStatus.BLOCKED)
 
@@ -182,6 +184,7 @@ class ErasureEngine:
         *,
         idempotency_key: str | None = None,
         hold: Callable[[uuid.UUID, uuid.UUID | None, datetime], object | None] | None = None,
+        deadline: datetime | None = None,
     ) -> ErasureRequest:
         """Record an erasure request (it is confirmed by being answered: S8's 10 days).
 
@@ -189,6 +192,7 @@ class ErasureEngine:
         identical scope already being erased answers that request.
         """
         now = self.clock.now()
+        asked = self._asked_digest(scope)
         if scope.kind is ScopeKind.ITEMS and scope.until is None and not scope.item_ids:
             # "All voice" means all voice recorded up to the request.
             scope = Scope(
@@ -199,11 +203,7 @@ class ErasureEngine:
                 since=scope.since,
                 until=now,
             )
-        idem = (
-            hashlib.sha256(f"{requester.ref}\x00{idempotency_key}".encode()).hexdigest()
-            if idempotency_key
-            else None
-        )
+        idem = self._idem_digest(requester.ref, idempotency_key) if idempotency_key else None
         subject = digest(self.keys, "scope", hashlib.sha256(scope.canonical()).digest(), now=now)
         if idempotency_key:
             existing = self.idempotent(requester.ref, idempotency_key, scope)
@@ -229,12 +229,12 @@ class ErasureEngine:
                 warn_fraction=self.settings.erasure_warn_fraction,
             )
             # GDPR's "one month" is a calendar month: never later than that (S7).
-            month = deadlines.one_month_after(now)
-            if month < due.complete_by:
+            limit = min(deadlines.one_month_after(now), deadline or due.complete_by)
+            if limit < due.complete_by:
                 due = deadlines.Deadlines(
                     confirm_by=due.confirm_by,
-                    complete_by=month,
-                    warn_at=now + (month - now) * self.settings.erasure_warn_fraction,
+                    complete_by=limit,
+                    warn_at=now + (limit - now) * self.settings.erasure_warn_fraction,
                 )
             row = ErasureRequest(
                 id=uuid7(),
@@ -242,6 +242,7 @@ class ErasureEngine:
                 scope_kind=scope.kind.value,
                 scope_sealed=self._seal(scope.canonical(), "scope", now=now),
                 subject_digest=subject,
+                asked_digest=asked,
                 requester_kind=requester.kind.value,
                 requested_by=requester.ref[:80],
                 idempotency_digest=idem,
@@ -280,34 +281,32 @@ class ErasureEngine:
                 return existing
             return row
 
+    def _idem_digest(self, ref: str, idempotency_key: str) -> str:
+        """Keyed, so a stored digest cannot confirm a guessed key (rules use ids in theirs)."""
+        return digest(
+            self.keys, "idempotency", f"{ref}\x00{idempotency_key}".encode(), now=self.clock.now()
+        )
+
+    def _asked_digest(self, scope: Scope) -> str:
+        return digest(
+            self.keys, "asked", hashlib.sha256(scope.canonical()).digest(), now=self.clock.now()
+        )
+
     def idempotent(self, ref: str, idempotency_key: str, scope: Scope) -> ErasureRequest | None:
         """The request this requester made with this key, if any.
 
         Looked up before anything else, so a retry after the erasure took effect (the
         item gone, the profile hidden) still answers the first request. The same key
-        with another scope is refused.
+        with another scope is refused, before and after completion.
         """
-        idem = hashlib.sha256(f"{ref}\x00{idempotency_key}".encode()).hexdigest()
+        idem = self._idem_digest(ref, idempotency_key)
         with self.stores.session() as session:
             existing = session.scalar(
                 select(ErasureRequest).where(ErasureRequest.idempotency_digest == idem)
             )
         if existing is None:
             return None
-        if existing.scope_sealed is not None:
-            first = Scope.from_json(
-                json.loads(self._open(existing.scope_sealed, "scope", now=self.clock.now()))
-            )
-            # "Up to now" was fixed when the first request came: only the rest compares.
-            asked = scope.to_json() | (
-                {"until": first.to_json()["until"]} if not scope.until else {}
-            )
-            if first.to_json() != asked:
-                raise Conflict(
-                    "This idempotency key was used for another request.",
-                    code="idempotency_key_reused",
-                )
-        elif existing.scope_kind != scope.kind.value:
+        if existing.asked_digest != self._asked_digest(scope):
             raise Conflict(
                 "This idempotency key was used for another request.",
                 code="idempotency_key_reused",
@@ -327,17 +326,30 @@ class ErasureEngine:
         row = self.request(scope, requester, idempotency_key=idempotency_key, hold=hold)
         if row.step not in (Step.MARK, Step.KEYS):
             return row
+        keys_gone = False
         if self.run_request(row.id, until=Step.KEYS) is None:
             # Another worker holds the job (it may be anywhere in mark or keys): both
             # steps are idempotent, so do them here too rather than answer before the
             # keys are gone.
             job = self._load(row.id)
-            self._mark(job)
-            self._keys(job)
+            try:
+                self._mark(job)
+                self._keys(job)
+                keys_gone = True
+            except Exception as exc:
+                log.warning("erasure keys not destroyed inline: %s", type(exc).__name__)
         with self.stores.session() as session:
             fresh = session.get(ErasureRequest, row.id)
             assert fresh is not None
-            return fresh
+        if not keys_gone and fresh.step in (Step.MARK, Step.KEYS):
+            # The keys could not be destroyed just now (a store failed): never answer as
+            # if they were. The job stays queued; a worker finishes it.
+            raise ServiceUnavailable(
+                "The erasure is queued but could not start yet; it will run shortly.",
+                code="erasure_queued",
+                request_id=str(fresh.id),
+            )
+        return fresh
 
     def _check_scope(self, session: Session, scope: Scope) -> uuid.UUID | None:
         """Refuse a scope that names nothing of the household; return the profile a
@@ -472,12 +484,26 @@ class ErasureEngine:
             except Exception as exc:
                 # Logged by class only: messages of store errors can quote data.
                 log.warning("erasure step %s failed: %s", step.value, type(exc).__name__)
+                if job.row.attempts >= MAX_STEP_ATTEMPTS:
+                    self._release(
+                        job,
+                        status=RequestStatus.FAILED,
+                        error=type(exc).__name__,
+                        audit={
+                            "tag": AuditTag.ERASURE_FAILED,
+                            "actor": "system",
+                            "subject": f"erasure:{job.row.id}",
+                        },
+                    )
+                    return RequestStatus.FAILED
                 self._release(job, error=type(exc).__name__, delay=timedelta(seconds=30))
                 return "error"
             if self.after_step is not None:
                 self.after_step(job.row.id, step)
             if outcome == "done":  # the verify step recorded its own completion
                 return RequestStatus.COMPLETED
+            if outcome == "lost":
+                return outcome
             if outcome in ("wait", RequestStatus.FAILED, RequestStatus.BLOCKED):
                 return outcome
             following = Step.KEYS if outcome == "again" else _next(step)
@@ -530,6 +556,20 @@ class ErasureEngine:
         for name, value in values.items():
             setattr(job.row, name, value)
         return True
+
+    def renew(self, job: Job) -> bool:
+        """Extend this worker's lease during a long step (the raw scan of a large file)."""
+        with self.stores.session() as session:
+            result = session.execute(
+                update(ErasureRequest)
+                .where(
+                    ErasureRequest.id == job.row.id, ErasureRequest.lease_owner == self.worker_id
+                )
+                .values(lease_until=self.clock.now() + self.lease)
+                .execution_options(synchronize_session=False)
+            )
+            session.commit()
+        return getattr(result, "rowcount", 0) == 1
 
     def _release(
         self,
@@ -709,6 +749,43 @@ class ErasureEngine:
                 for r in session.execute(self._items(session, scope)).all()
             ]
 
+    def _grew(self, job: Job) -> bool:
+        """For a partial scope: did items join it since `mark` (an upload that raced the
+        request)? They are added to what the job erases and checks, and the steps run
+        again from `keys`, so no blob or row goes before its key."""
+        scope = job.scope
+        if scope.kind not in (ScopeKind.ITEM, ScopeKind.ITEMS):
+            return False
+        known = set(job.fp.item_ids)
+        rows = [r for r in self._scope_ids(scope) if str(r[0]) not in known]
+        if not rows:
+            return False
+        now = self.clock.now()
+        with self.stores.session() as session:
+            for item in session.scalars(
+                select(MediaItem).where(
+                    MediaItem.household_id == scope.household_id,
+                    MediaItem.id.in_([r[0] for r in rows]),
+                )
+            ):
+                job.fp.item_ids.append(str(item.id))
+                if item.blob_key:
+                    job.fp.blob_keys.append(item.blob_key)
+                job.fp.counts[item.kind] = job.fp.counts.get(item.kind, 0) + 1
+                item.state = ItemState.UNDER_ERASURE
+            session.execute(
+                update(ErasureRequest)
+                .where(ErasureRequest.id == job.row.id)
+                .values(
+                    fingerprints_sealed=self._seal(job.fp.to_bytes(), "fp", now=now),
+                    counts=json.dumps(job.fp.counts, sort_keys=True),
+                )
+            )
+            session.commit()
+        job.row.counts = json.dumps(job.fp.counts, sort_keys=True)
+        log.info("erasure scope grew by %d items; keys again", len(rows))
+        return True
+
     def _keys(self, job: Job) -> str:
         scope = job.scope
         if scope.kind is ScopeKind.HOUSEHOLD:
@@ -727,6 +804,8 @@ class ErasureEngine:
         return "next"
 
     def _blobs(self, job: Job) -> str:
+        if self._grew(job):
+            return "again"
         scope, blobs = job.scope, self.vault.blobs
         if scope.kind is ScopeKind.HOUSEHOLD:
             # The whole prefix: orphans of crashed uploads go with it.
@@ -740,6 +819,8 @@ class ErasureEngine:
 
     def _derived(self, job: Job) -> str:
         """Derived artifacts (transcripts, thumbnails) before the items they came from."""
+        if self._grew(job):
+            return "again"
         scope = job.scope
         with self.stores.session() as session:
             if scope.kind in (ScopeKind.PROFILE, ScopeKind.HOUSEHOLD):
@@ -760,11 +841,14 @@ class ErasureEngine:
         return "next"
 
     def _rows(self, job: Job) -> str:
+        if self._grew(job):
+            return "again"
         scope = job.scope
         erased = "erased:" + job.row.subject_digest[:16]
         with self.stores.session() as session:
             if scope.kind is ScopeKind.HOUSEHOLD:
-                self._household_rows(session, scope.household_id, erased)
+                accounts = [f"account:{a}" for a in job.fp.account_ids]
+                self._household_rows(session, scope.household_id, erased, accounts)
             elif scope.kind is ScopeKind.PROFILE:
                 self._profile_rows(session, scope, erased)
             else:
@@ -799,7 +883,9 @@ class ErasureEngine:
         )
         session.execute(delete(Profile).where(Profile.household_id == hh, Profile.id == pid))
 
-    def _household_rows(self, session: Session, hh: uuid.UUID, erased: str) -> None:
+    def _household_rows(
+        self, session: Session, hh: uuid.UUID, erased: str, accounts: list[str]
+    ) -> None:
         """Every row of every table keyed by the household, children before parents."""
         for table in reversed(Base.metadata.sorted_tables):
             if table.name in _RECORD_TABLES or "household_id" not in table.c:
@@ -807,15 +893,26 @@ class ErasureEngine:
             session.execute(delete(table).where(table.c.household_id == hh))
         session.execute(delete(Household).where(Household.id == hh))
         # The audit trail keeps what happened and when, not whom it was about.
+        # Employees, operators and rules stay named: who acted on a household is kept.
         session.execute(
             update(AuditEvent)
             .where(AuditEvent.household_id == hh)
-            .values(household_id=None, subject=erased, actor=erased)
+            .values(
+                household_id=None,
+                subject=erased,
+                actor=case((AuditEvent.actor.in_(accounts), erased), else_=AuditEvent.actor),
+            )
         )
         session.execute(
             update(ErasureRequest)
             .where(ErasureRequest.household_id == hh)
-            .values(household_id=None, requested_by=None)
+            .values(
+                household_id=None,
+                requested_by=case(
+                    (ErasureRequest.requested_by.in_(accounts), None),
+                    else_=ErasureRequest.requested_by,
+                ),
+            )
         )
 
     def _downstream(self, job: Job) -> str:
@@ -878,7 +975,13 @@ class ErasureEngine:
                 session.execute(
                     update(ErasureRequest)
                     .where(ErasureRequest.id == job.row.id)
-                    .values(household_id=None, requested_by=None)
+                    .values(
+                        household_id=None,
+                        requested_by=case(
+                            (ErasureRequest.requested_by.like("account:%"), None),
+                            else_=ErasureRequest.requested_by,
+                        ),
+                    )
                 )
                 session.commit()
         result = remnants.check(self, job)
@@ -930,8 +1033,9 @@ class ErasureEngine:
                 "subject": f"erasure:{job.row.id}",
             },
         )
-        if done:
-            purge_journal(self.stores.main)
+        if not done:
+            return "lost"
+        purge_journal(self.stores.main)
         return "done"
 
     def _receipt_body(

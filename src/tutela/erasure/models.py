@@ -82,6 +82,9 @@ class ErasureRequest(Base):
     # when the request ends.
     scope_sealed: Mapped[bytes | None] = mapped_column(Binary)
     subject_digest: Mapped[str] = mapped_column(String(64), index=True)
+    # Keyed digest of the scope as asked (before "up to now" is fixed): an idempotent
+    # retry is compared with it, even after the sealed scope is wiped.
+    asked_digest: Mapped[str] = mapped_column(String(64))
     requester_kind: Mapped[str] = mapped_column(String(24))
     requested_by: Mapped[str | None] = mapped_column(String(80))
     idempotency_digest: Mapped[str | None] = mapped_column(String(64))

@@ -151,6 +151,7 @@ def check(engine: ErasureEngine, job: Job) -> Result:
             if path is None:
                 continue
             purge_journal(eng)
+            engine.renew(job)  # reading a large file can take longer than a lease
             hits = raw_scan(path, _id_forms(fp), _samples(fp))
             result.add(name, "raw bytes of erased ids or ciphertext", hits)
     return result

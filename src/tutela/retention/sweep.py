@@ -65,6 +65,8 @@ if TYPE_CHECKING:
 
     from tutela.container import Container
 
+A2_LIMIT = timedelta(days=90)
+"""A2: an inactive child's data is deleted within 90 days of identification."""
 log = logging.getLogger("tutela.retention")
 ACTOR = "rule:retention"
 INACTIVE_REF = "rule:inactive-child"
@@ -254,12 +256,21 @@ class _Sweep:
         self.dry_run = dry_run
 
     def _request(
-        self, scope: Scope, requester: Requester, *, idempotency_key: str | None = None
+        self,
+        scope: Scope,
+        requester: Requester,
+        *,
+        idempotency_key: str | None = None,
+        deadline: datetime | None = None,
     ) -> uuid.UUID | None:
         """Request an erasure; None when a legal hold (or a vanished subject) refuses it."""
         try:
             row = self.container.erasure.request(
-                scope, requester, idempotency_key=idempotency_key, hold=self.container.hold
+                scope,
+                requester,
+                idempotency_key=idempotency_key,
+                hold=self.container.hold,
+                deadline=deadline,
             )
         except Conflict as exc:
             if exc.code != "legal_hold":
@@ -463,6 +474,7 @@ class _Sweep:
                 InactiveChild.household_id,
                 InactiveChild.profile_id,
                 InactiveChild.identified_at,
+                InactiveChild.outcome,
             )
             .join(
                 Profile,
@@ -472,7 +484,11 @@ class _Sweep:
                 ),
             )
             .where(
-                InactiveChild.outcome == PENDING,
+                # Claimed but not requested (a crash between the two): requested again.
+                or_(
+                    InactiveChild.outcome == PENDING,
+                    and_(InactiveChild.outcome == ERASING, InactiveChild.request_id.is_(None)),
+                ),
                 InactiveChild.erase_after <= self.now,
                 InactiveChild.notified_at.is_not(None),
                 Profile.state == ProfileState.ACTIVE,
@@ -489,13 +505,16 @@ class _Sweep:
             if self.dry_run:
                 self.report.inactive_erasing += 1
                 continue
-            with self.stores.session() as session:
-                if not self._decide(session, row, ERASING):
-                    continue
-                session.commit()
+            if row.outcome == PENDING:
+                with self.stores.session() as session:
+                    if not self._decide(session, row, ERASING):
+                        continue
+                    session.commit()
             request_id = self._request(
                 Scope(ScopeKind.PROFILE, row.household_id, profile_id=row.profile_id),
                 Requester(RequesterKind.INACTIVE_CHILD, INACTIVE_REF),
+                # A2: erased within 90 days of identification, whatever the usual limit.
+                deadline=as_utc(row.identified_at) + A2_LIMIT,
                 idempotency_key=(
                     f"inactive-child:{row.household_id}:{row.profile_id}:"
                     f"{as_utc(row.identified_at).isoformat()}"

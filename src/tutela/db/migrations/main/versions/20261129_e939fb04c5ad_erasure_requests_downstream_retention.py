@@ -55,6 +55,7 @@ def upgrade() -> None:
         sa.Column("scope_kind", sa.String(length=16), nullable=False),
         sa.Column("scope_sealed", sa.LargeBinary(), nullable=True),
         sa.Column("subject_digest", sa.String(length=64), nullable=False),
+        sa.Column("asked_digest", sa.String(length=64), nullable=False),
         sa.Column("requester_kind", sa.String(length=24), nullable=False),
         sa.Column("requested_by", sa.String(length=80), nullable=True),
         sa.Column("idempotency_digest", sa.String(length=64), nullable=True),
