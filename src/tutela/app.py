@@ -86,8 +86,8 @@ async def _embedded_worker(container: Container) -> None:
     claims (turn it off with TUTELA_EMBEDDED_WORKER=false to keep them apart)."""
     while True:
         await asyncio.sleep(ERASURE_PASS_SECONDS)
-        await asyncio.to_thread(container.erasure_pass)
         await asyncio.to_thread(container.retention_pass)
+        await asyncio.to_thread(container.erasure_pass)
 
 
 def _add_error_handlers(app: FastAPI) -> None:

@@ -77,8 +77,8 @@ def worker(
     signal.signal(signal.SIGINT, _stop)
     log.info("worker started")
     while not stopping:
-        report = container.erasure_pass()
         swept = container.retention_pass()
+        report = container.erasure_pass()
         sent = container.deliver_notices()
         if sent or report.completed or swept:
             log.info(

@@ -260,6 +260,18 @@ class ErasureEngine:
                 warn_at=due.warn_at,
             )
             session.add(row)
+            if scope.item_ids:
+                # Named items leave every listing (and the next sweep's selection) with
+                # the request itself, not only once a worker reaches `mark`.
+                for part in _chunks(scope.item_ids):
+                    session.execute(
+                        update(MediaItem)
+                        .where(
+                            MediaItem.household_id == scope.household_id,
+                            MediaItem.id.in_(part),
+                        )
+                        .values(state=ItemState.UNDER_ERASURE)
+                    )
             record(
                 session,
                 tag=AuditTag.ERASURE_REQUESTED,
