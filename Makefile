@@ -49,11 +49,15 @@ bench: install
 	$(BIN)/python bench/vault.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/stuffing.py
+	$(BIN)/python bench/erasure.py
+	$(BIN)/python bench/retention.py
 
 bench-quick: install
 	$(BIN)/python bench/vault.py --quick
 	$(BIN)/python bench/ingest.py --quick
 	$(BIN)/python bench/stuffing.py --quick
+	$(BIN)/python bench/erasure.py --quick
+	$(BIN)/python bench/retention.py --quick
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache

@@ -976,7 +976,8 @@ class ErasureEngine:
         insert = pg_insert if self.stores.keys.dialect.name == "postgresql" else sqlite_insert
         with self.stores.key_sessions() as ks:
             for part in _chunks(stones, 1000):
-                ks.execute(insert(Tombstone).values(list(part)).on_conflict_do_nothing())
+                # executemany: the driver batches the rows (no 1,000-row statement to compile).
+                ks.execute(insert(Tombstone).on_conflict_do_nothing(), list(part))
             ks.commit()
         return "next"
 
