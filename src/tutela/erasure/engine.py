@@ -998,6 +998,7 @@ class ErasureEngine:
                 )
                 session.commit()
         result = remnants.check(self, job)
+        now = self.clock.now()  # the check can take seconds: the receipt says when it ended
         if not result.clean:
             failures = job.row.verify_failures + 1
             findings = json.dumps([f.__dict__ for f in result.findings], sort_keys=True)
