@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import ColumnElement, Engine, and_, create_engine, event, or_
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -97,3 +97,9 @@ def open_stores(main_url: str, keys_url: str, *, pool_size: int = 20) -> Stores:
     # process serves at once (Starlette's thread pool has 40 threads).
     pool: dict[str, Any] = {"pool_size": pool_size, "max_overflow": 10}
     return Stores(main=make_engine(main_url, **pool), keys=make_engine(keys_url, **pool))
+
+
+def keyset_after(household: Any, row_id: Any, cursor: tuple[Any, Any]) -> ColumnElement[bool]:
+    """Rows after `cursor` in (household_id, id) order: keyset pagination for sweeps that
+    walk a table in short transactions."""
+    return or_(household > cursor[0], and_(household == cursor[0], row_id > cursor[1]))

@@ -18,8 +18,9 @@ from sqlalchemy import select
 
 from tutela.audit.service import AuditTag, record
 from tutela.container import Container
+from tutela.db.engine import keyset_after
 from tutela.erasure.engine import tombstoned
-from tutela.erasure.models import ErasureRequest, RequesterKind, ScopeKind
+from tutela.erasure.models import RequesterKind, ScopeKind
 from tutela.erasure.scope import Requester, Scope
 from tutela.households.models import Household, Profile
 from tutela.vault.models import MediaItem
@@ -66,10 +67,7 @@ def restore_check(container: Container, *, dry_run: bool = False) -> RestoreRepo
                 MediaItem.household_id, MediaItem.id
             )
             if last is not None:
-                query = query.where(
-                    (MediaItem.household_id > last[0])
-                    | ((MediaItem.household_id == last[0]) & (MediaItem.id > last[1]))
-                )
+                query = query.where(keyset_after(MediaItem.household_id, MediaItem.id, last))
             page = session.execute(query.limit(PAGE)).all()
         if not page:
             break
@@ -102,9 +100,3 @@ def restore_check(container: Container, *, dry_run: bool = False) -> RestoreRepo
         )
         session.commit()
     return report
-
-
-def open_requests(container: Container, ids: list[uuid.UUID]) -> int:
-    with container.stores.session() as session:
-        rows = session.scalars(select(ErasureRequest.status).where(ErasureRequest.id.in_(ids)))
-        return sum(1 for status in rows if status != "completed")

@@ -41,7 +41,7 @@ from sqlalchemy.orm import Session, aliased
 from tutela.audit.service import AuditTag, record
 from tutela.core.clock import as_utc
 from tutela.core.errors import Conflict, TutelaError
-from tutela.db.engine import purge_journal
+from tutela.db.engine import keyset_after, purge_journal
 from tutela.erasure.models import RequesterKind, ScopeKind
 from tutela.erasure.scope import Requester, Scope
 from tutela.households import service as households
@@ -361,12 +361,7 @@ class _Sweep:
             .limit(self.batch_size)
         )
         if cursor is not None:
-            query = query.where(
-                or_(
-                    item.household_id > cursor[0],
-                    and_(item.household_id == cursor[0], item.id > cursor[1]),
-                )
-            )
+            query = query.where(keyset_after(item.household_id, item.id, cursor))
         with self.stores.session() as session:
             return list(session.execute(query).all())
 
@@ -572,12 +567,7 @@ class _Sweep:
                 .limit(self.batch_size)
             )
             if cursor is not None:
-                query = query.where(
-                    or_(
-                        Profile.household_id > cursor[0],
-                        and_(Profile.household_id == cursor[0], Profile.id > cursor[1]),
-                    )
-                )
+                query = query.where(keyset_after(Profile.household_id, Profile.id, cursor))
             with self.stores.session() as session:
                 found = session.execute(query).all()
             for household_id, profile_id in found:
