@@ -27,7 +27,7 @@ from tutela.container import Container
 from tutela.core.clock import FakeClock
 from tutela.core.errors import KeyUnavailable
 from tutela.erasure import receipts
-from tutela.erasure.engine import MAX_VERIFY_FAILURES
+from tutela.erasure.jobs import MAX_VERIFY_FAILURES
 from tutela.erasure.models import ErasureRequest, RequesterKind, ScopeKind, Step
 from tutela.erasure.scope import Requester, Scope
 from tutela.households.models import Profile

@@ -91,7 +91,7 @@ def list_requests(
     open_only: Annotated[bool, typer.Option("--open", help="Only requests not complete.")] = False,
 ) -> None:
     """Requests with their status, step and deadlines (newest first)."""
-    from tutela.erasure.engine import OPEN  # noqa: PLC0415
+    from tutela.erasure.jobs import OPEN  # noqa: PLC0415
     from tutela.erasure.models import ErasureRequest  # noqa: PLC0415
 
     container = _container()

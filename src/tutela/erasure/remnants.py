@@ -22,14 +22,15 @@ from sqlalchemy.orm import Session
 from tutela.audit.models import AuditEvent
 from tutela.db.base import Base
 from tutela.db.engine import purge_journal
-from tutela.erasure import downstream
+from tutela.erasure import downstream, selection
 from tutela.erasure.models import ScopeKind
 from tutela.households.models import Household
 from tutela.notices.models import OutboxMessage
 from tutela.vault.models import MediaItem
 
 if TYPE_CHECKING:
-    from tutela.erasure.engine import ErasureEngine, Job
+    from tutela.erasure.engine import ErasureEngine
+    from tutela.erasure.jobs import Job
 
 _HEX32 = re.compile(rb"[0-9a-f]{32,}")
 
@@ -79,7 +80,7 @@ def check(engine: ErasureEngine, job: Job) -> Result:
                 ),
             )
         now_in_scope = _count(
-            session, select(func.count()).select_from(engine._items(session, scope).subquery())
+            session, select(func.count()).select_from(selection.items_query(scope).subquery())
         )
         result.add("main database", "items", left + now_in_scope)
         derived = 0

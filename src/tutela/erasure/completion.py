@@ -1,0 +1,194 @@
+"""The erasure steps that finish a job: downstream notices, tombstones, the remnant check
+and the signed receipt (A8, S7, S8)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import secrets
+import uuid
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import case, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from tutela.audit.service import AuditTag
+from tutela.core.clock import as_utc
+from tutela.db.engine import purge_journal
+from tutela.erasure import downstream as consumers
+from tutela.erasure import receipts, remnants
+from tutela.erasure.jobs import MAX_VERIFY_FAILURES, Job, chunks
+from tutela.erasure.models import ErasureRequest, RequestStatus, ScopeKind, Step, Tombstone
+from tutela.erasure.scope import digests
+
+if TYPE_CHECKING:
+    from tutela.erasure.engine import ErasureEngine
+
+log = logging.getLogger("tutela.erasure")
+
+
+def downstream(engine: ErasureEngine, job: Job) -> str:
+    scope, now = job.scope, engine.clock.now()
+    item_ids = [uuid.UUID(i) for i in job.fp.item_ids]
+    profile_ids = [uuid.UUID(p) for p in job.fp.profile_ids]
+    for hook in engine.lineage_hooks:
+        hook.erased(
+            request_id=job.row.id,
+            household_id=scope.household_id,
+            profile_ids=profile_ids,
+            item_ids=item_ids,
+        )
+    payload = {
+        "type": "tutela.erasure",
+        "request_id": str(job.row.id),
+        "scope": scope.kind.value,
+        "household_id": str(scope.household_id),
+        "profile_ids": job.fp.profile_ids,
+        "item_ids": job.fp.item_ids,
+    }
+    with engine.stores.session() as session:
+        consumers.enqueue(session, engine.keys, request_id=job.row.id, payload=payload, now=now)
+    consumers.deliver_due(engine.stores, engine.keys, engine.sender, now=now, request_id=job.row.id)
+    with engine.stores.session() as session:
+        state = consumers.pending(session, request_id=job.row.id)
+    if state.dead:
+        engine.release(job, status=RequestStatus.BLOCKED, error="downstream_dead_letter")
+        return RequestStatus.BLOCKED
+    if state.waiting:
+        wait = (state.next_attempt_at or now) - now
+        engine.release(job, delay=max(wait, timedelta(seconds=1)))
+        return "wait"
+    return "next"
+
+
+def tombstones(engine: ErasureEngine, job: Job) -> str:
+    now, scope = engine.clock.now(), job.scope
+    rows: dict[tuple[str, str], None] = {}
+    kinds = [("item", job.fp.item_ids), ("profile", job.fp.profile_ids)]
+    if scope.kind is ScopeKind.HOUSEHOLD:
+        kinds += [("household", job.fp.subject_ids), ("account", job.fp.account_ids)]
+    for kind, values in kinds:
+        for d in digests(engine.keys, kind, [uuid.UUID(v) for v in values], now=now):
+            rows[(kind, d)] = None
+    stones = [
+        {"subject_kind": k, "subject_digest": d, "request_id": job.row.id, "erased_at": now}
+        for k, d in rows
+    ]
+    insert = pg_insert if engine.stores.keys.dialect.name == "postgresql" else sqlite_insert
+    with engine.stores.key_sessions() as ks:
+        for part in chunks(stones, 1000):
+            # executemany: the driver batches the rows (no 1,000-row statement to compile).
+            ks.execute(insert(Tombstone).on_conflict_do_nothing(), list(part))
+        ks.commit()
+    return "next"
+
+
+def verify(engine: ErasureEngine, job: Job) -> str:
+    now = engine.clock.now()
+    if job.scope.kind is ScopeKind.HOUSEHOLD:
+        with engine.stores.session() as session:
+            session.execute(
+                update(ErasureRequest)
+                .where(ErasureRequest.id == job.row.id)
+                .values(
+                    household_id=None,
+                    requested_by=case(
+                        (ErasureRequest.requested_by.like("account:%"), None),
+                        else_=ErasureRequest.requested_by,
+                    ),
+                )
+            )
+            session.commit()
+    result = remnants.check(engine, job)
+    now = engine.clock.now()  # the check can take seconds: the receipt says when it ended
+    if not result.clean:
+        failures = job.row.verify_failures + 1
+        findings = json.dumps([f.__dict__ for f in result.findings], sort_keys=True)
+        log.warning("remnant check found %d remnants", sum(f.count for f in result.findings))
+        if failures >= MAX_VERIFY_FAILURES:
+            engine.release(
+                job,
+                status=RequestStatus.FAILED,
+                findings=findings,
+                verify_failures=failures,
+                error="remnants_found",
+                audit={
+                    "tag": AuditTag.ERASURE_FAILED,
+                    "actor": "system",
+                    "subject": f"erasure:{job.row.id}",
+                },
+            )
+            return RequestStatus.FAILED
+        job.row.verify_failures = failures
+        engine.advance(job, Step.VERIFY, Step.KEYS, findings=findings, verify_failures=failures)
+        engine.release(job, delay=timedelta(seconds=5 * failures))
+        return "wait"
+    times = json.loads(job.row.step_times or "{}")
+    times[Step.VERIFY.value] = now.isoformat()
+    body = _receipt_body(engine, job, times, result, now)
+    receipt = receipts.sign_receipt(engine.keys, body, now=now)
+    done = engine.advance(
+        job,
+        Step.VERIFY,
+        Step.DONE,
+        step_times=json.dumps(times, sort_keys=True),
+        status=RequestStatus.COMPLETED,
+        completed_at=now,
+        receipt=json.dumps(receipt, sort_keys=True),
+        scope_sealed=None,
+        fingerprints_sealed=None,
+        findings=None,
+        lease_owner=None,
+        lease_until=None,
+        audit={
+            "tag": AuditTag.ERASURE_COMPLETED,
+            "actor": "system",
+            "household_id": (
+                None if job.scope.kind is ScopeKind.HOUSEHOLD else job.scope.household_id
+            ),
+            "subject": f"erasure:{job.row.id}",
+        },
+    )
+    if not done:
+        return "lost"
+    purge_journal(engine.stores.main)
+    return "done"
+
+
+def _receipt_body(
+    engine: ErasureEngine, job: Job, times: dict[str, str], result: remnants.Result, now: datetime
+) -> dict[str, Any]:
+    scope = job.scope
+    subject_kind, subject_id = scope.subject()
+    salt = secrets.token_bytes(16)
+    return {
+        "request_id": str(job.row.id),
+        "issuer": engine.settings.origin,
+        "scope": {
+            "kind": scope.kind.value,
+            "subject_kind": subject_kind,
+            # The customer, who knows the id, can check it: sha256(salt || id text).
+            "subject_salt": base64.b64encode(salt).decode(),
+            "subject_sha256": hashlib.sha256(salt + str(subject_id).encode()).hexdigest(),
+            "kinds": sorted(scope.kinds),
+            "since": as_utc(scope.since).isoformat() if scope.since else None,
+            "until": as_utc(scope.until).isoformat() if scope.until else None,
+        },
+        "requested_by": job.row.requester_kind,
+        "counts": json.loads(job.row.counts or "{}"),
+        "steps": times,
+        "remnant_check": {
+            "result": "clean",
+            "at": now.isoformat(),
+            "stores": result.stores,
+        },
+        "requested_at": as_utc(job.row.requested_at).isoformat(),
+        "confirmed_at": as_utc(job.row.confirmed_at).isoformat() if job.row.confirmed_at else None,
+        "complete_by": as_utc(job.row.complete_by).isoformat(),
+        "completed_at": now.isoformat(),
+        "deadline_met": now <= as_utc(job.row.complete_by),
+    }
