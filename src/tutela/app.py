@@ -81,13 +81,14 @@ ERASURE_PASS_SECONDS = 2.0
 
 
 async def _embedded_worker(container: Container) -> None:
-    """Erasure jobs and retention sweeps in the API process (embedded mode); on
+    """Erasure jobs, retention sweeps and key epochs in the API process (embedded mode); on
     PostgreSQL, several processes and `tutela worker`s share the jobs through their row
     claims (turn it off with TUTELA_EMBEDDED_WORKER=false to keep them apart)."""
     while True:
         await asyncio.sleep(ERASURE_PASS_SECONDS)
         await asyncio.to_thread(container.retention_pass)
         await asyncio.to_thread(container.erasure_pass)
+        await asyncio.to_thread(container.key_epoch_pass)
 
 
 def _add_error_handlers(app: FastAPI) -> None:

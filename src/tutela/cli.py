@@ -79,6 +79,7 @@ def worker(
     while not stopping:
         swept = container.retention_pass()
         report = container.erasure_pass()
+        container.key_epoch_pass()
         sent = container.deliver_notices()
         if sent or report.completed or swept:
             log.info(
@@ -128,21 +129,76 @@ def db_check() -> None:
     typer.echo("Models and migrations agree on both stores.")
 
 
+@keys_app.command("epochs")
+def epochs() -> None:
+    """List the key epochs: which wraps new keys, which were destroyed and when (S6)."""
+    from tutela.container import build  # noqa: PLC0415
+
+    container = build(_settings())
+    try:
+        keys = container.vault.keys
+        keys.current_epoch(now=container.clock.now())
+        for epoch in keys.epochs():
+            destroyed = (
+                f"destroyed {epoch.destroyed_at:%Y-%m-%d %H:%M} UTC"
+                if epoch.destroyed_at
+                else f"every copy unreadable by {keys.unreadable_by(epoch):%Y-%m-%d %H:%M} UTC"
+            )
+            typer.echo(
+                f"{epoch.seq:>6}  {epoch.state:<9}  started {epoch.started_at:%Y-%m-%d %H:%M} "
+                f"UTC  {destroyed}"
+            )
+    finally:
+        container.close()
+
+
+@keys_app.command("rotate-epoch")
+def rotate_epoch(
+    force: Annotated[bool, typer.Option(help="Rotate now even if the epoch is not due.")] = False,
+) -> None:
+    """Begin a new key epoch, re-wrap every profile key under it and destroy the old one.
+
+    Workers do this every half window (`TUTELA_KEY_COPIES_WINDOW_HOURS`); after it, no copy
+    of a key destroyed before it (a backup or replica of the key store, its WAL, a dead
+    tuple) can be unwrapped. If interrupted, run it again: it finishes what it began.
+    """
+    from tutela.container import build  # noqa: PLC0415
+
+    container = build(_settings())
+    try:
+        result = container.rotate_key_epoch(force=force)
+    finally:
+        container.close()
+    if result is None:
+        typer.echo("No rotation: the epoch is not due (use --force), or another is running.")
+        return
+    typer.echo(
+        f"Key epoch {result.current.seq} is current; destroyed "
+        f"{', '.join(str(e.seq) for e in result.destroyed) or 'none'}; "
+        f"{result.rewrapped_profiles} profile keys re-wrapped, {result.rekeyed_profiles} "
+        f"profiles re-keyed ({result.rewrapped_items} item keys)."
+    )
+
+
 @keys_app.command("rotate-master")
 def rotate_master(
     batch_size: Annotated[int, typer.Option(min=1, help="Profile keys per transaction.")] = 500,
 ) -> None:
-    """Re-wrap every profile key under a new master key, then retire the old one.
+    """Re-wrap every service key (and seal every key epoch) under a new master key, then
+    retire the old one.
 
-    No blob and no item key is touched. If interrupted, run it again: it finishes the
-    rotation it began, and the old master key stays until nothing is wrapped under it.
+    No blob, item key or epoch-wrapped profile key is touched. If interrupted, run it
+    again: it finishes the rotation it began, and the old master key stays until nothing is
+    wrapped under it.
     """
     from tutela.audit.service import AuditTag, record  # noqa: PLC0415
     from tutela.container import build  # noqa: PLC0415
 
     container = build(_settings())
     try:
-        result = container.vault.keys.rotate_master(batch_size=batch_size)
+        from tutela.vault.rotation import rotate_master as rotate  # noqa: PLC0415
+
+        result = rotate(container.vault.keys, batch_size=batch_size)
         with container.stores.session() as session:
             record(
                 session,

@@ -8,6 +8,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from sqlalchemy import select
+
+from tutela.audit.models import AuditEvent
+from tutela.audit.service import AuditTag, record
 from tutela.core.clock import Clock, SystemClock
 from tutela.db.engine import Stores, open_stores
 from tutela.erasure.engine import ErasureEngine, Report
@@ -24,6 +28,7 @@ from tutela.vault.service import Limits, Vault
 
 if TYPE_CHECKING:
     from tutela.retention.policy import Policy
+    from tutela.vault.rotation import EpochRotation
 
 
 @dataclass
@@ -105,6 +110,56 @@ class Container:
             return Report()
         return report
 
+    def rotate_key_epoch(self, *, force: bool = False) -> EpochRotation | None:
+        """Rotate the key epoch when it is due (every half window, or now with `force`),
+        then settle the erasures whose key copies a destroyed epoch covered, and record
+        any epoch past its window (S6, A8)."""
+        from tutela.erasure import copies  # noqa: PLC0415
+        from tutela.vault.rotation import overdue_epochs, rotate_epoch  # noqa: PLC0415
+
+        rotation = rotate_epoch(self.vault.keys, clock=self.clock, force=force)
+        now = self.clock.now()
+        if rotation is not None:
+            destroyed = ",".join(str(e.seq) for e in rotation.destroyed) or "-"
+            with self.stores.session() as session:
+                record(
+                    session,
+                    tag=AuditTag.KEY_EPOCH_ROTATED,
+                    actor="system",
+                    now=now,
+                    subject=f"key-epoch:{rotation.current.seq}:destroyed:{destroyed}",
+                )
+                session.commit()
+        copies.settle(self.stores, self.vault.keys, now=now)
+        for epoch in overdue_epochs(self.vault.keys, now=now):
+            subject = f"key-epoch:{epoch.seq}:overdue"
+            with self.stores.session() as session:
+                if session.scalar(select(AuditEvent.id).where(AuditEvent.subject == subject)):
+                    continue
+                record(
+                    session,
+                    tag=AuditTag.KEY_EPOCH_OVERDUE,
+                    actor="system",
+                    now=now,
+                    subject=subject,
+                )
+                session.commit()
+            logging.getLogger("tutela.vault").error(
+                "key epoch %d is past its window and not yet destroyed", epoch.seq
+            )
+        return rotation
+
+    def key_epoch_pass(self) -> EpochRotation | None:
+        """`rotate_key_epoch` for a worker loop: never raises, so the loop outlives a store
+        that is down for a moment."""
+        try:
+            return self.rotate_key_epoch()
+        except Exception as exc:
+            logging.getLogger("tutela.vault").warning(
+                "key epoch pass failed: %s", type(exc).__name__
+            )
+            return None
+
     def retention_pass(self) -> int:
         """The scheduled retention sweep, when it is due; returns erasures it requested."""
         from tutela.retention.sweep import scheduled_sweep  # noqa: PLC0415
@@ -131,8 +186,8 @@ class Container:
 
 def key_source(settings: Settings) -> KeySource:
     if settings.master_key is not None:
-        return StaticKeySource(settings.master_key.get_secret_value())
-    return FileKeySource(settings.key_file)
+        return StaticKeySource(settings.master_key.get_secret_value(), settings.epoch_file)
+    return FileKeySource(settings.key_file, settings.epoch_file)
 
 
 def blob_store(settings: Settings) -> BlobStore:
@@ -156,7 +211,11 @@ def blob_store(settings: Settings) -> BlobStore:
 
 def build(settings: Settings, *, clock: Clock | None = None) -> Container:
     stores = open_stores(settings.main_url, settings.keys_url, pool_size=settings.db_pool_size)
-    keys = KeyStore(stores.key_sessions, key_source(settings))
+    keys = KeyStore(
+        stores.key_sessions,
+        key_source(settings),
+        window=timedelta(hours=settings.key_copies_window_hours),
+    )
     return Container(
         settings=settings,
         stores=stores,

@@ -24,6 +24,16 @@ class Settings(BaseSettings):
         default=None, description="Base64 of a 32-byte master key; else the key file is used."
     )
     master_key_file: Path | None = None
+    epoch_key_file: Path | None = Field(
+        default=None, description="Key epochs, sealed under the master key; default in home."
+    )
+    key_copies_window_hours: float = Field(
+        default=24,
+        gt=0,
+        le=24 * 30,
+        description="Every copy of a destroyed key is unreadable within this many hours; "
+        "key epochs end every half of it (S6).",
+    )
 
     blob_store: Literal["local", "s3"] = "local"
     blob_dir: Path | None = None
@@ -139,6 +149,10 @@ class Settings(BaseSettings):
     @property
     def key_file(self) -> Path:
         return self.master_key_file or self.home / "master.key"
+
+    @property
+    def epoch_file(self) -> Path:
+        return self.epoch_key_file or self.key_file.with_name("epochs.key")
 
     @property
     def blob_path(self) -> Path:

@@ -20,7 +20,8 @@ from tutela.households.models import Profile
 from tutela.vault import crypto, service
 from tutela.vault.keysource import FileKeySource, StaticKeySource
 from tutela.vault.keystore import KeyStore
-from tutela.vault.models import ProfileKey
+from tutela.vault.models import ProfileKey, ServiceKey
+from tutela.vault.rotation import rotate_master
 
 
 def _voice(container: Container, home: households.CreatedHome) -> uuid.UUID:
@@ -104,12 +105,19 @@ def test_rotating_the_master_key_rewraps_profiles_and_keeps_every_item_readable(
     blobs_before = {p: p.read_bytes() for p in blob.rglob("*") if p.is_file()}
     source = container.vault.keys.source
     old = source.current_id()
-    result = container.vault.keys.rotate_master(batch_size=1)
+    result = rotate_master(container.vault.keys, batch_size=1)
     assert result.new_master_key_id != old
     assert result.retired == [old]
     assert source.key_ids() == [result.new_master_key_id]
     with container.stores.key_sessions() as k:
-        assert set(k.scalars(select(ProfileKey.master_key_id))) == {result.new_master_key_id}
+        # Service keys move to the new master; profile keys stay under their key epoch,
+        # whose key the source now keeps sealed under the new master.
+        assert set(k.scalars(select(ServiceKey.master_key_id))) == {result.new_master_key_id}
+        assert set(k.scalars(select(ProfileKey.master_key_id))) == {None}
+        epochs = set(k.scalars(select(ProfileKey.epoch_id)))
+    assert len(epochs) == 1 and epochs <= set(source.epoch_ids())
+    sealed = json.loads(container.settings.epoch_file.read_text())["epochs"]
+    assert {e["master"] for e in sealed} == {result.new_master_key_id}
     # Blobs untouched, data readable, sign-in (email index) still works.
     assert {p: p.read_bytes() for p in blob.rglob("*") if p.is_file()} == blobs_before
     assert _read(container, home, item).startswith(b"RIFF")
@@ -129,7 +137,7 @@ def test_an_interrupted_rotation_is_finished_by_running_it_again(
     new = source.begin_rotation()  # as if a rotation stopped before re-wrapping anything
     assert set(source.key_ids()) == {old, new}
     assert _read(container, home, item).startswith(b"RIFF"), "readable mid-rotation"
-    result = container.vault.keys.rotate_master()
+    result = rotate_master(container.vault.keys)
     assert result.new_master_key_id == new
     assert result.retired == [old]
     assert _read(container, home, item).startswith(b"RIFF")
@@ -139,7 +147,7 @@ def test_a_retired_master_key_cannot_be_used(container: Container, unique: str) 
     make_home(container, tag=unique)
     source = container.vault.keys.source
     old = source.current_id()
-    container.vault.keys.rotate_master()
+    rotate_master(container.vault.keys)
     with pytest.raises(KeyUnavailable):
         source.key(old)
 
@@ -160,16 +168,16 @@ def test_the_key_file_is_created_private_and_refused_when_not(tmp_path: Path) ->
 
 def test_a_master_key_from_the_environment_works_and_refuses_rotation(container: Container) -> None:
     encoded = base64.b64encode(crypto.new_key()).decode()
-    source = StaticKeySource(encoded)
+    source = StaticKeySource(encoded, container.settings.home / "static-epochs.key")
     store = KeyStore(container.stores.key_sessions, source)
     hh, pid = uuid.uuid4(), uuid.uuid4()
     key = store.create_profile_key(household_id=hh, profile_id=pid, now=container.clock.now())
     assert store.profile_key(household_id=hh, profile_id=pid) == key
     with pytest.raises(ConfigurationError):
-        store.rotate_master()
+        rotate_master(store)
     for bad in ("not base64!", base64.b64encode(b"short").decode()):
         with pytest.raises(ConfigurationError):
-            StaticKeySource(bad)
+            StaticKeySource(bad, container.settings.home / "static-epochs.key")
 
 
 def test_a_destroyed_key_leaves_no_copy_in_the_key_store_files(

@@ -19,8 +19,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from tutela.audit.service import AuditTag
 from tutela.core.clock import as_utc
 from tutela.db.engine import purge_journal
+from tutela.erasure import copies, receipts, remnants
 from tutela.erasure import downstream as consumers
-from tutela.erasure import receipts, remnants
 from tutela.erasure.jobs import MAX_VERIFY_FAILURES, Job, chunks
 from tutela.erasure.models import ErasureRequest, RequestStatus, ScopeKind, Step, Tombstone
 from tutela.erasure.scope import digests
@@ -129,13 +129,15 @@ def verify(engine: ErasureEngine, job: Job) -> str:
         return "wait"
     times = json.loads(job.row.step_times or "{}")
     times[Step.VERIFY.value] = now.isoformat()
-    body = _receipt_body(engine, job, times, result, now)
+    unreadable = copies.of_request(engine.keys, job.row)
+    body = _receipt_body(engine, job, times, result, unreadable, now)
     receipt = receipts.sign_receipt(engine.keys, body, now=now)
     done = engine.advance(
         job,
         Step.VERIFY,
         Step.DONE,
         step_times=json.dumps(times, sort_keys=True),
+        copies_unreadable_at=unreadable.every_copy_at,
         status=RequestStatus.COMPLETED,
         completed_at=now,
         receipt=json.dumps(receipt, sort_keys=True),
@@ -160,7 +162,12 @@ def verify(engine: ErasureEngine, job: Job) -> str:
 
 
 def _receipt_body(
-    engine: ErasureEngine, job: Job, times: dict[str, str], result: remnants.Result, now: datetime
+    engine: ErasureEngine,
+    job: Job,
+    times: dict[str, str],
+    result: remnants.Result,
+    unreadable: copies.Unreadable,
+    now: datetime,
 ) -> dict[str, Any]:
     scope = job.scope
     subject_kind, subject_id = scope.subject()
@@ -182,10 +189,16 @@ def _receipt_body(
         "counts": json.loads(job.row.counts or "{}"),
         "steps": times,
         "remnant_check": {
+            # Clean in the live stores: no row, blob, key or notice left, and in the
+            # raw bytes the check can read.
             "result": "clean",
             "at": now.isoformat(),
             "stores": result.stores,
+            # Older row versions the check saw but cannot remove (PostgreSQL's dead tuples
+            # and free space), by store; None where it could not look.
+            "stale_copies": result.stale_copies,
         },
+        "unreadable": unreadable.to_json(),
         "requested_at": as_utc(job.row.requested_at).isoformat(),
         "confirmed_at": as_utc(job.row.confirmed_at).isoformat() if job.row.confirmed_at else None,
         "complete_by": as_utc(job.row.complete_by).isoformat(),

@@ -41,6 +41,8 @@ class Fingerprints:
     blob_keys: list[str] = field(default_factory=list)
     samples: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    # Keys from before key epochs were among those erased: no time bounds their copies.
+    legacy_keys: bool = False
 
     def to_bytes(self) -> bytes:
         return json.dumps(self.__dict__, separators=(",", ":")).encode()

@@ -109,6 +109,13 @@ class ErasureRequest(Base):
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     receipt: Mapped[str | None] = mapped_column(Text)
     last_error: Mapped[str | None] = mapped_column(String(80))
+    # The newest key epoch under which a key this request destroyed was wrapped: once it is
+    # destroyed in the key source, no copy of those keys anywhere can be unwrapped (S6).
+    key_epoch: Mapped[int | None] = mapped_column(Integer, index=True)
+    # When every copy will be unreadable at the latest (None: not bounded, keys older than
+    # key epochs), and when it was (the epoch's destruction).
+    copies_unreadable_by: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    copies_unreadable_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class DownstreamConsumer(Base):

@@ -46,6 +46,8 @@ class Finding:
 class Result:
     findings: list[Finding] = field(default_factory=list)
     stores: list[str] = field(default_factory=list)
+    stale_copies: dict[str, int] | None = None
+    """Older versions of erased rows seen in PostgreSQL's pages, by store (None: not looked)."""
 
     @property
     def clean(self) -> bool:

@@ -102,6 +102,16 @@ def mark(engine: ErasureEngine, job: Job) -> str:
                 fp.sample(b"\x00" * 12 + account.email_index)
             fp.counts["accounts"] = len(fp.account_ids)
         _sample_keys(engine, fp, scope)
+        # Keys from before key epochs have older copies no epoch retires: the receipt then
+        # promises no time for them (A8: never more than was verified).
+        owners: set[uuid.UUID] | None = None
+        if scope.kind is not ScopeKind.HOUSEHOLD:
+            owners = {r.profile_id for r in rows}
+            if scope.profile_id is not None:
+                owners.add(scope.profile_id)
+        fp.legacy_keys = engine.keys.legacy_profiles(
+            household_id=scope.household_id, profile_ids=owners
+        )
         values: dict[str, Any] = {
             "fingerprints_sealed": engine.seal(fp.to_bytes(), "fp", now=now),
             "counts": json.dumps(fp.counts, sort_keys=True),
@@ -192,7 +202,31 @@ def destroy_keys(engine: ErasureEngine, job: Job) -> str:
         }
         for part in chunks(sorted(ids)):
             engine.keys.destroy_item_keys(household_id=scope.household_id, item_ids=part)
+    _record_epoch(engine, job)
     return "next"
+
+
+def _record_epoch(engine: ErasureEngine, job: Job) -> None:
+    """Note the key epoch the destroyed keys' copies are wrapped under at the newest.
+
+    Read after the destruction committed: a rotation that began before then has made its
+    epoch current already, so the copies are under this epoch or an older one, and all of
+    them are unreadable once this one is destroyed (S6). Kept as the maximum over reruns.
+    """
+    epoch = engine.keys.current_epoch(now=engine.clock.now())
+    seq = max(epoch.seq, job.row.key_epoch or 0)
+    newest = epoch if seq == epoch.seq else engine.keys.epoch(seq) or epoch
+    by = None if job.fp.legacy_keys else engine.keys.unreadable_by(newest)
+    with engine.stores.session() as session:
+        session.execute(
+            update(ErasureRequest)
+            .where(ErasureRequest.id == job.row.id)
+            .values(key_epoch=seq, copies_unreadable_by=by, copies_unreadable_at=None)
+        )
+        session.commit()
+    job.row.key_epoch = seq
+    job.row.copies_unreadable_by = by
+    job.row.copies_unreadable_at = None
 
 
 def blobs(engine: ErasureEngine, job: Job) -> str:

@@ -1,7 +1,14 @@
-"""Where the master key comes from: a key file by default, an environment variable, a KMS.
+"""Where the master key and the key epochs come from: key files by default, an environment
+variable for the master key, a KMS in production.
 
-The master key (KEK) never reaches either database. It wraps the profile keys held in the
-key store; a KMS-backed source implements the same Protocol.
+Neither ever reaches a database. The master key wraps the service keys and seals the
+epoch keys; the current epoch key wraps the profile keys held in the key store. Epoch keys
+are short-lived: each is destroyed here once every live profile key has been re-wrapped
+under its successor, so every stale copy of a destroyed key (a dead tuple, a free page,
+the WAL, a replica, a backup of the key store) is wrapped under a key that exists nowhere
+(NIST SP 800-88 cryptographic erase, S6). A KMS- or HSM-backed source implements the same
+Protocol; it must destroy an epoch key at once, not after a waiting period longer than the
+window promised to customers.
 """
 
 from __future__ import annotations
@@ -43,6 +50,170 @@ class KeySource(Protocol):
         """Forget a master key for good: called once nothing is wrapped under it."""
         ...
 
+    def epoch_ids(self) -> list[str]:
+        """Every epoch key this source still holds."""
+        ...
+
+    def epoch_key(self, epoch_id: str) -> bytes:
+        """The epoch key `epoch_id`; KeyUnavailable once it has been destroyed."""
+        ...
+
+    def new_epoch(self) -> str:
+        """Make and keep a new epoch key; return its id."""
+        ...
+
+    def destroy_epoch(self, epoch_id: str) -> None:
+        """Destroy an epoch key for good (a no-op if it is already gone)."""
+        ...
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock across processes for every read-modify-write of a key file."""
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _save_json(path: Path, data: dict[str, Any]) -> None:
+    """Write a key file anew (a private temporary file, synced, then renamed); caller locks."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def _epoch_context(epoch_id: str) -> bytes:
+    return b"tutela:epoch-key:" + epoch_id.encode()
+
+
+class EpochFile:
+    """Epoch keys in a file of their own (mode 0600), each sealed under a master key.
+
+    The file alone reveals nothing; with the master key, only the epochs still in it. A
+    destroyed epoch is removed by writing the file anew and renaming it into place, so no
+    version of the file in use still holds it. (Blocks of earlier versions may linger on
+    the disk below the file system: keep the home on an encrypted volume, or use a KMS.)
+    """
+
+    def __init__(self, path: Path, masters: KeySource) -> None:
+        self.path = path
+        self.masters = masters
+        self._cache: tuple[tuple[int, int, int] | None, dict[str, bytes]] | None = None
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def _read(self) -> dict[str, Any]:
+        if not self.path.exists():
+            return {"epochs": []}
+        if self.path.stat().st_mode & 0o077:
+            raise ConfigurationError(
+                "The epoch key file is readable by other users; set its mode to 0600.",
+                code="key_file_mode",
+            )
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigurationError("The epoch key file cannot be read.") from exc
+        if not isinstance(data, dict) or not isinstance(data.get("epochs"), list):
+            raise ConfigurationError("The epoch key file is malformed.")
+        return data
+
+    def _keys(self) -> dict[str, bytes]:
+        # Re-read only when the file changed: another process may have made or destroyed one.
+        stamp = _stamp(self.path)
+        if self._cache is None or self._cache[0] != stamp:
+            keys = {}
+            for entry in self._read()["epochs"]:
+                master = self.masters.key(entry["master"])
+                keys[entry["id"]] = crypto.unwrap_key(
+                    master, base64.b64decode(entry["wrapped"]), context=_epoch_context(entry["id"])
+                )
+            self._cache = (stamp, keys)
+        return self._cache[1]
+
+    def ids(self) -> list[str]:
+        return list(self._keys())
+
+    def key(self, epoch_id: str) -> bytes:
+        try:
+            return self._keys()[epoch_id]
+        except KeyError as exc:
+            raise KeyUnavailable("A key epoch is no longer available.") from exc
+
+    def create(self) -> str:
+        key = crypto.new_key()
+        epoch_id = crypto.key_fingerprint(key)
+        master_id = self.masters.current_id()
+        entry = {
+            "id": epoch_id,
+            "master": master_id,
+            "wrapped": base64.b64encode(
+                crypto.wrap_key(self.masters.key(master_id), key, context=_epoch_context(epoch_id))
+            ).decode(),
+            "created_at": datetime.now(UTC).isoformat(),
+        }
+        with _locked(self.path):
+            data = self._read()
+            data["epochs"].append(entry)
+            _save_json(self.path, data)
+        self._cache = None
+        return epoch_id
+
+    def destroy(self, epoch_id: str) -> None:
+        with _locked(self.path):
+            data = self._read()
+            kept = [e for e in data["epochs"] if e["id"] != epoch_id]
+            if len(kept) != len(data["epochs"]):
+                data["epochs"] = kept
+                _save_json(self.path, data)
+        self._cache = None
+
+    def reseal(self, old_master_id: str, new_master_id: str) -> None:
+        """Seal again under `new_master_id` every epoch key sealed under `old_master_id`."""
+        with _locked(self.path):
+            data = self._read()
+            changed = False
+            for entry in data["epochs"]:
+                if entry["master"] != old_master_id:
+                    continue
+                key = crypto.unwrap_key(
+                    self.masters.key(old_master_id),
+                    base64.b64decode(entry["wrapped"]),
+                    context=_epoch_context(entry["id"]),
+                )
+                entry["wrapped"] = base64.b64encode(
+                    crypto.wrap_key(
+                        self.masters.key(new_master_id), key, context=_epoch_context(entry["id"])
+                    )
+                ).decode()
+                entry["master"] = new_master_id
+                changed = True
+            if changed:
+                _save_json(self.path, data)
+        self._cache = None
+
 
 class FileKeySource:
     """Master keys in a JSON key file, created with mode 0600 on first use.
@@ -50,11 +221,12 @@ class FileKeySource:
     The file holds the current key and, during a rotation, the keys being replaced.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, epoch_path: Path | None = None) -> None:
         self.path = path
         self._cache: tuple[tuple[int, int], str, dict[str, bytes]] | None = None
         path.parent.mkdir(parents=True, exist_ok=True)
-        with self._locked():
+        self.epochs = EpochFile(epoch_path or path.with_name("epochs.key"), self)
+        with _locked(path):
             # Several API processes may start at once on a fresh home: one makes the key.
             if not path.exists():
                 key = crypto.new_key()
@@ -84,33 +256,9 @@ class FileKeySource:
             self._cache = (stamp, str(data["current"]), keys)
         return self._cache[1], self._cache[2]
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        """An exclusive lock across processes for every read-modify-write of the file."""
-        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
-
     def _save(self, data: dict[str, Any]) -> None:
-        """Write the whole file anew (a private temporary file, then rename); caller locks."""
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".master-key-")  # mode 0600
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(data, f, indent=2)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        """Write the whole file anew; caller locks."""
+        _save_json(self.path, data)
         self._cache = None
 
     def current_id(self) -> str:
@@ -126,7 +274,7 @@ class FileKeySource:
         return list(self._state()[1])
 
     def begin_rotation(self) -> str:
-        with self._locked():
+        with _locked(self.path):
             data = self._read()
             key = crypto.new_key()
             data["keys"].append(_entry(key))
@@ -135,21 +283,37 @@ class FileKeySource:
         return str(data["current"])
 
     def retire(self, key_id: str) -> None:
-        with self._locked():
+        """Forget a master key; epoch keys sealed under it are sealed under the current first."""
+        current = self.current_id()
+        if current == key_id:
+            raise ValueError("the current master key cannot be retired")
+        self.epochs.reseal(key_id, current)
+        with _locked(self.path):
             data = self._read()
-            if data["current"] == key_id:
-                raise ValueError("the current master key cannot be retired")
             data["keys"] = [e for e in data["keys"] if e["id"] != key_id]
             self._save(data)
+
+    def epoch_ids(self) -> list[str]:
+        return self.epochs.ids()
+
+    def epoch_key(self, epoch_id: str) -> bytes:
+        return self.epochs.key(epoch_id)
+
+    def new_epoch(self) -> str:
+        return self.epochs.create()
+
+    def destroy_epoch(self, epoch_id: str) -> None:
+        self.epochs.destroy(epoch_id)
 
 
 class StaticKeySource:
     """One master key given from outside (`TUTELA_MASTER_KEY`, base64 of 32 bytes).
 
     Rotation is done where the key lives (a secret manager or KMS), so it is refused here.
+    Epoch keys, sealed under it, are kept in `epoch_path`.
     """
 
-    def __init__(self, encoded: str) -> None:
+    def __init__(self, encoded: str, epoch_path: Path) -> None:
         try:
             key = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError) as exc:
@@ -158,6 +322,7 @@ class StaticKeySource:
             raise ConfigurationError("TUTELA_MASTER_KEY must be 32 bytes (256 bits).")
         self._key = key
         self._id = crypto.key_fingerprint(key)
+        self.epochs = EpochFile(epoch_path, self)
 
     def current_id(self) -> str:
         return self._id
@@ -178,6 +343,18 @@ class StaticKeySource:
 
     def retire(self, key_id: str) -> None:
         self.begin_rotation()
+
+    def epoch_ids(self) -> list[str]:
+        return self.epochs.ids()
+
+    def epoch_key(self, epoch_id: str) -> bytes:
+        return self.epochs.key(epoch_id)
+
+    def new_epoch(self) -> str:
+        return self.epochs.create()
+
+    def destroy_epoch(self, epoch_id: str) -> None:
+        self.epochs.destroy(epoch_id)
 
 
 def _entry(key: bytes) -> dict[str, str]:

@@ -2,90 +2,236 @@
 
 A restored backup of the main database, or a stale replica of it, therefore holds only
 ciphertext. Destroying a key here is a cryptographic erase (NIST SP 800-88, S6): the
-data it protected is unreadable at once, wherever its ciphertext lies.
+data it protected is unreadable at once in the live stores. Older copies of the key
+store's rows (dead tuples, free pages, the WAL, replicas, backups) are wrapped under key
+epochs that end within a configured window (`tutela.vault.rotation`), so a destroyed key
+is unrecoverable from every copy once the epoch it was last wrapped under is destroyed.
+
+Hierarchy: the current epoch key (held by the key source only) wraps each profile's two
+keys, the profile key (which seals the profile's own fields) and its item-wrapping key
+(which wraps one key per item). The master key wraps the service keys and seals the epoch
+keys in the key source.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Engine, delete, insert, select
+from sqlalchemy import (
+    Connection,
+    Engine,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from tutela.core.errors import KeyUnavailable
+from tutela.core.errors import KeyUnavailable, ServiceUnavailable
+from tutela.core.types import Binary, UTCDateTime
 from tutela.db.engine import purge_journal
 from tutela.vault import crypto
 from tutela.vault.keysource import KeySource
-from tutela.vault.models import ItemKey, ProfileKey, ServiceKey
+from tutela.vault.models import EpochState, ItemKey, KeyEpoch, ProfileKey, ServiceKey
 
 EMAIL_INDEX_KEY = "email-index"
+DEFAULT_WINDOW = timedelta(hours=24)
+_ATTEMPTS = 4
 
 
-def _profile_context(household_id: uuid.UUID, profile_id: uuid.UUID) -> bytes:
+def profile_context(household_id: uuid.UUID, profile_id: uuid.UUID) -> bytes:
     return b"tutela:profile-key:" + household_id.bytes + profile_id.bytes
 
 
-def _item_context(household_id: uuid.UUID, item_id: uuid.UUID) -> bytes:
+def items_context(household_id: uuid.UUID, profile_id: uuid.UUID) -> bytes:
+    return b"tutela:item-wrapping-key:" + household_id.bytes + profile_id.bytes
+
+
+def item_context(household_id: uuid.UUID, item_id: uuid.UUID) -> bytes:
     return b"tutela:item-key:" + household_id.bytes + item_id.bytes
 
 
-def _service_context(name: str) -> bytes:
+def service_context(name: str) -> bytes:
     return b"tutela:service-key:" + name.encode()
 
 
 @dataclass(frozen=True)
-class RotationResult:
-    new_master_key_id: str
-    rewrapped: int
-    retired: list[str]
+class Epoch:
+    """A key epoch as the key store knows it (its key is the key source's alone)."""
+
+    seq: int
+    id: str
+    state: str
+    started_at: datetime
+    destroyed_at: datetime | None
+
+    @classmethod
+    def of(cls, row: KeyEpoch) -> Epoch:
+        return cls(row.seq, row.id, row.state, row.started_at, row.destroyed_at)
 
 
 class KeyStore:
     """Creates, unwraps and destroys keys. Each call is its own short transaction."""
 
-    def __init__(self, sessions: sessionmaker[Session], source: KeySource) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        source: KeySource,
+        *,
+        window: timedelta = DEFAULT_WINDOW,
+    ) -> None:
         self.sessions = sessions
         self.source = source
+        self.window = window
         # Per-upload and per-read statements are single statements, each atomic alone:
         # autocommit spares them a BEGIN and a COMMIT round trip.
         self._engine: Engine = sessions.kw["bind"]
-        self._autocommit = self._engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._autocommit: Engine = self._engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.postgresql = self._engine.dialect.name == "postgresql"
         self._service_keys: dict[str, bytes] = {}
+
+    # --- epochs -------------------------------------------------------------------------
+
+    def current_epoch(self, *, now: datetime) -> Epoch:
+        """The epoch that wraps new keys; the first one is made on first use."""
+        for _ in range(_ATTEMPTS):
+            with self.sessions() as s:
+                row = s.scalar(select(KeyEpoch).where(KeyEpoch.state == EpochState.CURRENT))
+                if row is not None:
+                    return Epoch.of(row)
+                last = s.scalar(select(func.max(KeyEpoch.seq))) or 0
+                epoch_id = self.source.new_epoch()
+                s.add(KeyEpoch(seq=last + 1, id=epoch_id, state=EpochState.CURRENT, started_at=now))
+                try:
+                    s.commit()
+                except IntegrityError:
+                    # Another process made it first: use theirs, forget ours.
+                    s.rollback()
+                    self.source.destroy_epoch(epoch_id)
+                    continue
+                return self.current_epoch(now=now)
+        raise ServiceUnavailable("The key store has no current key epoch.", code="key_epoch")
+
+    def epochs(self) -> list[Epoch]:
+        with self.sessions() as s:
+            return [Epoch.of(r) for r in s.scalars(select(KeyEpoch).order_by(KeyEpoch.seq))]
+
+    def epoch(self, seq: int) -> Epoch | None:
+        with self.sessions() as s:
+            row = s.get(KeyEpoch, seq)
+            return None if row is None else Epoch.of(row)
+
+    def unreadable_by(self, epoch: Epoch) -> datetime:
+        """When every copy of a key destroyed during `epoch` is unreadable at the latest:
+        the epoch's start plus the window (epochs end every half window)."""
+        return epoch.started_at + self.window
+
+    def _kek(self, epoch_id: str | None, master_key_id: str | None) -> bytes:
+        if epoch_id is not None:
+            return self.source.epoch_key(epoch_id)
+        if master_key_id is None:
+            raise KeyUnavailable("A profile key has no wrapping key.")
+        return self.source.key(master_key_id)
+
+    def unwrap_profile_row(self, row: Any) -> tuple[bytes, bytes]:
+        """(profile key, item-wrapping key) of a `profile_keys` row."""
+        kek = self._kek(row.epoch_id, row.master_key_id)
+        profile_key = crypto.unwrap_key(
+            kek, row.wrapped, context=profile_context(row.household_id, row.profile_id)
+        )
+        if row.items_wrapped is None:
+            return profile_key, profile_key
+        items_key = crypto.unwrap_key(
+            kek, row.items_wrapped, context=items_context(row.household_id, row.profile_id)
+        )
+        return profile_key, items_key
+
+    # --- profile and item keys ----------------------------------------------------------
 
     def create_profile_key(
         self, *, household_id: uuid.UUID, profile_id: uuid.UUID, now: datetime
     ) -> bytes:
-        key = crypto.new_key()
-        master_id = self.source.current_id()
-        wrapped = crypto.wrap_key(
-            self.source.key(master_id), key, context=_profile_context(household_id, profile_id)
-        )
-        with self.sessions() as s:
-            s.add(
-                ProfileKey(
-                    household_id=household_id,
-                    profile_id=profile_id,
-                    wrapped=wrapped,
-                    master_key_id=master_id,
-                    created_at=now,
-                )
+        """A new profile's key (and its item-wrapping key), wrapped under the current epoch.
+
+        Written only while that epoch is still current, so no key is ever wrapped under an
+        epoch that a rotation has already moved past.
+        """
+        key, items_key = crypto.new_key(), crypto.new_key()
+        for _ in range(_ATTEMPTS):
+            epoch = self.current_epoch(now=now)
+            kek = self.source.epoch_key(epoch.id)
+            values = {
+                "household_id": literal(household_id, ProfileKey.household_id.type),
+                "profile_id": literal(profile_id, ProfileKey.profile_id.type),
+                "wrapped": literal(
+                    crypto.wrap_key(kek, key, context=profile_context(household_id, profile_id)),
+                    Binary,
+                ),
+                "epoch_id": literal(epoch.id),
+                "items_wrapped": literal(
+                    crypto.wrap_key(
+                        kek, items_key, context=items_context(household_id, profile_id)
+                    ),
+                    Binary,
+                ),
+                "generation": literal(0),
+                "rekey_due": literal(False),
+                "legacy": literal(False),
+                "created_at": literal(now, UTCDateTime),
+            }
+            still_current = exists().where(
+                KeyEpoch.id == epoch.id, KeyEpoch.state == EpochState.CURRENT
             )
-            s.commit()
-        return key
+            with self._engine.begin() as conn:
+                # RETURNING, not rowcount: psycopg reports no count for INSERT ... SELECT.
+                inserted = len(
+                    conn.execute(
+                        insert(ProfileKey)
+                        .from_select(list(values), select(*values.values()).where(still_current))
+                        .returning(ProfileKey.profile_id)
+                    ).all()
+                )
+            if inserted == 1:
+                return key
+        raise ServiceUnavailable("The key epoch kept changing; try again.", code="key_epoch")
 
     def profile_key(self, *, household_id: uuid.UUID, profile_id: uuid.UUID) -> bytes:
+        for attempt in range(2):
+            with self.sessions() as s:
+                row = s.get(ProfileKey, (household_id, profile_id))
+                if row is None:
+                    raise KeyUnavailable("This profile's key has been destroyed.")
+            try:
+                return self.unwrap_profile_row(row)[0]
+            except KeyUnavailable:
+                # A rotation may have re-wrapped the row and destroyed its epoch since we
+                # read it: read it once more.
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def legacy_profiles(
+        self, *, household_id: uuid.UUID, profile_ids: Iterable[uuid.UUID] | None = None
+    ) -> bool:
+        """Whether any of these profiles (all of the household's: None) has keys from before
+        key epochs, whose older copies the epochs alone do not make unreadable."""
+        query = select(func.count()).where(
+            ProfileKey.household_id == household_id,
+            (ProfileKey.legacy.is_(True)) | ProfileKey.epoch_id.is_(None),
+        )
+        if profile_ids is not None:
+            query = query.where(ProfileKey.profile_id.in_(list(profile_ids)))
         with self.sessions() as s:
-            row = s.get(ProfileKey, (household_id, profile_id))
-            if row is None:
-                raise KeyUnavailable("This profile's key has been destroyed.")
-            return crypto.unwrap_key(
-                self.source.key(row.master_key_id),
-                row.wrapped,
-                context=_profile_context(household_id, profile_id),
-            )
+            return bool(s.scalar(query))
 
     def create_item_key(
         self,
@@ -95,70 +241,125 @@ class KeyStore:
         item_id: uuid.UUID,
         now: datetime,
     ) -> bytes:
-        """A fresh key for a new item, wrapped under its profile's key.
+        """A fresh key for a new item, wrapped under its profile's item-wrapping key.
 
-        Core statements, not the ORM's unit of work: this runs once per upload.
+        Core statements, not the ORM's unit of work: this runs once per upload. The key is
+        written only under the generation of the item-wrapping key it was wrapped with, so
+        it can never land under a key that a rotation has just replaced. On PostgreSQL the
+        profile's row is also held `FOR SHARE` until the insert commits.
         """
         key = crypto.new_key()
-        with self._autocommit.connect() as conn:
-            row = conn.execute(
-                select(ProfileKey.wrapped, ProfileKey.master_key_id).where(
-                    ProfileKey.household_id == household_id, ProfileKey.profile_id == profile_id
-                )
-            ).one_or_none()
-            if row is None:
-                raise KeyUnavailable("This profile's key has been destroyed.")
-            profile_key = crypto.unwrap_key(
-                self.source.key(row.master_key_id),
-                row.wrapped,
-                context=_profile_context(household_id, profile_id),
-            )
-            conn.execute(
-                insert(ItemKey).values(
-                    household_id=household_id,
-                    item_id=item_id,
-                    profile_id=profile_id,
-                    wrapped=crypto.wrap_key(
-                        profile_key, key, context=_item_context(household_id, item_id)
+        columns = (
+            ProfileKey.household_id,
+            ProfileKey.profile_id,
+            ProfileKey.wrapped,
+            ProfileKey.epoch_id,
+            ProfileKey.master_key_id,
+            ProfileKey.items_wrapped,
+            ProfileKey.generation,
+        )
+        query = select(*columns).where(
+            ProfileKey.household_id == household_id, ProfileKey.profile_id == profile_id
+        )
+        if self.postgresql:
+            query = query.with_for_update(read=True)
+        for _ in range(_ATTEMPTS):
+            with self._upload_connection() as conn:
+                row = conn.execute(query).one_or_none()
+                if row is None:
+                    raise KeyUnavailable("This profile's key has been destroyed.")
+                try:
+                    items_key = self.unwrap_profile_row(row)[1]
+                except KeyUnavailable:
+                    continue
+                values = {
+                    "household_id": literal(household_id, ItemKey.household_id.type),
+                    "item_id": literal(item_id, ItemKey.item_id.type),
+                    "profile_id": literal(profile_id, ItemKey.profile_id.type),
+                    "wrapped": literal(
+                        crypto.wrap_key(
+                            items_key, key, context=item_context(household_id, item_id)
+                        ),
+                        Binary,
                     ),
-                    created_at=now,
+                    "created_at": literal(now, UTCDateTime),
+                }
+                same_generation = exists().where(
+                    ProfileKey.household_id == household_id,
+                    ProfileKey.profile_id == profile_id,
+                    ProfileKey.generation == row.generation,
                 )
-            )
-        return key
+                inserted = len(
+                    conn.execute(
+                        insert(ItemKey)
+                        .from_select(list(values), select(*values.values()).where(same_generation))
+                        .returning(ItemKey.item_id)
+                    ).all()
+                )
+            if inserted == 1:
+                return key
+        raise ServiceUnavailable("The profile's keys kept changing; try again.", code="key_epoch")
+
+    def _upload_connection(self) -> AbstractContextManager[Connection]:
+        """A transaction on PostgreSQL (the row lock lasts until the insert commits); on
+        SQLite, autocommit statements (writes are serialised, the guard does the rest)."""
+        if self.postgresql:
+            return self._engine.begin()
+        return self._autocommit.connect()
 
     def item_key(self, *, household_id: uuid.UUID, item_id: uuid.UUID) -> bytes:
-        with self._autocommit.connect() as conn:
-            row = conn.execute(
-                select(
-                    ItemKey.wrapped,
-                    ProfileKey.wrapped,
-                    ProfileKey.master_key_id,
-                    ItemKey.profile_id,
-                )
-                .join(
-                    ProfileKey,
-                    (ProfileKey.household_id == ItemKey.household_id)
-                    & (ProfileKey.profile_id == ItemKey.profile_id),
-                )
-                .where(ItemKey.household_id == household_id, ItemKey.item_id == item_id)
-            ).one_or_none()
-        if row is None:
-            raise KeyUnavailable("This item's key has been destroyed.")
-        item_wrapped, profile_wrapped, master_id, profile_id = row
-        profile_key = crypto.unwrap_key(
-            self.source.key(master_id),
-            profile_wrapped,
-            context=_profile_context(household_id, profile_id),
+        query = (
+            select(
+                ItemKey.wrapped.label("item_wrapped"),
+                ProfileKey.household_id,
+                ProfileKey.profile_id,
+                ProfileKey.wrapped,
+                ProfileKey.epoch_id,
+                ProfileKey.master_key_id,
+                ProfileKey.items_wrapped,
+            )
+            .join(
+                ProfileKey,
+                (ProfileKey.household_id == ItemKey.household_id)
+                & (ProfileKey.profile_id == ItemKey.profile_id),
+            )
+            .where(ItemKey.household_id == household_id, ItemKey.item_id == item_id)
         )
-        return crypto.unwrap_key(
-            profile_key, item_wrapped, context=_item_context(household_id, item_id)
-        )
+        for attempt in range(2):
+            with self._autocommit.connect() as conn:
+                row = conn.execute(query).one_or_none()
+            if row is None:
+                raise KeyUnavailable("This item's key has been destroyed.")
+            try:
+                items_key = self.unwrap_profile_row(row)[1]
+            except KeyUnavailable:
+                if attempt:
+                    raise
+                continue
+            return crypto.unwrap_key(
+                items_key, row.item_wrapped, context=item_context(household_id, item_id)
+            )
+        raise AssertionError("unreachable")
 
     def destroy_item_keys(self, *, household_id: uuid.UUID, item_ids: Iterable[uuid.UUID]) -> int:
+        """Destroy some items' keys; their profiles' item-wrapping keys are marked for
+        replacement in the same transaction, so the next epoch leaves no live key that
+        unwraps an old copy of the destroyed ones (S6)."""
         ids = list(item_ids)
         if not ids:
             return 0
         with self.sessions() as s:
+            owners = (
+                select(ItemKey.profile_id)
+                .where(ItemKey.household_id == household_id, ItemKey.item_id.in_(ids))
+                .distinct()
+            )
+            s.execute(
+                update(ProfileKey)
+                .where(ProfileKey.household_id == household_id, ProfileKey.profile_id.in_(owners))
+                .values(rekey_due=True)
+                .execution_options(synchronize_session=False)
+            )
             result = s.execute(
                 delete(ItemKey).where(
                     ItemKey.household_id == household_id, ItemKey.item_id.in_(ids)
@@ -169,9 +370,9 @@ class KeyStore:
         return int(getattr(result, "rowcount", 0) or 0)
 
     def destroy_profile_key(self, *, household_id: uuid.UUID, profile_id: uuid.UUID) -> bool:
-        """Destroy a profile's key, then its items' keys (and any orphan among them).
+        """Destroy a profile's keys, then its items' keys (and any orphan among them).
 
-        The profile key goes in a transaction of its own, first: once it commits every
+        The profile's row goes in a transaction of its own, first: once it commits every
         item key under it is unusable, so the profile is unreadable at once (S6) however
         many items it has.
         """
@@ -214,8 +415,6 @@ class KeyStore:
 
         With neither filter, every key of the household counts. For the remnant check (A8).
         """
-        from sqlalchemy import func  # noqa: PLC0415
-
         profiles = None if profile_ids is None else list(profile_ids)
         items = None if item_ids is None else list(item_ids)
         total = 0
@@ -246,6 +445,8 @@ class KeyStore:
                 )
         return total
 
+    # --- the service's own keys ---------------------------------------------------------
+
     def service_key(self, name: str, *, now: datetime) -> bytes:
         """A key of the service's own (not a subject's), made on first use and cached."""
         if name in self._service_keys:
@@ -259,7 +460,7 @@ class KeyStore:
                     ServiceKey(
                         name=name,
                         wrapped=crypto.wrap_key(
-                            self.source.key(master_id), key, context=_service_context(name)
+                            self.source.key(master_id), key, context=service_context(name)
                         ),
                         master_key_id=master_id,
                         created_at=now,
@@ -268,64 +469,7 @@ class KeyStore:
                 s.commit()
             else:
                 key = crypto.unwrap_key(
-                    self.source.key(row.master_key_id), row.wrapped, context=_service_context(name)
+                    self.source.key(row.master_key_id), row.wrapped, context=service_context(name)
                 )
         self._service_keys[name] = key
         return key
-
-    def _rewrap_batches(self, new_id: str, new_key: bytes, batch_size: int) -> int:
-        rewrapped = 0
-        while True:
-            with self.sessions() as s:
-                rows = s.scalars(
-                    select(ProfileKey).where(ProfileKey.master_key_id != new_id).limit(batch_size)
-                ).all()
-                if not rows:
-                    break
-                for row in rows:
-                    ctx = _profile_context(row.household_id, row.profile_id)
-                    key = crypto.unwrap_key(
-                        self.source.key(row.master_key_id), row.wrapped, context=ctx
-                    )
-                    row.wrapped = crypto.wrap_key(new_key, key, context=ctx)
-                    row.master_key_id = new_id
-                rewrapped += len(rows)
-                s.commit()
-        with self.sessions() as s:
-            for svc in s.scalars(select(ServiceKey).where(ServiceKey.master_key_id != new_id)):
-                ctx = _service_context(svc.name)
-                key = crypto.unwrap_key(
-                    self.source.key(svc.master_key_id), svc.wrapped, context=ctx
-                )
-                svc.wrapped = crypto.wrap_key(new_key, key, context=ctx)
-                svc.master_key_id = new_id
-                rewrapped += 1
-            s.commit()
-        return rewrapped
-
-    def rotate_master(self, *, batch_size: int = 500) -> RotationResult:
-        """Re-wrap every profile and service key under a new master key, then retire the old.
-
-        Blobs and item keys are untouched: only the top of the hierarchy changes. Each batch
-        commits on its own; if the rotation stops part-way, running it again finishes it,
-        and the old master key is retired only once nothing is wrapped under it any more.
-        """
-        held = self.source.key_ids()
-        new_id = self.source.current_id() if len(held) > 1 else self.source.begin_rotation()
-        new_key = self.source.key(new_id)
-        rewrapped = 0
-        while True:
-            # Re-wrap until nothing is left under an old key: an API process may have
-            # wrapped a new profile key under the old master just before it saw the new.
-            rewrapped += self._rewrap_batches(new_id, new_key, batch_size)
-            with self.sessions() as s:
-                in_use = set(s.scalars(select(ProfileKey.master_key_id).distinct()))
-                in_use |= set(s.scalars(select(ServiceKey.master_key_id).distinct()))
-            if in_use <= {new_id}:
-                break
-        retired = []
-        for old_id in self.source.key_ids():
-            if old_id != new_id and old_id not in in_use:
-                self.source.retire(old_id)
-                retired.append(old_id)
-        return RotationResult(new_master_key_id=new_id, rewrapped=rewrapped, retired=retired)

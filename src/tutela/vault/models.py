@@ -6,7 +6,16 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, ForeignKeyConstraint, Index, String, Uuid
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    String,
+    Uuid,
+    false,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tutela.core.types import Binary, UTCDateTime
@@ -70,19 +79,71 @@ class MediaItem(Base):
 
 
 class ProfileKey(KeyBase):
-    """A profile's key, wrapped by a master key. Destroying it erases the profile."""
+    """A profile's keys, wrapped by the current key epoch. Destroying the row erases the profile.
+
+    Two keys: the profile key itself, which seals the profile's own fields (its name, an
+    account's email, factors, sessions, notices), and the item-wrapping key, which wraps
+    the keys of the profile's items. The item-wrapping key is replaced (and every item key
+    re-wrapped) before the epoch in which one of the profile's items was erased ends, so
+    stale copies of an erased item's key are wrapped under a key that no longer exists
+    anywhere (NIST SP 800-88, S6).
+    """
 
     __tablename__ = "profile_keys"
 
     household_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     profile_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     wrapped: Mapped[bytes] = mapped_column(Binary)
-    master_key_id: Mapped[str] = mapped_column(String(32), index=True)
+    # The key epoch that wraps both keys; None on rows from before key epochs, which a
+    # master key (`master_key_id`) wraps instead until the next epoch re-wraps them.
+    epoch_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    master_key_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    # The item-wrapping key; None: the item keys are wrapped under the profile key itself
+    # (rows from before key epochs).
+    items_wrapped: Mapped[bytes | None] = mapped_column(Binary)
+    # Bumped each time the item-wrapping key is replaced: a new item key is written only
+    # under the generation it was wrapped with.
+    generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # An item key under this profile was destroyed: replace the item-wrapping key before
+    # the epoch ends.
+    rekey_due: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Keys from before key epochs: older copies of them are wrapped under a master key or
+    # under the profile key, which epochs alone do not retire.
+    legacy: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class EpochState(StrEnum):
+    CURRENT = "current"
+    """Wraps new keys; every live profile key is (or is being) wrapped under it."""
+    RETIRING = "retiring"
+    """Replaced by a newer epoch; destroyed once nothing is wrapped under it."""
+    DESTROYED = "destroyed"
+    """Gone from the key source: every copy of anything it wrapped is unreadable."""
+
+
+class KeyEpoch(KeyBase):
+    """One key epoch: its key lives only in the key source; this row holds no key material.
+
+    Epochs end one after another, each within half the configured window, so a destroyed
+    key is unrecoverable from every copy of the key store (dead tuples, free pages, WAL,
+    replicas, backups) once the epoch it was last wrapped under is destroyed (S6, A8).
+    """
+
+    __tablename__ = "key_epochs"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    id: Mapped[str] = mapped_column(String(32), unique=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    retiring_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    destroyed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A rotation in progress holds this lease, so two workers never rotate at once.
+    rotating_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 class ItemKey(KeyBase):
-    """An item's key, wrapped by its profile's key. Destroying it erases the item."""
+    """An item's key, wrapped by its profile's item-wrapping key. Destroying it erases the item."""
 
     __tablename__ = "item_keys"
     __table_args__ = (Index("ix_item_keys_household_profile", "household_id", "profile_id"),)

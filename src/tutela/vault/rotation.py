@@ -1,0 +1,425 @@
+"""Key rotation: key epochs, which bound how long any copy of a destroyed key stays
+readable, and the master key.
+
+An epoch rotation (NIST SP 800-88 cryptographic erase over every copy, S6; A8):
+
+1. A new epoch key is made in the key source and becomes current; the old one retires.
+   From here new profile keys are wrapped under the new epoch only.
+2. Every profile one of whose items was erased gets a new item-wrapping key: its live
+   item keys are re-wrapped under it, so no live key unwraps an old copy of an erased
+   item's key.
+3. Every other profile key is re-wrapped under the new epoch.
+4. Once nothing live is wrapped under a retiring epoch (checked under a lock that waits
+   for writes in flight), its key is destroyed in the key source. Every stale copy of a
+   key destroyed before that point (a dead tuple, a free page, the WAL, a replica, a
+   backup of the key store) is now wrapped under a key that exists nowhere.
+
+Epochs rotate every half window, so a key destroyed at any time is unrecoverable from
+every copy within the window (`TUTELA_KEY_COPIES_WINDOW_HOURS`, 24 h by default). A
+rotation that stops part-way is finished by the next one; two workers never rotate at once
+(a lease on the epoch's row). The master key rotates apart: it wraps service keys and
+seals epoch keys, never a subject's key.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, or_, select, text, update
+from sqlalchemy.orm import Session
+
+from tutela.core.clock import Clock
+from tutela.core.errors import IntegrityFailure, KeyUnavailable
+from tutela.db.engine import purge_journal
+from tutela.vault import crypto
+from tutela.vault.keystore import (
+    Epoch,
+    KeyStore,
+    item_context,
+    items_context,
+    profile_context,
+    service_context,
+)
+from tutela.vault.models import EpochState, ItemKey, KeyEpoch, ProfileKey, ServiceKey
+
+log = logging.getLogger("tutela.vault")
+LEASE = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class EpochRotation:
+    """What one epoch rotation did."""
+
+    current: Epoch
+    destroyed: list[Epoch] = field(default_factory=list)
+    rekeyed_profiles: int = 0
+    rewrapped_items: int = 0
+    rewrapped_profiles: int = 0
+
+
+@dataclass(frozen=True)
+class RotationResult:
+    new_master_key_id: str
+    rewrapped: int
+    retired: list[str]
+
+
+def epoch_due(keys: KeyStore, *, now: datetime) -> bool:
+    """Whether an epoch rotation should run now: the current epoch is half a window old,
+    or an earlier rotation stopped before destroying what it retired."""
+    current = keys.current_epoch(now=now)
+    if now - current.started_at >= keys.window / 2:
+        return True
+    with keys.sessions() as s:
+        return bool(
+            s.scalar(
+                select(func.count())
+                .select_from(KeyEpoch)
+                .where(KeyEpoch.state == EpochState.RETIRING)
+            )
+        )
+
+
+def overdue_epochs(keys: KeyStore, *, now: datetime) -> list[Epoch]:
+    """Epochs not yet destroyed whose window has passed: a promise made to customers
+    ("every copy unreadable by ...") is being broken, and the workers must be looked at."""
+    return [
+        e for e in keys.epochs() if e.state != EpochState.DESTROYED and now > keys.unreadable_by(e)
+    ]
+
+
+def _lease(keys: KeyStore, *, now: datetime) -> bool:
+    """Take the rotation lease on the current epoch's row (guarded UPDATE)."""
+    with keys.sessions() as s:
+        result = s.execute(
+            update(KeyEpoch)
+            .where(
+                KeyEpoch.state == EpochState.CURRENT,
+                or_(KeyEpoch.rotating_until.is_(None), KeyEpoch.rotating_until < now),
+            )
+            .values(rotating_until=now + LEASE)
+            .execution_options(synchronize_session=False)
+        )
+        s.commit()
+    return getattr(result, "rowcount", 0) == 1
+
+
+def _retiring(keys: KeyStore) -> list[Epoch]:
+    with keys.sessions() as s:
+        rows = s.scalars(
+            select(KeyEpoch).where(KeyEpoch.state == EpochState.RETIRING).order_by(KeyEpoch.seq)
+        ).all()
+        return [Epoch.of(r) for r in rows]
+
+
+def rotate_epoch(
+    keys: KeyStore, *, clock: Clock, batch_size: int = 500, force: bool = False
+) -> EpochRotation | None:
+    """Run (or finish) an epoch rotation if one is due (or `force`); None when another
+    worker holds the rotation or nothing is due."""
+    now = clock.now()
+    if not force and not epoch_due(keys, now=now):
+        return None
+    current = keys.current_epoch(now=now)
+    if not _lease(keys, now=now):
+        return None
+    orphans_before = set(keys.source.epoch_ids()) - {e.id for e in keys.epochs()}
+    if not _retiring(keys):
+        current = _begin(keys, current, now=now)
+    rekeyed, items = _rekey_profiles(keys, current, batch_size=batch_size)
+    rewrapped = _rewrap_profiles(keys, current, batch_size=batch_size)
+    destroyed = _destroy_retired(keys, current, batch_size=batch_size, clock=clock)
+    for orphan in orphans_before:
+        # An epoch key made by a rotation that died before recording it: never used.
+        keys.source.destroy_epoch(orphan)
+    with keys.sessions() as s:
+        s.execute(update(KeyEpoch).where(KeyEpoch.seq == current.seq).values(rotating_until=None))
+        s.commit()
+    purge_journal(keys.sessions.kw["bind"])
+    log.info(
+        "key epoch %d current; %d destroyed, %d profiles re-keyed (%d item keys), %d re-wrapped",
+        current.seq,
+        len(destroyed),
+        rekeyed,
+        items,
+        rewrapped,
+    )
+    return EpochRotation(
+        current=current,
+        destroyed=destroyed,
+        rekeyed_profiles=rekeyed,
+        rewrapped_items=items,
+        rewrapped_profiles=rewrapped,
+    )
+
+
+def _begin(keys: KeyStore, current: Epoch, *, now: datetime) -> Epoch:
+    new_id = keys.source.new_epoch()
+    with keys.sessions() as s:
+        s.execute(
+            update(KeyEpoch)
+            .where(KeyEpoch.seq == current.seq)
+            .values(state=EpochState.RETIRING, retiring_at=now, rotating_until=None)
+        )
+        s.add(
+            KeyEpoch(
+                seq=current.seq + 1,
+                id=new_id,
+                state=EpochState.CURRENT,
+                started_at=now,
+                rotating_until=now + LEASE,
+            )
+        )
+        s.commit()
+    return keys.current_epoch(now=now)
+
+
+def _lock_profile(keys: KeyStore, s: Session, household_id: uuid.UUID, pid: uuid.UUID) -> None:
+    """Hold the profile's key row for this transaction: FOR UPDATE on PostgreSQL; on
+    SQLite a first write takes the database's write lock (so the reads that follow see
+    the latest commit and nobody writes until we commit)."""
+    where = (ProfileKey.household_id == household_id, ProfileKey.profile_id == pid)
+    if keys.postgresql:
+        s.execute(select(ProfileKey.generation).where(*where).with_for_update())
+    else:
+        s.execute(
+            update(ProfileKey)
+            .where(*where)
+            .values(generation=ProfileKey.generation)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def rekey_profile(
+    keys: KeyStore, *, household_id: uuid.UUID, profile_id: uuid.UUID, epoch: Epoch
+) -> int:
+    """Give a profile a new item-wrapping key and re-wrap its live item keys under it;
+    returns how many item keys were re-wrapped. Both of its keys end wrapped under
+    `epoch`. Uploads racing this either commit before it (and are re-wrapped) or see
+    the new generation (and wrap under the new key)."""
+    with keys.sessions() as s:
+        _lock_profile(keys, s, household_id, profile_id)
+        row = s.get(ProfileKey, (household_id, profile_id), populate_existing=True)
+        if row is None or not row.rekey_due:
+            s.commit()
+            return 0
+        profile_key, old_items_key = keys.unwrap_profile_row(row)
+        new_items_key = crypto.new_key()
+        rewrapped = []
+        for item_id, wrapped in s.execute(
+            select(ItemKey.item_id, ItemKey.wrapped).where(
+                ItemKey.household_id == household_id, ItemKey.profile_id == profile_id
+            )
+        ):
+            context = item_context(household_id, item_id)
+            key = crypto.unwrap_key(old_items_key, wrapped, context=context)
+            rewrapped.append(
+                {
+                    "household_id": household_id,
+                    "item_id": item_id,
+                    "wrapped": crypto.wrap_key(new_items_key, key, context=context),
+                }
+            )
+        if rewrapped:
+            s.execute(update(ItemKey), rewrapped)
+        kek = keys.source.epoch_key(epoch.id)
+        row.wrapped = crypto.wrap_key(
+            kek, profile_key, context=profile_context(household_id, profile_id)
+        )
+        row.items_wrapped = crypto.wrap_key(
+            kek, new_items_key, context=items_context(household_id, profile_id)
+        )
+        # Item keys were under the profile key itself: old copies of them stay readable
+        # while it lives, whatever the epochs do.
+        row.legacy = row.legacy or row.epoch_id is None or row.items_wrapped is None
+        row.epoch_id = epoch.id
+        row.master_key_id = None
+        row.generation += 1
+        row.rekey_due = False
+        s.commit()
+    return len(rewrapped)
+
+
+def _rekey_profiles(keys: KeyStore, epoch: Epoch, *, batch_size: int) -> tuple[int, int]:
+    profiles, items = 0, 0
+    after: tuple[uuid.UUID, uuid.UUID] | None = None
+    while True:
+        query = (
+            select(ProfileKey.household_id, ProfileKey.profile_id)
+            .where(ProfileKey.rekey_due.is_(True))
+            .order_by(ProfileKey.household_id, ProfileKey.profile_id)
+            .limit(batch_size)
+        )
+        if after is not None:
+            query = query.where(
+                or_(
+                    ProfileKey.household_id > after[0],
+                    (ProfileKey.household_id == after[0]) & (ProfileKey.profile_id > after[1]),
+                )
+            )
+        with keys.sessions() as s:
+            batch = [(r[0], r[1]) for r in s.execute(query)]
+        if not batch:
+            return profiles, items
+        for household_id, profile_id in batch:
+            items += rekey_profile(
+                keys, household_id=household_id, profile_id=profile_id, epoch=epoch
+            )
+            profiles += 1
+        after = batch[-1]
+
+
+def _rewrap_profiles(keys: KeyStore, epoch: Epoch, *, batch_size: int) -> int:
+    """Re-wrap every profile's keys not yet under `epoch`; each batch commits alone, each
+    row is written only if no rotation or re-key changed it since it was read."""
+    kek = keys.source.epoch_key(epoch.id)
+    done = 0
+    stale = or_(ProfileKey.epoch_id.is_(None), ProfileKey.epoch_id != epoch.id)
+    while True:
+        with keys.sessions() as s:
+            rows = s.scalars(select(ProfileKey).where(stale).limit(batch_size)).all()
+            if not rows:
+                return done
+            for row in rows:
+                try:
+                    profile_key, items_key = keys.unwrap_profile_row(row)
+                except KeyUnavailable as exc:
+                    # Wrapped under an epoch that is already gone: nothing can read it, and
+                    # no rotation can finish until an operator looks.
+                    raise IntegrityFailure(
+                        "A profile key is wrapped under a destroyed key epoch."
+                    ) from exc
+                hh, pid = row.household_id, row.profile_id
+                values = {
+                    "wrapped": crypto.wrap_key(kek, profile_key, context=profile_context(hh, pid)),
+                    "items_wrapped": (
+                        None
+                        if row.items_wrapped is None
+                        else crypto.wrap_key(kek, items_key, context=items_context(hh, pid))
+                    ),
+                    "epoch_id": epoch.id,
+                    "master_key_id": None,
+                    # Older copies of a row from before epochs are under a master key.
+                    "legacy": row.legacy or row.epoch_id is None,
+                }
+                s.execute(
+                    update(ProfileKey)
+                    .where(
+                        ProfileKey.household_id == hh,
+                        ProfileKey.profile_id == pid,
+                        ProfileKey.generation == row.generation,
+                        ProfileKey.epoch_id.is_not_distinct_from(row.epoch_id),
+                    )
+                    .values(**values)
+                    .execution_options(synchronize_session=False)
+                )
+                done += 1
+            s.commit()
+
+
+def _destroy_retired(keys: KeyStore, epoch: Epoch, *, batch_size: int, clock: Clock) -> list[Epoch]:
+    """Destroy every retiring epoch once nothing live is wrapped under it."""
+    retiring = _retiring(keys)
+    if not retiring:
+        return []
+    while True:
+        with keys.sessions() as s:
+            if keys.postgresql:
+                # SHARE mode waits for inserts and updates in flight, so none of them can
+                # commit a row under a retiring epoch after this count.
+                s.execute(text("LOCK TABLE profile_keys IN SHARE MODE"))
+            left = s.scalar(
+                select(func.count())
+                .select_from(ProfileKey)
+                .where(or_(ProfileKey.epoch_id.is_(None), ProfileKey.epoch_id != epoch.id))
+            )
+            s.commit()
+        if not left:
+            break
+        _rewrap_profiles(keys, epoch, batch_size=batch_size)
+    for old in retiring:
+        keys.source.destroy_epoch(old.id)
+    with keys.sessions() as s:
+        s.execute(
+            update(KeyEpoch)
+            .where(KeyEpoch.seq.in_([e.seq for e in retiring]))
+            .values(state=EpochState.DESTROYED, destroyed_at=clock.now())
+        )
+        s.commit()
+    return [keys.epoch(e.seq) or e for e in retiring]
+
+
+# --- the master key ----------------------------------------------------------------------
+
+
+def _rewrap_masters(keys: KeyStore, new_id: str, new_key: bytes, batch_size: int) -> int:
+    """Re-wrap service keys, and profile keys from before epochs, under the new master."""
+    rewrapped = 0
+    while True:
+        with keys.sessions() as s:
+            rows = s.scalars(
+                select(ProfileKey)
+                .where(ProfileKey.epoch_id.is_(None), ProfileKey.master_key_id != new_id)
+                .limit(batch_size)
+            ).all()
+            if not rows:
+                break
+            for row in rows:
+                assert row.master_key_id is not None
+                ctx = profile_context(row.household_id, row.profile_id)
+                key = crypto.unwrap_key(
+                    keys.source.key(row.master_key_id), row.wrapped, context=ctx
+                )
+                row.wrapped = crypto.wrap_key(new_key, key, context=ctx)
+                row.master_key_id = new_id
+            rewrapped += len(rows)
+            s.commit()
+    with keys.sessions() as s:
+        for svc in s.scalars(select(ServiceKey).where(ServiceKey.master_key_id != new_id)):
+            ctx = service_context(svc.name)
+            key = crypto.unwrap_key(keys.source.key(svc.master_key_id), svc.wrapped, context=ctx)
+            svc.wrapped = crypto.wrap_key(new_key, key, context=ctx)
+            svc.master_key_id = new_id
+            rewrapped += 1
+        s.commit()
+    return rewrapped
+
+
+def rotate_master(keys: KeyStore, *, batch_size: int = 500) -> RotationResult:
+    """Re-wrap every service key (and seal every epoch key) under a new master key, then
+    retire the old one.
+
+    Blobs, item keys and epoch-wrapped profile keys are untouched: only the top of the
+    hierarchy changes. Each batch commits on its own; if the rotation stops part-way,
+    running it again finishes it, and the old master key is retired only once nothing is
+    wrapped under it any more.
+    """
+    source = keys.source
+    held = source.key_ids()
+    new_id = source.current_id() if len(held) > 1 else source.begin_rotation()
+    new_key = source.key(new_id)
+    rewrapped = 0
+    while True:
+        # Re-wrap until nothing is left under an old key: an API process may have
+        # wrapped a new service key under the old master just before it saw the new.
+        rewrapped += _rewrap_masters(keys, new_id, new_key, batch_size)
+        with keys.sessions() as s:
+            in_use = set(
+                s.scalars(
+                    select(ProfileKey.master_key_id)
+                    .where(ProfileKey.master_key_id.is_not(None))
+                    .distinct()
+                )
+            )
+            in_use |= set(s.scalars(select(ServiceKey.master_key_id).distinct()))
+        if in_use <= {new_id}:
+            break
+    retired = []
+    for old_id in source.key_ids():
+        if old_id != new_id and old_id not in in_use:
+            source.retire(old_id)
+            retired.append(old_id)
+    return RotationResult(new_master_key_id=new_id, rewrapped=rewrapped, retired=retired)
