@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from tutela.core.errors import Forbidden, NotFound
 from tutela.deps import AppContainer, CurrentPrincipal, CurrentStaff, DbSession
-from tutela.erasure import receipts
+from tutela.erasure import copies, receipts
 from tutela.erasure.models import ErasureRequest, RequesterKind, ScopeKind
 from tutela.erasure.scope import Requester, Scope
 from tutela.households import service as households
@@ -44,6 +44,15 @@ class OfficerErasureIn(ErasureIn):
     household_id: uuid.UUID
 
 
+class UnreadableOut(BaseModel):
+    """How far the data is gone (S6, A8): never more than was verified."""
+
+    live_stores_at: datetime | None
+    every_copy_by: datetime | None
+    every_copy_at: datetime | None
+    statement: str
+
+
 class ErasureOut(BaseModel):
     id: uuid.UUID
     scope: str
@@ -56,9 +65,11 @@ class ErasureOut(BaseModel):
     complete_by: datetime
     completed_at: datetime | None
     receipt_url: str | None
+    unreadable: UnreadableOut
 
     @classmethod
     def of(cls, row: ErasureRequest) -> ErasureOut:
+        unreadable = copies.of_row(row)
         return cls(
             id=row.id,
             scope=row.scope_kind,
@@ -71,6 +82,12 @@ class ErasureOut(BaseModel):
             complete_by=row.complete_by,
             completed_at=row.completed_at,
             receipt_url=f"/api/v1/receipts/{row.id}" if row.receipt else None,
+            unreadable=UnreadableOut(
+                live_stores_at=unreadable.live_stores_at,
+                every_copy_by=unreadable.every_copy_by,
+                every_copy_at=unreadable.every_copy_at,
+                statement=unreadable.statement,
+            ),
         )
 
 

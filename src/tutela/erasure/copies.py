@@ -74,21 +74,28 @@ def _show(at: datetime) -> str:
     return as_utc(at).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def of_request(keys: KeyStore, row: ErasureRequest) -> Unreadable:
-    """What can be said of a request's keys now."""
+def of_row(row: ErasureRequest) -> Unreadable:
+    """What a request's row says of its keys (settled by the workers' epoch pass)."""
     times = json.loads(row.step_times or "{}")
     live = datetime.fromisoformat(times["keys"]) if "keys" in times else None
-    at = row.copies_unreadable_at
-    if at is None and row.key_epoch is not None and row.copies_unreadable_by is not None:
-        epoch = keys.epoch(row.key_epoch)
-        if epoch is not None and epoch.state == EpochState.DESTROYED:
-            at = epoch.destroyed_at
     return Unreadable(
         live_stores_at=live,
         every_copy_by=row.copies_unreadable_by,
-        every_copy_at=at,
+        every_copy_at=row.copies_unreadable_at,
         key_epoch=row.key_epoch,
     )
+
+
+def of_request(keys: KeyStore, row: ErasureRequest) -> Unreadable:
+    """What can be said of a request's keys now, asking the key store about its epoch."""
+    found = of_row(row)
+    if found.every_copy_at is None and row.key_epoch is not None and found.every_copy_by:
+        epoch = keys.epoch(row.key_epoch)
+        if epoch is not None and epoch.state == EpochState.DESTROYED:
+            return Unreadable(
+                found.live_stores_at, found.every_copy_by, epoch.destroyed_at, row.key_epoch
+            )
+    return found
 
 
 def settle(stores: Stores, keys: KeyStore, *, now: datetime) -> int:

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from tutela.audit.models import AuditEvent
 from tutela.db.base import Base
 from tutela.db.engine import purge_journal
-from tutela.erasure import downstream, selection
+from tutela.erasure import downstream, pagescan, selection
 from tutela.erasure.models import ScopeKind
 from tutela.households.models import Household
 from tutela.notices.models import OutboxMessage
@@ -157,7 +157,31 @@ def check(engine: ErasureEngine, job: Job) -> Result:
             engine.renew(job)  # reading a large file can take longer than a lease
             hits = raw_scan(path, _id_forms(fp), _samples(fp))
             result.add(name, "raw bytes of erased ids or ciphertext", hits)
+    if engine.settings.erasure_raw_scan:
+        result.stale_copies = stale_copies(engine, job)
     return result
+
+
+def stale_copies(engine: ErasureEngine, job: Job) -> dict[str, int] | None:
+    """On PostgreSQL: how often the erased subject's ids still appear in the raw pages of
+    the key store and of the main store (dead tuples, free space, index entries), by store;
+    None where the pages cannot be read (no pageinspect, or not a superuser)."""
+    scope, fp = job.scope, job.fp
+    stores = engine.stores
+    if not (pagescan.available(stores.keys) and pagescan.available(stores.main)):
+        return None
+    if scope.kind is ScopeKind.HOUSEHOLD:
+        ids = [scope.household_id]
+    elif scope.kind is ScopeKind.PROFILE:
+        ids = [uuid.UUID(p) for p in fp.profile_ids] or [scope.subject()[1]]
+    else:
+        ids = [uuid.UUID(i) for i in fp.item_ids]
+    tables = [t.name for t in Base.metadata.sorted_tables if "household_id" in t.c]
+    engine.renew(job)  # reading every page can take longer than a lease
+    return {
+        "key store": pagescan.occurrences(stores.keys, pagescan.KEY_TABLES, ids),
+        "main database": pagescan.occurrences(stores.main, tables, ids),
+    }
 
 
 def _household_rows(session: Session, hh: uuid.UUID, result: Result) -> None:
