@@ -115,10 +115,17 @@ class Container:
         then settle the erasures whose key copies a destroyed epoch covered, and record
         any epoch past its window (S6, A8)."""
         from tutela.erasure import copies  # noqa: PLC0415
+        from tutela.households.service import reindex_emails  # noqa: PLC0415
         from tutela.vault.rotation import overdue_epochs, rotate_epoch  # noqa: PLC0415
 
-        rotation = rotate_epoch(self.vault.keys, clock=self.clock, force=force)
+        keys = self.vault.keys
+
+        def reindex(_: object) -> int:
+            return reindex_emails(self.stores.session, keys, now=self.clock.now())
+
+        rotation = rotate_epoch(keys, clock=self.clock, force=force, before_destroy=reindex)
         now = self.clock.now()
+        reindex(None)  # an account made in the instant a rotation began
         if rotation is not None:
             destroyed = ",".join(str(e.seq) for e in rotation.destroyed) or "-"
             with self.stores.session() as session:

@@ -433,3 +433,35 @@ def test_the_first_rotation_rewraps_rows_from_before_epochs_and_marks_them(
         assert row is not None
         assert (row.epoch_id, row.master_key_id, row.legacy) == (keys.epochs()[-1].id, None, True)
     assert keys.profile_key(household_id=hh, profile_id=adult) == key
+
+
+def test_an_email_index_left_in_a_backup_answers_no_guess_after_the_window(
+    container: Container, unique: str
+) -> None:
+    """A main-store backup (or a dead tuple) keeps the closed household's email index. With
+    the key source, a guessed address can be checked against it until the epoch is
+    destroyed, and not after; live accounts move to the new epoch and still sign in."""
+    from tutela.households import service as households
+    from tutela.households.models import Account
+
+    closing = make_home(container, tag=unique)
+    staying = make_home(container, tag=unique + "b")
+    email = f"ana.{unique}@example.com"
+    with container.stores.session() as s:
+        backup = s.scalars(
+            select(Account.email_index).where(Account.household_id == closing.household_id)
+        ).all()
+    keys = container.vault.keys
+    now = container.clock.now
+
+    def guess_matches() -> bool:
+        return bool(set(households.email_indexes(keys, email, now=now())) & set(backup))
+
+    assert guess_matches(), "during the window the backup's index answers a guess"
+    _erase(container, Scope(ScopeKind.HOUSEHOLD, closing.household_id))
+    _pass_the_window(container)
+    assert not guess_matches()
+    with container.stores.session() as s:
+        account = households.find_account(s, keys, email=f"ana.{unique}b@example.com", now=now())
+        assert account is not None and account.household_id == staying.household_id
+        assert account.email_index_epoch == keys.epochs()[-1].id

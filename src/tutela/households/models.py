@@ -93,6 +93,10 @@ class Account(Base):
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     profile_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     email_index: Mapped[bytes] = mapped_column(Binary, unique=True)
+    # The key epoch whose derived key made `email_index` (None: the older service key).
+    # Indexes move to each new epoch, so an index left in a backup or a dead tuple stops
+    # confirming a guessed address once its epoch is destroyed (S6).
+    email_index_epoch: Mapped[str | None] = mapped_column(String(32))
     email_sealed: Mapped[bytes] = mapped_column(Binary)
     role: Mapped[str] = mapped_column(String(8))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -6,14 +6,15 @@ import hashlib
 import hmac
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from tutela.audit.service import AuditTag, record
-from tutela.core.errors import Conflict, Forbidden, InvalidDeviceToken, NotFound
+from tutela.core.errors import Conflict, Forbidden, InvalidDeviceToken, KeyUnavailable, NotFound
 from tutela.core.ids import uuid7
 from tutela.households import rules
 from tutela.households.models import (
@@ -92,10 +93,76 @@ def _email_aad(household_id: uuid.UUID, account_id: uuid.UUID) -> bytes:
     return b"tutela:account-email:" + household_id.bytes + account_id.bytes
 
 
-def email_index(keys: KeyStore, email: str, *, now: datetime) -> bytes:
-    """Keyed index of an email (HMAC-SHA-256): lookups work, the table reveals no address."""
+EMAIL_INDEX_PURPOSE = "tutela:email-index"
+
+
+def email_index(keys: KeyStore, email: str, *, now: datetime) -> tuple[bytes, str]:
+    """Keyed index of an email (HMAC-SHA-256) under the current key epoch, with the epoch's
+    id: lookups work, the table reveals no address, and once the epoch is destroyed an
+    index left in a backup or a dead tuple answers no guess (S6)."""
+    epoch = keys.current_epoch(now=now)
+    key = keys.epoch_subkey(epoch.id, EMAIL_INDEX_PURPOSE)
+    return crypto.keyed_digest(key, rules.normalise_email(email).encode()), epoch.id
+
+
+def email_indexes(keys: KeyStore, email: str, *, now: datetime) -> list[bytes]:
+    """Every index an account of `email` may have now: under the current epoch, under one
+    still retiring (a rotation in progress), or under the service key (accounts made before
+    key epochs, until the next rotation moves them)."""
+    normalised = rules.normalise_email(email).encode()
+    found = []
+    # The epochs the key source still holds (current and retiring): no database query.
+    for epoch_id in keys.source.epoch_ids():
+        try:
+            key = keys.epoch_subkey(epoch_id, EMAIL_INDEX_PURPOSE)
+        except KeyUnavailable:
+            continue  # destroyed a moment ago by another process
+        found.append(crypto.keyed_digest(key, normalised))
+    found.append(email_throttle_key(keys, email, now=now))
+    return found
+
+
+def email_throttle_key(keys: KeyStore, email: str, *, now: datetime) -> bytes:
+    """A keyed hash of an email that never changes (the sign-in throttle's account key:
+    a count of failures must outlive epochs). Kept in memory and Redis only."""
     key = keys.service_key(EMAIL_INDEX_KEY, now=now)
     return crypto.keyed_digest(key, rules.normalise_email(email).encode())
+
+
+def reindex_emails(
+    session_factory: Callable[[], Session], keys: KeyStore, *, now: datetime, batch: int = 500
+) -> int:
+    """Move every account's email index to the current key epoch; returns how many moved.
+
+    Run by each epoch rotation before the old epoch is destroyed, and by every worker pass
+    (an account made in the instant a rotation began is moved by the next). Each row is
+    written only if nobody changed it since it was read.
+    """
+    epoch = keys.current_epoch(now=now)
+    key = keys.epoch_subkey(epoch.id, EMAIL_INDEX_PURPOSE)
+    moved = 0
+    stale = or_(Account.email_index_epoch.is_(None), Account.email_index_epoch != epoch.id)
+    while True:
+        with session_factory() as session:
+            rows = session.scalars(select(Account).where(stale).limit(batch)).all()
+            if not rows:
+                return moved
+            for account in rows:
+                index = crypto.keyed_digest(
+                    key, rules.normalise_email(account_email(keys, account)).encode()
+                )
+                session.execute(
+                    update(Account)
+                    .where(
+                        Account.household_id == account.household_id,
+                        Account.id == account.id,
+                        Account.email_index == account.email_index,
+                    )
+                    .values(email_index=index, email_index_epoch=epoch.id)
+                    .execution_options(synchronize_session=False)
+                )
+                moved += 1
+            session.commit()
 
 
 def hash_device_token(token: str) -> bytes:
@@ -176,15 +243,17 @@ def _new_device(
 
 def _check_home(
     session: Session, keys: KeyStore, *, spec: HomeSpec, now: datetime
-) -> dict[str, bytes]:
+) -> dict[str, tuple[bytes, str]]:
     """Refuse a bad home before anything is written; return each adult's email index."""
     if not spec.adults:
         raise Conflict("A household needs at least one adult.", code="household_needs_adult")
-    indexes: dict[str, bytes] = {}
+    indexes: dict[str, tuple[bytes, str]] = {}
     for adult in spec.adults:
         email = rules.check_email(adult.email)
         index = email_index(keys, email, now=now)
-        taken = session.scalar(select(Account.id).where(Account.email_index == index))
+        taken = session.scalar(
+            select(Account.id).where(Account.email_index.in_(email_indexes(keys, email, now=now)))
+        )
         if email in indexes or taken is not None:
             raise Conflict("That email already has an account.", code="email_taken")
         indexes[email] = index
@@ -238,7 +307,8 @@ def create_home(
                     household_id=household.id,
                     id=account_id,
                     profile_id=profile.id,
-                    email_index=indexes[email],
+                    email_index=indexes[email][0],
+                    email_index_epoch=indexes[email][1],
                     email_sealed=crypto.seal(
                         profile_key, email.encode(), aad=_email_aad(household.id, account_id)
                     ),
@@ -367,7 +437,7 @@ def authenticate_device(session: Session, *, token: str, now: datetime) -> Devic
 
 def find_account(session: Session, keys: KeyStore, *, email: str, now: datetime) -> Account | None:
     return session.scalar(
-        select(Account).where(Account.email_index == email_index(keys, email, now=now))
+        select(Account).where(Account.email_index.in_(email_indexes(keys, email, now=now)))
     )
 
 

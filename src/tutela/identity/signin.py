@@ -156,7 +156,7 @@ class Gate:
 
     def _account_key(self, email: str, *, staff: bool, now: datetime) -> str:
         # The throttle's account key: a keyed hash of the email, the same for unknown ones.
-        index = households.email_index(self.keys, email, now=now)
+        index = households.email_throttle_key(self.keys, email, now=now)
         return ("s:" if staff else "a:") + index.hex()[:40]
 
     def _device_for_email(
@@ -178,8 +178,10 @@ class Gate:
             account = (
                 session.get(Account, (row.household_id, row.account_id)) if row.account_id else None
             )
-            index = households.email_index(self.keys, email, now=now)
-            matches = account is not None and hmac.compare_digest(account.email_index, index)
+            matches = account is not None and any(
+                hmac.compare_digest(account.email_index, index)
+                for index in households.email_indexes(self.keys, email, now=now)
+            )
         return row if matches else None
 
     def _known_device(

@@ -92,6 +92,11 @@ def item_subkeys(key: bytes) -> tuple[bytes, bytes]:
     return okm[:KEY_BYTES], okm[KEY_BYTES:]
 
 
+def derive_key(key: bytes, *, info: bytes) -> bytes:
+    """A 256-bit key for one purpose (`info`) derived from `key` with HKDF-SHA-256 (RFC 5869)."""
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info).derive(key)
+
+
 def content_mac_key(key: bytes) -> bytes:
     """A MAC key derived from an item key, so one key never serves two primitives."""
     return keyed_digest(key, b"tutela:content-mac")

@@ -98,6 +98,7 @@ class KeyStore:
         self._autocommit: Engine = self._engine.execution_options(isolation_level="AUTOCOMMIT")
         self.postgresql = self._engine.dialect.name == "postgresql"
         self._service_keys: dict[str, bytes] = {}
+        self._subkeys: dict[tuple[str, str], bytes] = {}
 
     # --- epochs -------------------------------------------------------------------------
 
@@ -134,6 +135,19 @@ class KeyStore:
         """When every copy of a key destroyed during `epoch` is unreadable at the latest:
         the epoch's start plus the window (epochs end every half window)."""
         return epoch.started_at + self.window
+
+    def epoch_subkey(self, epoch_id: str, purpose: str) -> bytes:
+        """A key derived from an epoch key (HKDF-SHA-256, RFC 5869) for one purpose: it
+        dies with the epoch, so what it keyed (an email index in a backup) stops answering
+        guesses once the epoch is destroyed."""
+        cached = self._subkeys.get((epoch_id, purpose))
+        if cached is not None and epoch_id in self.source.epoch_ids():
+            return cached
+        key = crypto.derive_key(self.source.epoch_key(epoch_id), info=purpose.encode())
+        held = set(self.source.epoch_ids())
+        self._subkeys = {k: v for k, v in self._subkeys.items() if k[0] in held}
+        self._subkeys[(epoch_id, purpose)] = key
+        return key
 
     def _kek(self, epoch_id: str | None, master_key_id: str | None) -> bytes:
         if epoch_id is not None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -116,10 +117,19 @@ def _retiring(keys: KeyStore) -> list[Epoch]:
 
 
 def rotate_epoch(
-    keys: KeyStore, *, clock: Clock, batch_size: int = 500, force: bool = False
+    keys: KeyStore,
+    *,
+    clock: Clock,
+    batch_size: int = 500,
+    force: bool = False,
+    before_destroy: Callable[[Epoch], object] | None = None,
 ) -> EpochRotation | None:
     """Run (or finish) an epoch rotation if one is due (or `force`); None when another
-    worker holds the rotation or nothing is due."""
+    worker holds the rotation or nothing is due.
+
+    `before_destroy` moves what other stores keep under keys derived from the epoch (the
+    accounts' email indexes) to the new one; if it fails, nothing is destroyed.
+    """
     now = clock.now()
     if not force and not epoch_due(keys, now=now):
         return None
@@ -131,6 +141,8 @@ def rotate_epoch(
         current = _begin(keys, current, now=now)
     rekeyed, items = _rekey_profiles(keys, current, batch_size=batch_size)
     rewrapped = _rewrap_profiles(keys, current, batch_size=batch_size)
+    if before_destroy is not None:
+        before_destroy(current)
     destroyed = _destroy_retired(keys, current, batch_size=batch_size, clock=clock)
     for orphan in orphans_before:
         # An epoch key made by a rotation that died before recording it: never used.
