@@ -117,7 +117,9 @@ def list_requests(
 
 @app.command("show")
 def show(request_id: uuid.UUID) -> None:
-    """One request: its steps' times, counts, remnant findings and receipt."""
+    """One request: its steps' times, counts, remnant findings, how far its data is gone
+    (live stores, every copy) and its receipt."""
+    from tutela.erasure import copies  # noqa: PLC0415
     from tutela.erasure.models import ErasureRequest  # noqa: PLC0415
 
     container = _container()
@@ -139,6 +141,7 @@ def show(request_id: uuid.UUID) -> None:
                         "counts": json.loads(row.counts or "{}"),
                         "findings": json.loads(row.findings) if row.findings else None,
                         "last_error": row.last_error,
+                        "unreadable": copies.of_request(container.vault.keys, row).to_json(),
                         "receipt": json.loads(row.receipt) if row.receipt else None,
                     },
                     indent=2,
