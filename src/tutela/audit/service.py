@@ -43,6 +43,7 @@ class AuditTag(StrEnum):
     ERASURE_REQUESTED = "erasure:request:create"
     ERASURE_COMPLETED = "erasure:request:complete"
     ERASURE_FAILED = "erasure:request:fail"
+    ERASURE_RETRIED = "erasure:request:retry"
     ERASURE_DEADLINE_WARNING = "erasure:request:deadline-warning"
     ERASURE_COPIES_UNREADABLE = "erasure:request:copies-unreadable"
     BACKUP_RESTORE_CHECKED = "erasure:backup:restore-check"

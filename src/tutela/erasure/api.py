@@ -13,18 +13,19 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Header, Query, Response
 from pydantic import AwareDatetime, BaseModel, Field
 from sqlalchemy import select
 
 from tutela.core.errors import Forbidden, NotFound
 from tutela.deps import AppContainer, CurrentPrincipal, CurrentStaff, DbSession
 from tutela.erasure import copies, receipts
-from tutela.erasure.models import ErasureRequest, RequesterKind, ScopeKind
+from tutela.erasure.jobs import OPEN
+from tutela.erasure.models import ErasureRequest, RequesterKind, RequestStatus, ScopeKind
 from tutela.erasure.scope import Requester, Scope
 from tutela.households import service as households
 from tutela.households.models import AccountRole, Profile, ProfileKind
-from tutela.identity.service import Principal
+from tutela.identity.service import Principal, StaffPrincipal
 from tutela.vault.models import ItemKind, MediaItem
 
 router = APIRouter(prefix="/api/v1", tags=["erasure"])
@@ -143,7 +144,9 @@ def request_erasure(
 ) -> ErasureOut:
     """Erase one item, some of a profile's items, a child's profile, or the household.
 
-    A whole profile or the household needs a recent second factor (step-up, C7).
+    `items` without kinds, range or ids is every kind of the profile's items up to now:
+    an adult's "erase everything about me" (their account stays). Anything but a single
+    item (`items`, `profile`, `household`) needs a recent second factor (step-up, C7).
     """
     scope = _scope(payload, principal.household_id)
     if idempotency_key:
@@ -237,3 +240,62 @@ def officer_erasure(
         if earlier is not None:
             return ErasureOut.of(earlier)
     return ErasureOut.of(_start(container, scope, requester, idempotency_key))
+
+
+class StaffErasureOut(ErasureOut):
+    """What an officer sees of a request: also its household (None once a closure
+    completed), why it last failed (an error class or `remnants_found`, never data) and
+    when its deadline warning went out."""
+
+    household_id: uuid.UUID | None
+    last_error: str | None
+    warned_at: datetime | None
+
+    @classmethod
+    def of(cls, row: ErasureRequest) -> StaffErasureOut:
+        return cls(
+            **ErasureOut.of(row).model_dump(),
+            household_id=row.household_id,
+            last_error=row.last_error,
+            warned_at=row.warned_at,
+        )
+
+
+def _officer(staff: StaffPrincipal) -> None:
+    if "privacy_officer" not in staff.roles:
+        raise Forbidden("Only privacy officers handle erasures.", code="privacy_officer_only")
+
+
+@router.get("/staff/erasures", response_model=list[StaffErasureOut])
+def officer_erasures(
+    staff: CurrentStaff,
+    session: DbSession,
+    status: Annotated[
+        Literal["open", "pending", "running", "blocked", "failed", "completed"], Query()
+    ] = "open",
+    limit: Annotated[int, Query(ge=1, le=500)] = 200,
+) -> list[StaffErasureOut]:
+    """Requests of every household, newest first: by default the open ones (pending,
+    running, blocked, failed), with their deadlines (S7, S8). Privacy officers only."""
+    _officer(staff)
+    wanted = OPEN if status == "open" else (RequestStatus(status),)
+    rows = session.scalars(
+        select(ErasureRequest)
+        .where(ErasureRequest.status.in_(wanted))
+        .order_by(ErasureRequest.requested_at.desc())
+        .limit(limit)
+    )
+    return [StaffErasureOut.of(r) for r in rows]
+
+
+@router.post("/staff/erasures/{request_id}/retry", status_code=202, response_model=StaffErasureOut)
+def officer_retry(
+    request_id: uuid.UUID, staff: CurrentStaff, session: DbSession, container: AppContainer
+) -> StaffErasureOut:
+    """Run a failed (or blocked) request again once its fault is fixed: pending, due now,
+    from the step that failed (from `keys` after an unclean remnant check), its original
+    deadline kept; audited with the officer's name. Privacy officers, with step-up."""
+    _officer(staff)
+    container.gate.require_step_up(session, staff, now=container.clock.now())
+    session.close()
+    return StaffErasureOut.of(container.erasure.retry(request_id, by=f"staff:{staff.staff_id}"))

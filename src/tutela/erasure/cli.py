@@ -90,7 +90,8 @@ def request(
 def list_requests(
     open_only: Annotated[bool, typer.Option("--open", help="Only requests not complete.")] = False,
 ) -> None:
-    """Requests with their status, step and deadlines (newest first)."""
+    """Requests with their status, step and deadlines (newest first). `--open`: every
+    request not complete, failed and blocked ones included (they wait for an operator)."""
     from tutela.erasure.jobs import OPEN  # noqa: PLC0415
     from tutela.erasure.models import ErasureRequest  # noqa: PLC0415
 
@@ -106,10 +107,11 @@ def list_requests(
                     if row.warned_at and not row.completed_at
                     else ""
                 )
+                error = f" error={row.last_error}" if row.status == "failed" else ""
                 typer.echo(
                     f"{row.id}  {row.scope_kind:9} {row.status:9} step={row.step:10} "
                     f"by={row.requester_kind:15} requested={row.requested_at:%Y-%m-%d} "
-                    f"complete_by={row.complete_by:%Y-%m-%d}{warn}"
+                    f"complete_by={row.complete_by:%Y-%m-%d}{error}{warn}"
                 )
     finally:
         container.close()
@@ -148,6 +150,37 @@ def show(request_id: uuid.UUID) -> None:
                     default=str,
                 )
             )
+    finally:
+        container.close()
+
+
+@app.command("retry")
+def retry(
+    request_id: Annotated[uuid.UUID, typer.Argument(help="The failed (or blocked) request.")],
+    wait: Annotated[bool, typer.Option(help="Run the job to completion here.")] = True,
+) -> None:
+    """Run a failed (or blocked) request again once its fault is fixed: from the step
+    that failed (from keys after an unclean remnant check), its deadline unchanged."""
+    from tutela.core.errors import TutelaError  # noqa: PLC0415
+    from tutela.erasure.models import ErasureRequest  # noqa: PLC0415
+
+    container = _container()
+    try:
+        try:
+            row = container.erasure.retry(request_id, by="operator:cli")
+        except TutelaError as exc:
+            typer.echo(f"error: {exc.detail}", err=True)
+            raise typer.Exit(2) from None
+        typer.echo(
+            f"Erasure request {row.id} queued again from step {row.step}, "
+            f"complete by {row.complete_by:%Y-%m-%d}."
+        )
+        if wait:
+            _drain(container)
+            with container.stores.session() as session:
+                done = session.get(ErasureRequest, row.id)
+                assert done is not None
+                typer.echo(f"Now {done.status} (step {done.step}).")
     finally:
         container.close()
 

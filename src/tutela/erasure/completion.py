@@ -110,19 +110,10 @@ def verify(engine: ErasureEngine, job: Job) -> str:
         findings = json.dumps([f.__dict__ for f in result.findings], sort_keys=True)
         log.warning("remnant check found %d remnants", sum(f.count for f in result.findings))
         if failures >= MAX_VERIFY_FAILURES:
-            engine.release(
-                job,
-                status=RequestStatus.FAILED,
-                findings=findings,
-                verify_failures=failures,
-                error="remnants_found",
-                audit={
-                    "tag": AuditTag.ERASURE_FAILED,
-                    "actor": "system",
-                    "subject": f"erasure:{job.row.id}",
-                },
+            failed = engine.fail(
+                job, error="remnants_found", findings=findings, verify_failures=failures
             )
-            return RequestStatus.FAILED
+            return RequestStatus.FAILED if failed else "lost"
         job.row.verify_failures = failures
         engine.advance(job, Step.VERIFY, Step.KEYS, findings=findings, verify_failures=failures)
         engine.release(job, delay=timedelta(seconds=5 * failures))

@@ -16,6 +16,11 @@ A request becomes a durable job whose planned steps run in order (DESIGN idea 2)
    request complete, with a signed receipt (A8). If it finds something, the steps run
    again from `keys`.
 
+A job that cannot finish (a step failing `MAX_STEP_ATTEMPTS` times in a row, or the
+remnant check unclean `MAX_VERIFY_FAILURES` times) is `failed` (`fail`): still open, held
+to its deadline, and the privacy team is told. An operator fixes the fault and runs it
+again (`retry`, or a new request for the same subject).
+
 Workers claim due jobs with a lease (`FOR UPDATE SKIP LOCKED` on PostgreSQL). Every
 step is idempotent, so a worker killed anywhere leaves a job the next one finishes.
 Obligations: A5, A8, C1, C6, C10, S6, S7, S8.
@@ -40,8 +45,9 @@ from tutela.core.clock import Clock
 from tutela.core.ids import uuid7
 from tutela.db import registry  # noqa: F401 (every part's tables in Base.metadata)
 from tutela.db.engine import Stores
-from tutela.erasure import completion, downstream, intake, steps
+from tutela.erasure import completion, downstream, intake, recovery, steps
 from tutela.erasure.jobs import (
+    CLAIMABLE,
     MAX_STEP_ATTEMPTS,
     OPEN,
     Fingerprints,
@@ -153,7 +159,7 @@ class ErasureEngine:
         self, session: Session, now: datetime, request_id: uuid.UUID | None
     ) -> uuid.UUID | None:
         due = [
-            ErasureRequest.status.in_((RequestStatus.PENDING, RequestStatus.RUNNING)),
+            ErasureRequest.status.in_(CLAIMABLE),
             ErasureRequest.next_run_at <= now,
             or_(ErasureRequest.lease_until.is_(None), ErasureRequest.lease_until < now),
         ]
@@ -239,17 +245,8 @@ class ErasureEngine:
                 # Logged by class only: messages of store errors can quote data.
                 log.warning("erasure step %s failed: %s", step.value, type(exc).__name__)
                 if job.row.attempts >= MAX_STEP_ATTEMPTS:
-                    self.release(
-                        job,
-                        status=RequestStatus.FAILED,
-                        error=type(exc).__name__,
-                        audit={
-                            "tag": AuditTag.ERASURE_FAILED,
-                            "actor": "system",
-                            "subject": f"erasure:{job.row.id}",
-                        },
-                    )
-                    return RequestStatus.FAILED
+                    failed = self.fail(job, error=type(exc).__name__)
+                    return RequestStatus.FAILED if failed else "lost"
                 self.release(job, error=type(exc).__name__, delay=timedelta(seconds=30))
                 return "error"
             if self.after_step is not None:
@@ -281,13 +278,16 @@ class ErasureEngine:
         """Record a finished step, guarded by this worker's lease; renew the lease.
 
         `audit` is recorded in the same transaction: a completion and its audit event
-        commit together or not at all.
+        commit together or not at all. Progress restarts the attempt count (this run
+        is the next step's first), so `MAX_STEP_ATTEMPTS` counts runs of one step in a
+        row, not every claim of a long job.
         """
         now = self.clock.now()
         times = json.loads(job.row.step_times or "{}")
         times[done.value] = now.isoformat()
         values.setdefault("step_times", json.dumps(times, sort_keys=True))
         values.setdefault("lease_until", now + self.lease)
+        values.setdefault("attempts", 1)
         values["step"] = following
         with self.stores.session() as session:
             result = session.execute(
@@ -352,6 +352,64 @@ class ErasureEngine:
             if audit is not None and getattr(result, "rowcount", 0) == 1:
                 record(session, now=now, **audit)
             session.commit()
+
+    def fail(self, job: Job, *, error: str, **values: Any) -> bool:
+        """Give the job up for an operator to look at: the one way a request becomes
+        `failed`. The status, its audit event and one notice to the privacy team commit
+        together, under this worker's lease; False if the lease was lost.
+
+        A failed request is never called deleted (A8) and stays open: listed by
+        `erasure list --open`, warned about at its deadline (S7, S8), run again by
+        `retry` or by a new request for the same subject. The notice holds a count and
+        a time only: no id, no personal data.
+        """
+        from tutela.notices.service import NoticeKind, enqueue  # noqa: PLC0415
+
+        now = self.clock.now()
+        values.update(
+            status=RequestStatus.FAILED,
+            last_error=error[:80],
+            lease_owner=None,
+            lease_until=None,
+            next_run_at=now,
+        )
+        with self.stores.session() as session:
+            result = session.execute(
+                update(ErasureRequest)
+                .where(
+                    ErasureRequest.id == job.row.id, ErasureRequest.lease_owner == self.worker_id
+                )
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+            if getattr(result, "rowcount", 0) != 1:
+                session.rollback()
+                log.warning("erasure lease lost before it failed; another worker carries on")
+                return False
+            record(
+                session,
+                tag=AuditTag.ERASURE_FAILED,
+                actor="system",
+                now=now,
+                subject=f"erasure:{job.row.id}",
+            )
+            enqueue(
+                session,
+                self.keys,
+                kind=NoticeKind.ERASURE_FAILED,
+                owner=None,
+                params={"at": now.isoformat(), "count": "1"},
+                now=now,
+            )
+            session.commit()
+        for name, value in values.items():
+            setattr(job.row, name, value)
+        log.warning("erasure request failed at step %s: %s", job.row.step, error[:80])
+        return True
+
+    def retry(self, request_id: uuid.UUID, *, by: str) -> ErasureRequest:
+        """Run a failed (or blocked) request again; see `recovery.retry`."""
+        return recovery.retry(self, request_id, by=by)
 
     # --- deadlines -----------------------------------------------------------------------
 

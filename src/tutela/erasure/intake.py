@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session
 from tutela.audit.service import AuditTag, record
 from tutela.core.errors import Conflict, NotFound, ServiceUnavailable
 from tutela.core.ids import uuid7
-from tutela.erasure import deadlines, steps
-from tutela.erasure.jobs import OPEN, chunks
+from tutela.erasure import deadlines, recovery, steps
+from tutela.erasure.jobs import chunks
 from tutela.erasure.models import ErasureRequest, RequestStatus, ScopeKind, Step
 from tutela.erasure.scope import Requester, Scope, digest
 from tutela.households.models import Account, Household, Profile
@@ -46,10 +46,12 @@ def request(
     """Record an erasure request (it is confirmed by being answered: S8's 10 days).
 
     The same idempotency key from the same requester answers the first request; an
-    identical scope already being erased answers that request.
+    identical scope already being erased answers that request, and one whose erasure
+    failed is run again and answers (`recovery.reopen`): looked up before the scope is
+    checked, since a failed closure may have removed the household's rows already.
     """
     now = engine.clock.now()
-    asked = asked_digest(engine, scope)
+    asked_scope, asked = scope, asked_digest(engine, scope)
     if scope.kind is ScopeKind.ITEMS and scope.until is None and not scope.item_ids:
         # "All voice" means all voice recorded up to the request.
         scope = Scope(
@@ -63,22 +65,20 @@ def request(
     idem = idem_digest(engine, requester.ref, idempotency_key) if idempotency_key else None
     subject = digest(engine.keys, "scope", hashlib.sha256(scope.canonical()).digest(), now=now)
     if idempotency_key:
-        existing = idempotent(engine, requester.ref, idempotency_key, scope)
+        existing = idempotent(engine, requester.ref, idempotency_key, asked_scope)
         if existing is not None:
             return existing
     with engine.stores.session() as session:
+        running = recovery.reopen(session, subject=subject, asked=asked, by=requester.ref, now=now)
+        session.commit()
+        if running is not None:
+            session.refresh(running)
+            return running
         held_profile = check_scope(session, scope)
         if hold is not None and hold(scope.household_id, held_profile, now) is not None:
             raise Conflict(
                 "A legal hold suspends deletion of this data for now.", code="legal_hold"
             )
-        running = session.scalar(
-            select(ErasureRequest).where(
-                ErasureRequest.subject_digest == subject, ErasureRequest.status.in_(OPEN)
-            )
-        )
-        if running is not None:
-            return running
         due = deadlines.deadlines_for(
             now,
             confirm_business_days=engine.settings.erasure_confirm_business_days,
@@ -249,7 +249,7 @@ def check_scope(session: Session, scope: Scope) -> uuid.UUID | None:
         if has_account:
             raise Conflict(
                 "This profile signs in to an account: close the account (household "
-                "scope) or erase its items instead.",
+                "scope), or erase all its items (items scope without kinds) instead.",
                 code="profile_has_account",
             )
     if scope.kind is ScopeKind.ITEM:

@@ -18,7 +18,19 @@ MAX_STEP_ATTEMPTS = 20
 MAX_FINGERPRINT_IDS = 200_000
 MAX_SAMPLES = 48
 SAMPLE_BYTES = 24
-OPEN = (RequestStatus.PENDING, RequestStatus.RUNNING, RequestStatus.BLOCKED)
+OPEN = (
+    RequestStatus.PENDING,
+    RequestStatus.RUNNING,
+    RequestStatus.BLOCKED,
+    RequestStatus.FAILED,
+)
+"""Not done yet: listed as open, warned about and held to its deadline (S7, S8), and what
+a new request for the same subject answers. A failed request is open until it completes."""
+CLAIMABLE = (RequestStatus.PENDING, RequestStatus.RUNNING)
+"""What a worker picks up by itself. Blocked and failed requests wait for an operator
+(`tutela erasure retry-dead`, `tutela erasure retry`)."""
+RETRYABLE = (RequestStatus.FAILED, RequestStatus.BLOCKED)
+"""What `retry` runs again."""
 
 # Tables whose rows are the erasure's own record: kept (their personal columns are
 # wiped or nulled), never deleted with the household.

@@ -48,7 +48,8 @@ class RequestStatus(StrEnum):
     """Waiting on a downstream consumer that stopped answering (dead-lettered)."""
     COMPLETED = "completed"
     FAILED = "failed"
-    """The remnant check kept finding something: an operator must look."""
+    """A step kept failing or the remnant check kept finding something: still open (its
+    deadline runs), the privacy team is told, and an operator runs it again."""
 
 
 class Step(StrEnum):

@@ -27,7 +27,13 @@ ERASURE_KEY: Final = "erasure"
 @dataclass(frozen=True)
 class Scope:
     """One item (with its derived artifacts); a profile's items by kind, time or id; a
-    whole profile; a whole household."""
+    whole profile; a whole household.
+
+    `items` narrows by `kinds`, a range (`since`, `until`) or ids (`item_ids`, as rules
+    name them); with none of them it is every kind of the profile's items up to the
+    request: "erase everything about me" for an adult, whose profile signs in to an
+    account and so cannot be erased as a profile (C6, C10: the account stays signed in).
+    """
 
     kind: ScopeKind
     household_id: uuid.UUID
@@ -46,15 +52,6 @@ class Scope:
         for k in self.kinds:
             if k not in set(ItemKind):
                 raise InvalidInput(f"Unknown kind of data: {k[:20]!r}.", code="invalid_scope")
-        if (
-            self.kind is ScopeKind.ITEMS
-            and not (self.kinds or self.since or self.until)
-            and (not self.item_ids)
-        ):
-            raise InvalidInput(
-                "Name kinds, a time range or items; to erase everything use the profile scope.",
-                code="invalid_scope",
-            )
         if self.since and self.until and as_utc(self.since) >= as_utc(self.until):
             raise InvalidInput("The range ends before it starts.", code="invalid_scope")
 

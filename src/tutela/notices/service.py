@@ -61,6 +61,7 @@ class NoticeKind(StrEnum):
     INACTIVE_CHILD = "inactive_child"
     ERASURE_COMPLETED = "erasure_completed"
     ERASURE_DEADLINE = "erasure_deadline"
+    ERASURE_FAILED = "erasure_failed"
 
 
 @dataclass(frozen=True)
@@ -201,9 +202,19 @@ _TEMPLATES: Final[Mapping[NoticeKind, _Template]] = {
         frozenset({"at", "count", "percent"}),
         advice="erasure_team",
     ),
+    NoticeKind.ERASURE_FAILED: _Template(
+        "An erasure request failed",
+        "{count} erasure request(s) failed: a step kept failing, or the check of every "
+        "store kept finding something left. Nothing is called deleted, and the request "
+        "will not run again until someone retries it; its deadline still runs.",
+        frozenset({"at", "count"}),
+        advice="erasure_failed",
+    ),
 }
 
-_TEAM_KINDS: Final = frozenset({NoticeKind.DEFENDED_MODE, NoticeKind.ERASURE_DEADLINE})
+_TEAM_KINDS: Final = frozenset(
+    {NoticeKind.DEFENDED_MODE, NoticeKind.ERASURE_DEADLINE, NoticeKind.ERASURE_FAILED}
+)
 
 
 def _security_url(settings: Settings) -> str:
@@ -231,6 +242,12 @@ def _advice(kind: str, settings: Settings) -> str:
         return "Anyone can check the receipt's signature with `tutela receipt verify`."
     if kind == "erasure_team":
         return "List them with `tutela erasure list --open` and see what holds them up."
+    if kind == "erasure_failed":
+        return (
+            "Find it with `tutela erasure list --open` (status failed) and see its step and "
+            "findings with `tutela erasure show ID`; once the fault is fixed, run it again "
+            "with `tutela erasure retry ID`."
+        )
     if kind == "staff":
         return f"If you did not expect this, tell your security team. Manage your sign-in at {url}."
     return "Check the sign-in logs and the audit trail; defended mode ends by itself."
