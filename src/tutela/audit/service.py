@@ -42,6 +42,7 @@ class AuditTag(StrEnum):
     ERASURE_COMPLETED = "erasure:request:complete"
     ERASURE_FAILED = "erasure:request:fail"
     ERASURE_DEADLINE_WARNING = "erasure:request:deadline-warning"
+    ERASURE_NOTICE_UNDELIVERED = "erasure:notice:undelivered"
     BACKUP_RESTORE_CHECKED = "erasure:backup:restore-check"
     AUTO_DELETE_SET = "retention:auto-delete:set"
     INACTIVE_CHILD_IDENTIFIED = "retention:inactive-child:identify"

@@ -41,6 +41,8 @@ class Fingerprints:
     blob_keys: list[str] = field(default_factory=list)
     samples: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)
+    """Outbox ids of the notices erased with the subject: their mailed copies' references."""
 
     def to_bytes(self) -> bytes:
         return json.dumps(self.__dict__, separators=(",", ":")).encode()
