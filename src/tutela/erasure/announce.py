@@ -43,14 +43,32 @@ NOTICE_KINDS: Final = (NoticeKind.ERASURE_IN_HOME,)
 """The notices a household's closure delivers before its keys go."""
 
 
+_LISTED_WHAT: Final = {
+    ScopeKind.ITEM.value: "one recording or location record",
+    ScopeKind.ITEMS.value: "some recordings or location records of one profile",
+    ScopeKind.HOUSEHOLD.value: "the whole household: every profile, recording and account",
+}
+_CHILD_REQUESTERS: Final = (RequesterKind.GUARDIAN.value, RequesterKind.INACTIVE_CHILD.value)
+
+
 @dataclass(frozen=True)
 class HomeRequest:
-    """A request as an adult of the household sees it: the row and who asked."""
+    """A request as an adult of the household sees it: the row, what it erases and who
+    asked."""
 
     row: ErasureRequest
     asked_by: str
     """"you", the requesting adult's name, "Tutela's privacy office", or a rule."""
     by_you: bool
+
+    @property
+    def what(self) -> str:
+        """What it erases, in general words (the scope itself is sealed, then wiped)."""
+        if self.row.scope_kind == ScopeKind.PROFILE.value:
+            if self.row.requester_kind in _CHILD_REQUESTERS:
+                return "a child's profile, with everything recorded of the child"
+            return "a profile, with everything recorded of it"
+        return _LISTED_WHAT.get(self.row.scope_kind, self.row.scope_kind)
 
 
 def shown_to_household(scope_kind: str, requester_kind: str) -> bool:

@@ -211,12 +211,12 @@ def mail_scan(folder: Path, ids: set[str]) -> int:
     for path in folder.iterdir():
         if not path.is_file():
             continue
-        found = (
+        if any(
             match.replace("-", "").lower() in wanted
             for text in _texts(path.read_bytes())
             for match in _UUID_TEXT.findall(text)
-        )
-        hits += any(found)
+        ):
+            hits += 1
     return hits
 
 

@@ -40,12 +40,12 @@ def mark(engine: ErasureEngine, job: Job) -> str:
     undelivered = _tell_before_keys(engine, job) if scope.kind is ScopeKind.HOUSEHOLD else 0
     with engine.stores.session() as session:
         if undelivered:
+            # Kept apart from the household (its events lose their subject at `rows`).
             record(
                 session,
                 tag=AuditTag.ERASURE_NOTICE_UNDELIVERED,
                 actor="system",
                 now=now,
-                household_id=scope.household_id,
                 subject=f"erasure:{job.row.id}",
             )
         if scope.kind is ScopeKind.HOUSEHOLD:
@@ -319,8 +319,9 @@ def _notices(engine: ErasureEngine, session: Session, job: Job) -> None:
     if which is None:
         return
     ids = [str(i) for i in session.scalars(select(OutboxMessage.id).where(which))]
+    # Copies of notices erased by an earlier run too: one may have come back since.
+    engine.notices.discard(sorted(set(ids) | set(job.fp.notices)))
     if ids:
-        engine.notices.discard(ids)
         known = set(job.fp.notices)
         job.fp.notices = [*job.fp.notices, *(i for i in ids if i not in known)][
             :MAX_FINGERPRINT_IDS

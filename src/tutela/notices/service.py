@@ -218,9 +218,9 @@ _TEMPLATES: Final[Mapping[NoticeKind, _Template]] = {
     ),
     NoticeKind.ERASURE_IN_HOME: _Template(
         "Data in your Tutela home is being erased",
-        "{who} asked Tutela to erase {what} from your home. Tutela erases it from every "
-        "store it keeps, checks that nothing is left, and then signs a receipt.\n\n"
-        "  Request: {request}\n  Receipt: {link} (once the erasure is complete)",
+        "Tutela is erasing {what} from your home. It erases it from every store it keeps, "
+        "checks what is left, and then signs a receipt.\n\n"
+        "  Asked by: {who}\n  Request:  {request}\n  Receipt:  {link} (once complete)",
         frozenset({"at", "who", "what", "request", "link"}),
         advice="home_erasure",
     ),
