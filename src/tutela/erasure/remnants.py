@@ -11,6 +11,7 @@ deleted (C1, S6).
 from __future__ import annotations
 
 import base64
+import binascii
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -184,9 +185,19 @@ _UUID_TEXT = re.compile(
 )
 
 
+_QUOTED = re.compile(rb"quoted-printable", re.IGNORECASE)
+_ENCODED = re.compile(rb"base64|=\?", re.IGNORECASE)
+
+
 def _texts(data: bytes) -> list[str]:
-    """A mail file as stored and as a reader sees it (headers and parts decoded)."""
+    """A mail file as stored and as a reader sees it. Quoted-printable (what notices
+    use) is decoded directly; only base64 parts or RFC 2047 header words need the whole
+    message parsed, which costs about 0.8 ms a file."""
     texts = [data.decode("latin-1")]
+    if _QUOTED.search(data):
+        texts.append(binascii.a2b_qp(data).decode("utf-8", "replace"))
+    if not _ENCODED.search(data):
+        return texts
     try:
         message = BytesParser(policy=policy.default).parsebytes(data)
     except Exception:  # a malformed file is still scanned as stored

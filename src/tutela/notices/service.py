@@ -218,8 +218,8 @@ _TEMPLATES: Final[Mapping[NoticeKind, _Template]] = {
     ),
     NoticeKind.ERASURE_IN_HOME: _Template(
         "Data in your Tutela home is being erased",
-        "Tutela is erasing {what} from your home. It erases it from every store it keeps, "
-        "checks what is left, and then signs a receipt.\n\n"
+        "An erasure in your Tutela home: {what}. Tutela erases it from every store it "
+        "keeps, checks what is left, and then signs a receipt.\n\n"
         "  Asked by: {who}\n  Request:  {request}\n  Receipt:  {link} (once complete)",
         frozenset({"at", "who", "what", "request", "link"}),
         advice="home_erasure",
@@ -254,9 +254,9 @@ def _advice(kind: str, settings: Settings) -> str:
         return "Anyone can check the receipt's signature with `tutela receipt verify`."
     if kind == "home_erasure":
         return (
-            f"Every deletion in your home is listed at {settings.origin}/account/privacy. "
-            "The receipt can be fetched without signing in, and anyone can check its "
-            "signature with `tutela receipt verify`."
+            "While your account exists, every deletion in your home is listed at "
+            f"{settings.origin}/account/privacy. The receipt can be fetched without signing "
+            "in, and anyone can check its signature with `tutela receipt verify`."
         )
     if kind == "erasure_team":
         return "List them with `tutela erasure list --open` and see what holds them up."
