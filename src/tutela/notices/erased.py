@@ -13,11 +13,8 @@ import uuid
 from datetime import datetime
 from typing import Final
 
-from sqlalchemy import and_, or_, select
-
 from tutela.db.engine import Stores
-from tutela.erasure.models import Tombstone
-from tutela.erasure.scope import digest
+from tutela.erasure.erased import any_erased
 from tutela.notices.models import OutboxMessage
 from tutela.vault.keystore import KeyStore
 
@@ -26,7 +23,8 @@ ERASED: Final = "subject_erased"
 
 
 def erased(stores: Stores, keys: KeyStore, row: OutboxMessage, *, now: datetime) -> bool:
-    """True when the notice's household, recipient account or subject profile was erased."""
+    """True when the notice's household, recipient account or subject profile was erased.
+    A notice to an employee or to the security team names no such subject."""
     named: list[tuple[str, uuid.UUID]] = [
         (kind, value)
         for kind, value in (
@@ -36,14 +34,4 @@ def erased(stores: Stores, keys: KeyStore, row: OutboxMessage, *, now: datetime)
         )
         if value is not None
     ]
-    if not named:
-        return False  # a notice to an employee or to the security team
-    wanted = [
-        and_(
-            Tombstone.subject_kind == kind,
-            Tombstone.subject_digest == digest(keys, kind, value, now=now),
-        )
-        for kind, value in named
-    ]
-    with stores.key_sessions() as ks:
-        return ks.scalar(select(Tombstone.request_id).where(or_(*wanted)).limit(1)) is not None
+    return any_erased(stores, keys, named, now=now)
