@@ -26,28 +26,21 @@ from tutela.erasure.scope import Requester, Scope
 from tutela.households import service as households
 from tutela.households.models import Account, Profile, ProfileKind
 from tutela.identity.owners import Owner
-from tutela.notices.service import NoticeKind, enqueue
+from tutela.notices.service import ERASED_WHAT, NoticeKind, enqueue
 from tutela.vault.keystore import KeyStore
 
 YOU: Final = "you"
 AN_ADULT: Final = "an adult of your home"
-_BY_KIND: Final = {
-    RequesterKind.PRIVACY_OFFICER: "Tutela's privacy office",
-    RequesterKind.RETENTION: "a retention rule",
-    RequesterKind.AUTO_DELETE: "automatic deletion",
-    RequesterKind.INACTIVE_CHILD: "the rule for inactive child profiles (a retention rule)",
-    RequesterKind.RESTORE_CHECK: "a check after a backup was restored",
+_BY_KIND: Final[dict[str, str]] = {
+    RequesterKind.PRIVACY_OFFICER.value: "Tutela's privacy office",
+    RequesterKind.RETENTION.value: "a retention rule",
+    RequesterKind.AUTO_DELETE.value: "automatic deletion",
+    RequesterKind.INACTIVE_CHILD.value: "the rule for inactive child profiles (a retention rule)",
+    RequesterKind.RESTORE_CHECK.value: "a check after a backup was restored",
 }
 _SHARED_SCOPES: Final = (ScopeKind.PROFILE.value, ScopeKind.HOUSEHOLD.value)
 NOTICE_KINDS: Final = (NoticeKind.ERASURE_IN_HOME,)
 """The notices a household's closure delivers before its keys go."""
-
-
-_LISTED_WHAT: Final = {
-    ScopeKind.ITEM.value: "one recording or location record",
-    ScopeKind.ITEMS.value: "some recordings or location records of one profile",
-    ScopeKind.HOUSEHOLD.value: "the whole household: every profile, recording and account",
-}
 _CHILD_REQUESTERS: Final = (RequesterKind.GUARDIAN.value, RequesterKind.INACTIVE_CHILD.value)
 
 
@@ -63,12 +56,13 @@ class HomeRequest:
 
     @property
     def what(self) -> str:
-        """What it erases, in general words (the scope itself is sealed, then wiped)."""
-        if self.row.scope_kind == ScopeKind.PROFILE.value:
-            if self.row.requester_kind in _CHILD_REQUESTERS:
-                return "a child's profile, with everything recorded of the child"
-            return "a profile, with everything recorded of it"
-        return _LISTED_WHAT.get(self.row.scope_kind, self.row.scope_kind)
+        """What it erases, in the notice's general words (the scope itself is sealed,
+        then wiped: a profile is a child's when a guardian or the inactive-child rule
+        asked)."""
+        code = self.row.scope_kind
+        if code == ScopeKind.PROFILE.value and self.row.requester_kind in _CHILD_REQUESTERS:
+            code = "child_profile"
+        return ERASED_WHAT.get(code, code)
 
 
 def shown_to_household(scope_kind: str, requester_kind: str) -> bool:
@@ -120,7 +114,7 @@ def _name(session: Session, keys: KeyStore, household_id: uuid.UUID, ref: str | 
 def asked_by_kind(requester_kind: str) -> str:
     """Who asked, when only the requester's kind is known: a rule or the privacy office
     by name, a customer as "an adult of your home"."""
-    return _BY_KIND.get(RequesterKind(requester_kind), AN_ADULT)
+    return _BY_KIND.get(requester_kind, AN_ADULT)
 
 
 def asked_by(
@@ -135,7 +129,7 @@ def asked_by(
     """Who asked, in words for an adult of the household (`viewer` is their reference)."""
     if requested_by is not None and requested_by == viewer:
         return YOU
-    if RequesterKind(requester_kind) in _BY_KIND:
+    if requester_kind in _BY_KIND:
         return asked_by_kind(requester_kind)
     return _name(session, keys, household_id, requested_by)
 
