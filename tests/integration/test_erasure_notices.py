@@ -10,6 +10,7 @@ copy of what it sent, as with SMTP); the `.eml` folder through the real `FileMai
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -39,6 +40,7 @@ from tutela.households.models import AccountRole
 from tutela.households.service import AdultSpec, ChildSpec, CreatedHome, DeviceSpec, HomeSpec
 from tutela.identity.owners import Owner
 from tutela.notices.erased import ERASED
+from tutela.notices.mail import FileMailer
 from tutela.notices.models import OutboxMessage
 from tutela.notices.service import MAX_ATTEMPTS, NoticeKind, enqueue
 from tutela.retention.sweep import run_sweep
@@ -219,6 +221,48 @@ def test_a_mail_file_naming_an_erased_id_keeps_the_request_open(
     stray.unlink()
     container.clock.advance(timedelta(minutes=1))
     assert finish(container, row).status == "completed"
+
+
+class GatedFileMailer(FileMailer):
+    """The file mailer, holding its first message until told to write it."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def send(self, message: EmailMessage, *, reference: str | None = None) -> None:
+        self.entered.set()
+        assert self.release.wait(timeout=10)
+        super().send(message, reference=reference)
+
+
+def test_a_notice_mailed_while_its_subject_is_erased_is_discarded_too(
+    settings: Settings, clock: FakeClock, unique: str
+) -> None:
+    """A worker mailing the child's notice while `rows` runs: the row's deletion waits for
+    the worker to finish, so the copy it wrote is discarded in the same step."""
+    gated = GatedFileMailer(settings.mail_path)
+    with recorded(settings, clock, gated) as (container, _):
+        home = make_home(container, tag=unique)
+        hh, child = home.household_id, home.child_profiles[0]
+        told_of_inactivity(container, clock)
+        row = container.erasure.request(
+            Scope(ScopeKind.PROFILE, hh, profile_id=child),
+            Requester(RequesterKind.GUARDIAN, "x"),
+        )
+        container.erasure.run_request(row.id, until=Step.DERIVED)
+        worker = threading.Thread(target=container.deliver_notices)
+        worker.start()
+        assert gated.entered.wait(timeout=10)  # the notice naming the child is claimed
+        threading.Timer(0.3, gated.release.set).start()
+
+        done = finish(container, row)
+        worker.join(timeout=20)
+
+        assert done.status == "completed", done.findings
+        assert done.verify_failures == 0
+        assert not [t for t in eml_texts(settings.mail_path) if CHILD in t]
 
 
 def test_a_closed_household_leaves_no_notice_and_no_mail_file(

@@ -310,20 +310,26 @@ def notices_of(scope: Scope) -> ColumnElement[bool] | None:
 
 
 def _notices(engine: ErasureEngine, session: Session, job: Job) -> None:
-    """Queued and delivered notices of the subject go, their mailed copies first (A5).
+    """Queued and delivered notices of the subject go, then their mailed copies (A5).
 
-    Their references join the fingerprints in the same transaction as the deletion, so
-    the remnant check can ask the mailer whether it still holds any of them.
+    The rows are deleted first: on PostgreSQL the DELETE waits for a worker that holds
+    one of them while it mails it (and on SQLite for its write lock), so the copy it
+    wrote is there to discard. The copies go before the deletion commits, and their
+    references join the fingerprints in the same transaction, so the remnant check can
+    ask the mailer whether it still holds any of them.
     """
     which = notices_of(job.scope)
     if which is None:
         return
-    ids = [str(i) for i in session.scalars(select(OutboxMessage.id).where(which))]
+    gone = [
+        str(i)
+        for i in session.scalars(delete(OutboxMessage).where(which).returning(OutboxMessage.id))
+    ]
     # Copies of notices erased by an earlier run too: one may have come back since.
-    engine.notices.discard(sorted(set(ids) | set(job.fp.notices)))
-    if ids:
+    engine.notices.discard(sorted(set(gone) | set(job.fp.notices)))
+    if gone:
         known = set(job.fp.notices)
-        job.fp.notices = [*job.fp.notices, *(i for i in ids if i not in known)][
+        job.fp.notices = [*job.fp.notices, *(i for i in gone if i not in known)][
             :MAX_FINGERPRINT_IDS
         ]
         session.execute(
@@ -333,7 +339,6 @@ def _notices(engine: ErasureEngine, session: Session, job: Job) -> None:
                 fingerprints_sealed=engine.seal(job.fp.to_bytes(), "fp", now=engine.clock.now())
             )
         )
-    session.execute(delete(OutboxMessage).where(which))
 
 
 def _profile_rows(session: Session, scope: Scope, erased: str) -> None:
