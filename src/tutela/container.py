@@ -20,6 +20,7 @@ from tutela.identity.passwords import PasswordHasher
 from tutela.identity.signin import Gate
 from tutela.identity.throttle import Throttle, make_throttle
 from tutela.notices.mail import Mailer, mailer_from_settings
+from tutela.notices.port import OutboxNotices
 from tutela.settings import Settings
 from tutela.vault.blobs import BlobStore, LocalBlobStore, S3BlobStore
 from tutela.vault.keysource import FileKeySource, KeySource, StaticKeySource
@@ -43,12 +44,16 @@ class Container:
     throttle: Throttle
     breaches: BreachChecker
     mailer: Mailer
+    notices: OutboxNotices = field(init=False)
     gate: Gate = field(init=False)
     erasure: ErasureEngine = field(init=False)
     _policy: Policy | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.erasure = ErasureEngine(self.stores, self.vault, self.settings, self.clock)
+        self.notices = OutboxNotices(self.stores, self.vault.keys, self.mailer, self.settings)
+        self.erasure = ErasureEngine(
+            self.stores, self.vault, self.settings, self.clock, notices=self.notices
+        )
         self.gate = Gate(
             keys=self.vault.keys,
             hasher=self.hasher,
@@ -63,12 +68,8 @@ class Container:
 
     def deliver_notices(self) -> int:
         """Send what the outbox holds (after a request, and in the worker). Never raises."""
-        from tutela.notices.service import deliver_pending  # noqa: PLC0415
-
         try:
-            report = deliver_pending(
-                self.stores, self.vault.keys, self.mailer, self.settings, now=self.clock.now()
-            )
+            report = self.notices.deliver_due(now=self.clock.now())
         except Exception as exc:  # a request's answer must not fail for a mail server
             logging.getLogger("tutela.notices").warning(
                 "notice delivery failed: %s", type(exc).__name__
@@ -216,7 +217,9 @@ def blob_store(settings: Settings) -> BlobStore:
     return LocalBlobStore(settings.blob_path)
 
 
-def build(settings: Settings, *, clock: Clock | None = None) -> Container:
+def build(
+    settings: Settings, *, clock: Clock | None = None, mailer: Mailer | None = None
+) -> Container:
     stores = open_stores(settings.main_url, settings.keys_url, pool_size=settings.db_pool_size)
     keys = KeyStore(
         stores.key_sessions,
@@ -236,5 +239,5 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Container:
         clock=clock or SystemClock(),
         throttle=make_throttle(settings),
         breaches=BreachChecker(SqlRangeStore(stores.main_sessions)),
-        mailer=mailer_from_settings(settings),
+        mailer=mailer or mailer_from_settings(settings),
     )

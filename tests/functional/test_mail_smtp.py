@@ -14,6 +14,7 @@ from aiosmtpd.controller import Controller
 from pydantic import SecretStr
 
 from tutela.core.errors import ConfigurationError
+from tutela.core.ids import uuid7
 from tutela.notices.mail import (
     FileMailer,
     SmtpMailer,
@@ -127,3 +128,33 @@ def test_latest_message_picks_the_newest_for_a_recipient(tmp_path: Path) -> None
     assert latest_message(tmp_path / "mail", to="nobody@example.com") is None
     assert latest_message(tmp_path / "absent") is None
     assert not list((tmp_path / "mail").glob(".*.tmp"))
+
+
+def test_the_file_mailer_discards_the_copies_it_keeps(tmp_path: Path) -> None:
+    """An erasure names the notices it erases by their references (A5, C1)."""
+    mailer = FileMailer(tmp_path / "mail")
+    kept, erased = str(uuid7()), str(uuid7())
+    for reference in (kept, erased):
+        mailer.send(
+            build_message(sender="t@tutela.example", to="a@example.com", subject="s", body="."),
+            reference=reference,
+        )
+    (tmp_path / "mail" / f".{erased}.eml.tmp").write_bytes(b"half a message")
+
+    assert mailer.held([kept, erased, str(uuid7())]) == {kept, erased}
+    assert mailer.discard([erased]) == 1
+
+    assert mailer.held([kept, erased]) == {kept}
+    assert sorted(p.name for p in (tmp_path / "mail").iterdir()) == [f"{kept}.eml"]
+    assert mailer.discard([erased]) == 0  # discarding twice does no harm
+
+
+def test_a_mail_reference_is_never_a_path(tmp_path: Path) -> None:
+    mailer = FileMailer(tmp_path / "mail")
+    message = build_message(sender="t@tutela.example", to="a@example.com", subject="s", body=".")
+    for reference in ("../outside", "x/../../etc", str(uuid7()).upper()):
+        with pytest.raises(ValueError, match="UUID"):
+            mailer.send(message, reference=reference)
+        with pytest.raises(ValueError, match="UUID"):
+            mailer.discard([reference])
+    assert not (tmp_path / "outside.eml").exists()

@@ -6,6 +6,7 @@ import stat
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from datetime import timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -36,26 +37,36 @@ LINK = "https://tutela.example/login/link#s3cr3t-t0ken-Q9xv"
 
 
 class RecordingMailer:
-    """Keeps what it is given; slow on request, to let workers overlap."""
+    """A mail server seen from its side: keeps what it is given, and, like SMTP, Tutela
+    keeps no copy of it. Slow on request, to let workers overlap."""
 
     def __init__(self, delay: float = 0.0) -> None:
         self.sent: list[EmailMessage] = []
+        self.references: list[str | None] = []
         self.delay = delay
         self._lock = threading.Lock()
 
-    def send(self, message: EmailMessage) -> None:
+    def send(self, message: EmailMessage, *, reference: str | None = None) -> None:
         time.sleep(self.delay)
         with self._lock:
             self.sent.append(message)
+            self.references.append(reference)
+
+    def discard(self, references: Iterable[str]) -> int:
+        return 0
+
+    def held(self, references: Iterable[str]) -> set[str]:
+        return set()
 
 
-class RefusingMailer:
+class RefusingMailer(RecordingMailer):
     """A mail server that is down; its error quotes the recipient, as real ones do."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.calls = 0
 
-    def send(self, message: EmailMessage) -> None:
+    def send(self, message: EmailMessage, *, reference: str | None = None) -> None:
         self.calls += 1
         raise ConnectionRefusedError(f"relay refused {message['To']}")
 

@@ -46,6 +46,7 @@ class AuditTag(StrEnum):
     ERASURE_RETRIED = "erasure:request:retry"
     ERASURE_DEADLINE_WARNING = "erasure:request:deadline-warning"
     ERASURE_COPIES_UNREADABLE = "erasure:request:copies-unreadable"
+    ERASURE_NOTICE_UNDELIVERED = "erasure:notice:undelivered"
     BACKUP_RESTORE_CHECKED = "erasure:backup:restore-check"
     AUTO_DELETE_SET = "retention:auto-delete:set"
     INACTIVE_CHILD_IDENTIFIED = "retention:inactive-child:identify"

@@ -2,8 +2,10 @@
 
 A request answers 202 once its keys are destroyed: from that answer on, the data is
 unreadable (S6); the rest of the job runs in a worker. The answer is the request's
-confirmation (S8: within 10 business days, here at once). Obligations: C6 (a parent
-has a child's data deleted), C10 (account closure), A8, S7, S8.
+confirmation (S8: within 10 business days, here at once). Every adult of the household
+sees the requests for a child's profile, for the household and by the privacy office,
+with who asked (`erasure.announce`). Obligations: C6 (a parent has a child's data
+deleted), C10 (account closure), A8, S7, S8.
 """
 
 from __future__ import annotations
@@ -13,13 +15,13 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, BackgroundTasks, Header, Query, Response
 from pydantic import AwareDatetime, BaseModel, Field
 from sqlalchemy import select
 
 from tutela.core.errors import Forbidden, NotFound
 from tutela.deps import AppContainer, CurrentPrincipal, CurrentStaff, DbSession
-from tutela.erasure import copies, receipts
+from tutela.erasure import announce, copies, receipts
 from tutela.erasure.jobs import OPEN
 from tutela.erasure.models import ErasureRequest, RequesterKind, RequestStatus, ScopeKind
 from tutela.erasure.scope import Requester, Scope
@@ -60,6 +62,10 @@ class ErasureOut(BaseModel):
     status: str
     step: str
     requested_by: str
+    """The requester's kind: adult, guardian, account_closure, privacy_officer, a rule."""
+    asked_by: str
+    """Who asked, in words: "you", the adult's name, "Tutela's privacy office", a rule."""
+    asked_by_you: bool
     requested_at: datetime
     confirmed_at: datetime | None
     confirm_by: datetime
@@ -69,7 +75,9 @@ class ErasureOut(BaseModel):
     unreadable: UnreadableOut
 
     @classmethod
-    def of(cls, row: ErasureRequest) -> ErasureOut:
+    def of(
+        cls, row: ErasureRequest, *, asked_by: str | None = None, by_you: bool = False
+    ) -> ErasureOut:
         unreadable = copies.of_row(row)
         return cls(
             id=row.id,
@@ -77,6 +85,8 @@ class ErasureOut(BaseModel):
             status=row.status,
             step=row.step,
             requested_by=row.requester_kind,
+            asked_by=asked_by or announce.asked_by_kind(row.requester_kind),
+            asked_by_you=by_you,
             requested_at=row.requested_at,
             confirmed_at=row.confirmed_at,
             confirm_by=row.confirm_by,
@@ -90,6 +100,10 @@ class ErasureOut(BaseModel):
                 statement=unreadable.statement,
             ),
         )
+
+    @classmethod
+    def seen(cls, view: announce.HomeRequest) -> ErasureOut:
+        return cls.of(view.row, asked_by=view.asked_by, by_you=view.by_you)
 
 
 def _scope(payload: ErasureIn, household_id: uuid.UUID) -> Scope:
@@ -140,6 +154,7 @@ def request_erasure(
     principal: CurrentPrincipal,
     session: DbSession,
     container: AppContainer,
+    background: BackgroundTasks,
     idempotency_key: IDEMPOTENCY_KEY = None,
 ) -> ErasureOut:
     """Erase one item, some of a profile's items, a child's profile, or the household.
@@ -147,6 +162,7 @@ def request_erasure(
     `items` without kinds, range or ids is every kind of the profile's items up to now:
     an adult's "erase everything about me" (their account stays). Anything but a single
     item (`items`, `profile`, `household`) needs a recent second factor (step-up, C7).
+    A child's profile or the household is announced to every adult of the household.
     """
     scope = _scope(payload, principal.household_id)
     if idempotency_key:
@@ -154,7 +170,7 @@ def request_erasure(
         ref = f"account:{principal.account_id}"
         earlier = container.erasure.idempotent(ref, idempotency_key, scope)
         if earlier is not None:
-            return ErasureOut.of(earlier)
+            return ErasureOut.of(earlier, asked_by=announce.YOU, by_you=True)
     visible = households.visible_profile_ids(
         session,
         household_id=principal.household_id,
@@ -166,36 +182,38 @@ def request_erasure(
         # Bulk and irreversible: a fresh second factor first (C7).
         container.gate.require_step_up(session, principal, now=container.clock.now())
     session.close()
-    return ErasureOut.of(_start(container, scope, requester, idempotency_key))
+    started = _start(container, scope, requester, idempotency_key)
+    background.add_task(container.deliver_notices)  # the household's notices, if any
+    return ErasureOut.of(started, asked_by=announce.YOU, by_you=True)
 
 
 @router.get("/erasures", response_model=list[ErasureOut])
-def list_erasures(principal: CurrentPrincipal, session: DbSession) -> list[ErasureOut]:
-    rows = session.scalars(
-        select(ErasureRequest)
-        .where(
-            ErasureRequest.household_id == principal.household_id,
-            # Each member sees the requests they made: another adult's are theirs alone.
-            ErasureRequest.requested_by == f"account:{principal.account_id}",
-        )
-        .order_by(ErasureRequest.requested_at.desc())
-        .limit(200)
+def list_erasures(
+    principal: CurrentPrincipal, session: DbSession, container: AppContainer
+) -> list[ErasureOut]:
+    """The requests this adult made, and the household's: a child's profile, the
+    household, the privacy office's. Another adult's erasure of their own data is theirs."""
+    views = announce.household_requests(
+        session,
+        container.vault.keys,
+        household_id=principal.household_id,
+        account_id=principal.account_id,
     )
-    return [ErasureOut.of(r) for r in rows]
+    return [ErasureOut.seen(v) for v in views]
 
 
 @router.get("/erasures/{request_id}", response_model=ErasureOut)
 def get_erasure(
-    request_id: uuid.UUID, principal: CurrentPrincipal, session: DbSession
+    request_id: uuid.UUID, principal: CurrentPrincipal, session: DbSession, container: AppContainer
 ) -> ErasureOut:
-    row = session.get(ErasureRequest, request_id)
-    if (
-        row is None
-        or row.household_id != principal.household_id
-        or row.requested_by != f"account:{principal.account_id}"
-    ):
-        raise NotFound("No such erasure request.", code="erasure_not_found")
-    return ErasureOut.of(row)
+    view = announce.household_request(
+        session,
+        container.vault.keys,
+        household_id=principal.household_id,
+        account_id=principal.account_id,
+        request_id=request_id,
+    )
+    return ErasureOut.seen(view)
 
 
 @router.get("/receipts/public-key", response_class=Response)
@@ -252,7 +270,7 @@ class StaffErasureOut(ErasureOut):
     warned_at: datetime | None
 
     @classmethod
-    def of(cls, row: ErasureRequest) -> StaffErasureOut:
+    def for_officer(cls, row: ErasureRequest) -> StaffErasureOut:
         return cls(
             **ErasureOut.of(row).model_dump(),
             household_id=row.household_id,
@@ -285,7 +303,7 @@ def officer_erasures(
         .order_by(ErasureRequest.requested_at.desc())
         .limit(limit)
     )
-    return [StaffErasureOut.of(r) for r in rows]
+    return [StaffErasureOut.for_officer(r) for r in rows]
 
 
 @router.post("/staff/erasures/{request_id}/retry", status_code=202, response_model=StaffErasureOut)
@@ -298,4 +316,6 @@ def officer_retry(
     _officer(staff)
     container.gate.require_step_up(session, staff, now=container.clock.now())
     session.close()
-    return StaffErasureOut.of(container.erasure.retry(request_id, by=f"staff:{staff.staff_id}"))
+    return StaffErasureOut.for_officer(
+        container.erasure.retry(request_id, by=f"staff:{staff.staff_id}")
+    )

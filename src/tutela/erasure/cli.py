@@ -286,6 +286,11 @@ def restore_check(
             f"Restored rows of erased subjects: {report.households} households, "
             f"{report.profiles} profiles, {report.items} items."
         )
+        if report.notices:
+            typer.echo(
+                f"Restored notices to or about erased subjects: {report.notices}"
+                f"{'' if dry_run else ', deleted unsent'}."
+            )
         if dry_run:
             typer.echo("Dry run: nothing erased.")
             return

@@ -58,6 +58,8 @@ from tutela.erasure.jobs import (
 )
 from tutela.erasure.models import ErasureRequest, RequestStatus, Step, Tombstone
 from tutela.erasure.scope import ERASURE_KEY, Requester, Scope, digests
+from tutela.notices.mail import mailer_from_settings
+from tutela.notices.port import Notices, OutboxNotices
 from tutela.settings import Settings
 from tutela.vault import crypto
 from tutela.vault.keystore import KeyStore
@@ -81,6 +83,7 @@ class ErasureEngine:
         sender: downstream.WebhookSender | None = None,
         lineage_hooks: Sequence[downstream.LineageHook] = (),
         after_step: StepHook | None = None,
+        notices: Notices | None = None,
     ) -> None:
         self.stores = stores
         self.vault = vault
@@ -92,6 +95,11 @@ class ErasureEngine:
         self.sender = sender or downstream.HttpSender(settings.webhook_timeout_seconds)
         self.lineage_hooks = list(lineage_hooks)
         self.after_step = after_step
+        # Delivers a closing household's notices before its keys go; discards the mailed
+        # copies of notices it erases (A5, C6).
+        self.notices = notices or OutboxNotices(
+            stores, vault.keys, mailer_from_settings(settings), settings
+        )
         self.postgresql = stores.main.dialect.name == "postgresql"
         self._steps: dict[Step, Callable[[Job], str]] = {
             Step.MARK: lambda job: steps.mark(self, job),

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from tutela.audit.service import AuditTag, record
 from tutela.core.errors import Conflict, NotFound, ServiceUnavailable
 from tutela.core.ids import uuid7
-from tutela.erasure import deadlines, recovery, steps
+from tutela.erasure import announce, deadlines, recovery, steps
 from tutela.erasure.jobs import chunks
 from tutela.erasure.models import ErasureRequest, RequestStatus, ScopeKind, Step
 from tutela.erasure.scope import Requester, Scope, digest
@@ -48,7 +48,9 @@ def request(
     The same idempotency key from the same requester answers the first request; an
     identical scope already being erased answers that request, and one whose erasure
     failed is run again and answers (`recovery.reopen`): looked up before the scope is
-    checked, since a failed closure may have removed the household's rows already.
+    checked, since a failed closure may have removed the household's rows already. A
+    child's profile, the household, or a privacy officer's request is announced to every
+    adult of the household in the same transaction (`announce.tell_household`).
     """
     now = engine.clock.now()
     asked_scope, asked = scope, asked_digest(engine, scope)
@@ -136,6 +138,15 @@ def request(
             now=now,
             household_id=scope.household_id,
             subject=f"erasure:{row.id}",
+        )
+        announce.tell_household(
+            session,
+            engine.keys,
+            request=row,
+            scope=scope,
+            requester=requester,
+            origin=engine.settings.origin,
+            now=now,
         )
         try:
             session.commit()

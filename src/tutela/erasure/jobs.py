@@ -55,6 +55,8 @@ class Fingerprints:
     counts: dict[str, int] = field(default_factory=dict)
     # Keys from before key epochs were among those erased: no time bounds their copies.
     legacy_keys: bool = False
+    notices: list[str] = field(default_factory=list)
+    """Outbox ids of the notices erased with the subject: their mailed copies' references."""
 
     def to_bytes(self) -> bytes:
         return json.dumps(self.__dict__, separators=(",", ":")).encode()

@@ -6,6 +6,12 @@ so nothing of them is readable; still, their rows and any restored blobs must go
 The tombstones in the key store name every erased subject by a keyed digest: each
 household, profile and item of the restored database is looked up there, and what
 matches is erased again through the engine, with a receipt like any erasure.
+
+Restored notices come first: a notice queued before the backup to a guardian, naming a
+child erased since, would otherwise be mailed by the next worker pass (the guardian's
+key still opens it). Every outbox row to an erased household or account, or about an
+erased profile, is deleted with its mailed copy before any erasure is requested; the
+delivery worker refuses such a notice too, should one be claimed before this runs.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from tutela.audit.service import AuditTag, record
 from tutela.container import Container
@@ -23,6 +29,7 @@ from tutela.erasure.engine import tombstoned
 from tutela.erasure.models import RequesterKind, ScopeKind
 from tutela.erasure.scope import Requester, Scope
 from tutela.households.models import Household, Profile
+from tutela.notices.models import OutboxMessage
 from tutela.vault.models import MediaItem
 
 RESTORE = Requester(RequesterKind.RESTORE_CHECK, "operator:restore-check")
@@ -35,11 +42,65 @@ class RestoreReport:
     households: int = 0
     profiles: int = 0
     items: int = 0
+    notices: int = 0
+    """Restored notices to or about erased subjects, purged before any could be sent."""
     requests: list[uuid.UUID] = field(default_factory=list)
 
     @property
     def found(self) -> int:
-        return self.households + self.profiles + self.items
+        return self.households + self.profiles + self.items + self.notices
+
+
+def _purge_notices(
+    container: Container, erased_households: set[uuid.UUID], *, dry_run: bool
+) -> int:
+    """Delete restored outbox rows to an erased household or account, or about an erased
+    profile, with their mailed copies; returns how many (found, on a dry run)."""
+    stores, keys, now = container.stores, container.vault.keys, container.clock.now()
+    purged = 0
+    last: uuid.UUID | None = None
+    while True:
+        with stores.session() as session:
+            query = (
+                select(
+                    OutboxMessage.id,
+                    OutboxMessage.household_id,
+                    OutboxMessage.account_id,
+                    OutboxMessage.about_profile_id,
+                )
+                .where(OutboxMessage.household_id.is_not(None))
+                .order_by(OutboxMessage.id)
+                .limit(PAGE)
+            )
+            if last is not None:
+                query = query.where(OutboxMessage.id > last)
+            page = session.execute(query).all()
+            if not page:
+                return purged
+            last = page[-1].id
+            accounts = tombstoned(
+                stores, keys, "account", {r.account_id for r in page if r.account_id}, now=now
+            )
+            profiles = tombstoned(
+                stores,
+                keys,
+                "profile",
+                {r.about_profile_id for r in page if r.about_profile_id},
+                now=now,
+            )
+            doomed = [
+                r.id
+                for r in page
+                if r.household_id in erased_households
+                or r.account_id in accounts
+                or r.about_profile_id in profiles
+            ]
+            purged += len(doomed)
+            if dry_run or not doomed:
+                continue
+            container.notices.discard([str(i) for i in doomed])
+            session.execute(delete(OutboxMessage).where(OutboxMessage.id.in_(doomed)))
+            session.commit()
 
 
 def restore_check(container: Container, *, dry_run: bool = False) -> RestoreReport:
@@ -58,6 +119,7 @@ def restore_check(container: Container, *, dry_run: bool = False) -> RestoreRepo
     }
     report.households = len(erased_households)
     report.profiles = len(erased_profiles)
+    report.notices = _purge_notices(container, erased_households, dry_run=dry_run)
     gone_profiles = {p for _, p in erased_profiles}
     items: dict[tuple[uuid.UUID, uuid.UUID], list[uuid.UUID]] = defaultdict(list)
     last: tuple[uuid.UUID, uuid.UUID] | None = None

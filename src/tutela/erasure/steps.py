@@ -12,18 +12,20 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import case, delete, select, update
+from sqlalchemy import ColumnElement, case, delete, select, update
 from sqlalchemy.orm import Session
 
 from tutela.audit.models import AuditEvent
+from tutela.audit.service import AuditTag, record
 from tutela.db.base import Base
 from tutela.db.engine import purge_journal
-from tutela.erasure import selection
+from tutela.erasure import announce, selection
 from tutela.erasure.jobs import MAX_FINGERPRINT_IDS, RECORD_TABLES, Fingerprints, Job, chunks
 from tutela.erasure.models import ErasureRequest, ScopeKind
 from tutela.erasure.scope import Scope
 from tutela.households.models import Account, Device, Household, Profile, ProfileState
 from tutela.identity.models import SignInSession
+from tutela.notices.models import OutboxMessage
 from tutela.vault.models import ItemKey, ItemState, MediaItem, ProfileKey
 
 if TYPE_CHECKING:
@@ -35,7 +37,17 @@ log = logging.getLogger("tutela.erasure")
 def mark(engine: ErasureEngine, job: Job) -> str:
     scope, now = job.scope, engine.clock.now()
     fp = Fingerprints()
+    undelivered = _tell_before_keys(engine, job) if scope.kind is ScopeKind.HOUSEHOLD else 0
     with engine.stores.session() as session:
+        if undelivered:
+            # Kept apart from the household (its events lose their subject at `rows`).
+            record(
+                session,
+                tag=AuditTag.ERASURE_NOTICE_UNDELIVERED,
+                actor="system",
+                now=now,
+                subject=f"erasure:{job.row.id}",
+            )
         if scope.kind is ScopeKind.HOUSEHOLD:
             session.execute(
                 update(Household)
@@ -129,6 +141,25 @@ def mark(engine: ErasureEngine, job: Job) -> str:
         job.fp = fp
         job.row.counts = values["counts"]
     return "next"
+
+
+def _tell_before_keys(engine: ErasureEngine, job: Job) -> int:
+    """Deliver the closure's notices to the household's adults now: once `keys` has run,
+    neither their addresses nor the notices' parameters can be opened (C10, S6). A
+    closure never waits on a mail server: each notice is tried once, and what did not
+    go is counted (and recorded by `mark`); the erasure goes on."""
+    try:
+        report = engine.notices.deliver_household(
+            household_id=job.scope.household_id,
+            kinds=announce.NOTICE_KINDS,
+            now=engine.clock.now(),
+        )
+    except Exception as exc:  # the outbox or the mailer failing must not stop a closure
+        log.warning("closure notices not delivered: %s", type(exc).__name__)
+        return 1
+    if report.failed or report.gave_up:
+        log.warning("%d closure notices not delivered", report.failed + report.gave_up)
+    return report.failed + report.gave_up
 
 
 def _sample_keys(engine: ErasureEngine, fp: Fingerprints, scope: Scope) -> None:
@@ -280,6 +311,7 @@ def rows(engine: ErasureEngine, job: Job) -> str:
     scope = job.scope
     erased = "erased:" + job.row.subject_digest[:16]
     with engine.stores.session() as session:
+        _notices(engine, session, job)
         if scope.kind is ScopeKind.HOUSEHOLD:
             accounts = [f"account:{a}" for a in job.fp.account_ids]
             _household_rows(session, scope.household_id, erased, accounts)
@@ -296,6 +328,51 @@ def rows(engine: ErasureEngine, job: Job) -> str:
         session.commit()
     purge_journal(engine.stores.main)
     return "next"
+
+
+def notices_of(scope: Scope) -> ColumnElement[bool] | None:
+    """The outbox rows erased with `scope`: for a household every notice of its accounts,
+    for a profile every notice about it (a guardian told the child's name); None for
+    items, which no notice names."""
+    if scope.kind is ScopeKind.HOUSEHOLD:
+        return OutboxMessage.household_id == scope.household_id
+    if scope.kind is ScopeKind.PROFILE:
+        return (OutboxMessage.household_id == scope.household_id) & (
+            OutboxMessage.about_profile_id == scope.profile_id
+        )
+    return None
+
+
+def _notices(engine: ErasureEngine, session: Session, job: Job) -> None:
+    """Queued and delivered notices of the subject go, then their mailed copies (A5).
+
+    The rows are deleted first: on PostgreSQL the DELETE waits for a worker that holds
+    one of them while it mails it (and on SQLite for its write lock), so the copy it
+    wrote is there to discard. The copies go before the deletion commits, and their
+    references join the fingerprints in the same transaction, so the remnant check can
+    ask the mailer whether it still holds any of them.
+    """
+    which = notices_of(job.scope)
+    if which is None:
+        return
+    gone = [
+        str(i)
+        for i in session.scalars(delete(OutboxMessage).where(which).returning(OutboxMessage.id))
+    ]
+    # Copies of notices erased by an earlier run too: one may have come back since.
+    engine.notices.discard(sorted(set(gone) | set(job.fp.notices)))
+    if gone:
+        known = set(job.fp.notices)
+        job.fp.notices = [*job.fp.notices, *(i for i in gone if i not in known)][
+            :MAX_FINGERPRINT_IDS
+        ]
+        session.execute(
+            update(ErasureRequest)
+            .where(ErasureRequest.id == job.row.id)
+            .values(
+                fingerprints_sealed=engine.seal(job.fp.to_bytes(), "fp", now=engine.clock.now())
+            )
+        )
 
 
 def _profile_rows(session: Session, scope: Scope, erased: str) -> None:

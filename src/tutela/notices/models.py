@@ -2,7 +2,9 @@
 
 A row names its recipient (an account, an employee, or the operator's security team when
 both are empty) and carries its parameters sealed under the recipient's key: the address
-is looked up only when the notice is delivered.
+is looked up only when the notice is delivered. A notice that speaks of a profile other
+than its recipient's (a guardian told about their child) names that profile too, so
+erasing the profile erases the notice and its mailed copy (A5, C6).
 """
 
 from __future__ import annotations
@@ -23,9 +25,13 @@ class OutboxMessage(Base):
         ForeignKeyConstraint(
             ["household_id", "account_id"], ["accounts.household_id", "accounts.id"]
         ),
+        ForeignKeyConstraint(
+            ["household_id", "about_profile_id"], ["profiles.household_id", "profiles.id"]
+        ),
         ForeignKeyConstraint(["staff_id"], ["staff_members.id"]),
         Index("ix_outbox_pending", "sent_at", "next_attempt_at"),
         Index("ix_outbox_household", "household_id"),
+        Index("ix_outbox_about", "household_id", "about_profile_id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
@@ -33,6 +39,9 @@ class OutboxMessage(Base):
     household_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     account_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     staff_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    # The profile the notice is about, when it is not the recipient's own (an inactive
+    # child's guardian is told the child's name): erased with that profile.
+    about_profile_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     params_sealed: Mapped[bytes] = mapped_column(Binary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -5,6 +5,10 @@ A notice is added to the caller's session, so it goes out only if the action com
 the recipient's key and bound to the row; the address is looked up only at delivery, and
 the parameters are wiped once the message has been sent.
 
+A notice that names another profile (a guardian told about their child) records that
+profile, and a notice whose household, recipient or subject was erased is never sent,
+even if a restored backup brings its row back (A5, S8).
+
 Obligations: R6 (a sign-in from a new device is announced to the account holder) and
 S4 (OWASP Authentication Cheat Sheet: a correct password followed by a failed second
 factor is announced, since the password is then probably known to someone else).
@@ -14,7 +18,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -27,6 +31,7 @@ from tutela.core.errors import IntegrityFailure, KeyUnavailable
 from tutela.core.ids import uuid7
 from tutela.db.engine import Stores
 from tutela.identity.owners import Owner, email_of, owner_of_row
+from tutela.notices.erased import ERASED, erased
 from tutela.notices.mail import Mailer, build_message
 from tutela.notices.models import OutboxMessage
 from tutela.settings import Settings
@@ -62,6 +67,7 @@ class NoticeKind(StrEnum):
     ERASURE_COMPLETED = "erasure_completed"
     ERASURE_DEADLINE = "erasure_deadline"
     ERASURE_FAILED = "erasure_failed"
+    ERASURE_IN_HOME = "erasure_in_home"
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,7 @@ class DeliveryReport:
     failed: int = 0
     """Failed this time, to be tried again later."""
     gave_up: int = 0
-    """Will never be sent: the recipient is gone, or every attempt failed."""
+    """Will never be sent: the recipient is gone or erased, or every attempt failed."""
 
 
 # --- templates -------------------------------------------------------------------------
@@ -87,6 +93,15 @@ class _Template:
 
 
 _WHERE = frozenset({"device", "address"})
+
+ERASED_WHAT: Final[Mapping[str, str]] = {
+    "item": "one recording or location record",
+    "items": "some of the recordings and location records of one profile",
+    "profile": "a profile, with everything recorded of it",
+    "child_profile": "a child's profile, with everything recorded of the child",
+    "household": "your household's account: every profile, recording, device and sign-in",
+}
+"""What an erasure notice says was erased: general words, never whose name (C6)."""
 
 _TEMPLATES: Final[Mapping[NoticeKind, _Template]] = {
     NoticeKind.NEW_DEVICE_SIGN_IN: _Template(
@@ -210,6 +225,14 @@ _TEMPLATES: Final[Mapping[NoticeKind, _Template]] = {
         frozenset({"at", "count"}),
         advice="erasure_failed",
     ),
+    NoticeKind.ERASURE_IN_HOME: _Template(
+        "Data in your Tutela home is being erased",
+        "An erasure in your Tutela home: {what}. Tutela erases it from every store it "
+        "keeps, checks what is left, and then signs a receipt.\n\n"
+        "  Asked by: {who}\n  Request:  {request}\n  Receipt:  {link} (once complete)",
+        frozenset({"at", "who", "what", "request", "link"}),
+        advice="home_erasure",
+    ),
 }
 
 _TEAM_KINDS: Final = frozenset(
@@ -240,6 +263,12 @@ def _advice(kind: str, settings: Settings) -> str:
         return f"To keep it, sign in at {settings.origin}/account/privacy and choose Keep."
     if kind == "receipt":
         return "Anyone can check the receipt's signature with `tutela receipt verify`."
+    if kind == "home_erasure":
+        return (
+            "While your account exists, every deletion in your home is listed at "
+            f"{settings.origin}/account/privacy. The receipt can be fetched without signing "
+            "in, and anyone can check its signature with `tutela receipt verify`."
+        )
     if kind == "erasure_team":
         return "List them with `tutela erasure list --open` and see what holds them up."
     if kind == "erasure_failed":
@@ -279,6 +308,8 @@ def render(kind: NoticeKind, params: Mapping[str, str], settings: Settings) -> t
         "profile": _clean(params.get("profile", "")),
         "erase_on": _clean(params.get("erase_on", "")),
         "request": _clean(params.get("request", "")),
+        "who": _clean(params.get("who", "")),
+        "what": ERASED_WHAT.get(params.get("what", ""), ""),
         "percent": params.get("percent", ""),
         "setup": (
             f"\n\nSet up how you sign in with this link, which works once:\n\n{params['link']}"
@@ -315,6 +346,8 @@ def _check_params(kind: NoticeKind, owner: Owner | None, params: Mapping[str, st
         raise ValueError("A notice's time is not an ISO 8601 time.") from exc
     if at.tzinfo is None:
         raise ValueError("A notice's time has no time zone.")
+    if "what" in params and params["what"] not in ERASED_WHAT:
+        raise ValueError("A notice says what was erased in words of its own.")
     for number in ("count", "minutes", "percent"):
         if number in params and not (params[number].isascii() and params[number].isdigit()):
             raise ValueError(f"A notice's {number} is not a number.")
@@ -350,11 +383,14 @@ def enqueue(
     owner: Owner | None,
     params: Mapping[str, str],
     now: datetime,
+    about_profile_id: uuid.UUID | None = None,
 ) -> uuid.UUID:
     """Queue a notice to `owner` (None: the operator's security team) in `session`.
 
     Nothing is committed here: the notice goes out only if the caller's action commits.
     Notices to the team take only counts and times, so they hold no personal data.
+    `about_profile_id` names the profile of the owner's household that the notice speaks
+    of, when it is not the owner's own: erasing that profile erases the notice (A5).
     """
     _check_params(kind, owner, params)
     message_id = uuid7()
@@ -376,6 +412,7 @@ def enqueue(
             created_at=now,
             next_attempt_at=now,
             attempts=0,
+            about_profile_id=about_profile_id if owner is not None else None,
             **columns,
         )
     )
@@ -400,24 +437,42 @@ def retry_delay(attempts: int) -> timedelta:
     return min(FIRST_RETRY * (1 << max(0, attempts - 1)), LONGEST_RETRY)
 
 
-def _due(now: datetime) -> list[ColumnElement[bool]]:
-    return [
-        OutboxMessage.sent_at.is_(None),
-        OutboxMessage.next_attempt_at <= now,
-        OutboxMessage.attempts < MAX_ATTEMPTS,
-    ]
+def _due(
+    now: datetime, household_id: uuid.UUID | None, kinds: Collection[NoticeKind]
+) -> list[ColumnElement[bool]]:
+    due = [OutboxMessage.sent_at.is_(None), OutboxMessage.attempts < MAX_ATTEMPTS]
+    if household_id is None:
+        due.append(OutboxMessage.next_attempt_at <= now)
+    else:
+        # The household's last chance (its keys are about to go): whatever the backoff.
+        due.append(OutboxMessage.household_id == household_id)
+    if kinds:
+        due.append(OutboxMessage.kind.in_([k.value for k in kinds]))
+    return due
 
 
-def _claim(session: Session, *, now: datetime, postgresql: bool) -> OutboxMessage | None:
+def _claim(
+    session: Session,
+    *,
+    now: datetime,
+    postgresql: bool,
+    household_id: uuid.UUID | None = None,
+    kinds: Collection[NoticeKind] = (),
+    tried: Collection[uuid.UUID] = (),
+) -> OutboxMessage | None:
     """The next due notice, held by this worker until its transaction ends.
 
     PostgreSQL locks the row and lets other workers skip past it. SQLite has no row
     locks: a guarded UPDATE takes its single write lock and fails over to the next
-    row if another worker changed this one first.
+    row if another worker changed this one first. `tried` are rows this pass already
+    attempted (a household's are due again at once).
     """
+    due = _due(now, household_id, kinds)
+    if tried:
+        due.append(OutboxMessage.id.not_in(list(tried)))
     query = (
         select(OutboxMessage)
-        .where(*_due(now))
+        .where(*due)
         .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
         .limit(1)
         .execution_options(populate_existing=True)
@@ -431,7 +486,7 @@ def _claim(session: Session, *, now: datetime, postgresql: bool) -> OutboxMessag
         claimed = session.execute(
             update(OutboxMessage)
             .where(OutboxMessage.id == row.id, OutboxMessage.attempts == row.attempts)
-            .where(*_due(now))
+            .where(*due)
             .values(attempts=OutboxMessage.attempts)
             .execution_options(synchronize_session=False)
         )
@@ -447,6 +502,7 @@ def _give_up(row: OutboxMessage, reason: str) -> None:
 
 
 def _deliver_one(
+    stores: Stores,
     session: Session,
     keys: KeyStore,
     mailer: Mailer,
@@ -456,6 +512,11 @@ def _deliver_one(
     now: datetime,
 ) -> str:
     """Try one claimed notice; answers "sent", "failed" or "gave_up"."""
+    if erased(stores, keys, row, now=now):
+        # Its household, recipient or subject was erased (a restored backup brought the
+        # row back): never sent, whatever its key still opens (S8).
+        _give_up(row, ERASED)
+        return "gave_up"
     try:
         owner = (
             owner_of_row(session, row)
@@ -484,7 +545,8 @@ def _deliver_one(
         return "gave_up"
     try:
         mailer.send(
-            build_message(sender=settings.mail_from, to=to, subject=subject, body=body, now=now)
+            build_message(sender=settings.mail_from, to=to, subject=subject, body=body, now=now),
+            reference=str(row.id),
         )
     except Exception as exc:  # any failure to build or hand on the message is retried
         # The class name only: messages of mail errors quote addresses and server replies.
@@ -510,24 +572,40 @@ def deliver_pending(
     *,
     now: datetime,
     batch: int = 50,
+    household_id: uuid.UUID | None = None,
+    kinds: Collection[NoticeKind] = (),
 ) -> DeliveryReport:
     """Send up to `batch` due notices, each in its own short transaction.
 
     Each notice is claimed, sent, and marked sent (or rescheduled) in one transaction
     that commits right after the send, so a crash re-sends at most the one message in
-    flight: delivery is at-least-once, with duplicates only in that window. Several
-    workers may run at once: on PostgreSQL claimed rows are skipped (`SKIP LOCKED`).
-    A failed send is retried with exponential backoff up to `MAX_ATTEMPTS` times; only
-    the error's class name is recorded.
+    flight: delivery is at-least-once, with duplicates only in that window (a mailer
+    that keeps copies keeps one per notice). Several workers may run at once: on
+    PostgreSQL claimed rows are skipped (`SKIP LOCKED`). A failed send is retried with
+    exponential backoff up to `MAX_ATTEMPTS` times; only the error's class name is
+    recorded.
+
+    With `household_id`, only that household's pending notices (of `kinds`, when
+    given) are tried, each once, whatever their backoff: what a household's closure
+    does before its keys are destroyed.
     """
     counts = {"sent": 0, "failed": 0, "gave_up": 0}
     postgresql = stores.main.dialect.name == "postgresql"
+    tried: list[uuid.UUID] = []
     with stores.session() as session:
         for _ in range(batch):
-            row = _claim(session, now=now, postgresql=postgresql)
+            row = _claim(
+                session,
+                now=now,
+                postgresql=postgresql,
+                household_id=household_id,
+                kinds=kinds,
+                tried=tried,
+            )
             if row is None:
                 break
-            outcome = _deliver_one(session, keys, mailer, settings, row, now=now)
+            tried.append(row.id)
+            outcome = _deliver_one(stores, session, keys, mailer, settings, row, now=now)
             session.commit()
             counts[outcome] += 1
     return DeliveryReport(**counts)

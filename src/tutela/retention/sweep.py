@@ -632,6 +632,8 @@ class _Sweep:
                         "erase_on": erase_after.date().isoformat(),
                     },
                     now=self.now,
+                    # It names the child: erased with the child's profile (A5).
+                    about_profile_id=profile_id,
                 )
             session.add(
                 InactiveChild(

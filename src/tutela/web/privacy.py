@@ -1,5 +1,6 @@
 """Console pages where a parent manages and deletes data: automatic deletion per profile and
-kind (A6, C9), keeping an inactive child's profile (A3), deleting one item for good (C6).
+kind (A6, C9), keeping an inactive child's profile (A3), deleting one item for good (C6),
+and the deletions in the home: each request an adult may see, with who asked (C6, S7).
 
 Thin: who may do what is decided by `retention.service` and by the erasure API's requester
 rule; these routes turn their answers into pages.
@@ -17,6 +18,7 @@ from sqlalchemy import select
 
 from tutela.core.errors import Conflict, Forbidden, NotAuthenticated, NotFound, TutelaError
 from tutela.deps import AppContainer, DbSession, current_principal
+from tutela.erasure import announce
 from tutela.erasure.api import _customer_requester
 from tutela.erasure.models import ScopeKind
 from tutela.erasure.scope import Scope
@@ -97,9 +99,17 @@ def _page(
         )
         for profile in _manageable(session, principal)
     ]
+    deletions = announce.household_requests(
+        session,
+        container.vault.keys,
+        household_id=principal.household_id,
+        account_id=principal.account_id,
+        limit=50,
+    )
     context: dict[str, Any] = {
         "principal": principal,
         "cards": cards,
+        "deletions": deletions,
         "you": f"account:{principal.account_id}",
         "age": format_age,
         "error": error,
