@@ -243,10 +243,12 @@ def officer_erasure(
     staff: CurrentStaff,
     session: DbSession,
     container: AppContainer,
+    background: BackgroundTasks,
     idempotency_key: IDEMPOTENCY_KEY = None,
 ) -> ErasureOut:
     """A privacy officer's request on a customer's behalf (a request by mail, a regulator's
-    order). Needs the privacy_officer role and a recent second factor."""
+    order). Needs the privacy_officer role and a recent second factor. Every adult of the
+    household is told, right after the answer."""
     if "privacy_officer" not in staff.roles:
         raise Forbidden("Only privacy officers request erasures.", code="privacy_officer_only")
     container.gate.require_step_up(session, staff, now=container.clock.now())
@@ -257,7 +259,9 @@ def officer_erasure(
         earlier = container.erasure.idempotent(requester.ref, idempotency_key, scope)
         if earlier is not None:
             return ErasureOut.of(earlier)
-    return ErasureOut.of(_start(container, scope, requester, idempotency_key))
+    answer = ErasureOut.of(_start(container, scope, requester, idempotency_key))
+    background.add_task(container.deliver_notices)  # the household's adults are told
+    return answer
 
 
 class StaffErasureOut(ErasureOut):

@@ -33,7 +33,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -45,7 +45,7 @@ from tutela.core.clock import Clock
 from tutela.core.ids import uuid7
 from tutela.db import registry  # noqa: F401 (every part's tables in Base.metadata)
 from tutela.db.engine import Stores
-from tutela.erasure import completion, downstream, intake, recovery, steps
+from tutela.erasure import completion, downstream, intake, late, recovery, steps
 from tutela.erasure.jobs import (
     CLAIMABLE,
     MAX_STEP_ATTEMPTS,
@@ -54,10 +54,9 @@ from tutela.erasure.jobs import (
     Job,
     Report,
     StepHook,
-    chunks,
 )
-from tutela.erasure.models import ErasureRequest, RequestStatus, Step, Tombstone
-from tutela.erasure.scope import ERASURE_KEY, Requester, Scope, digests
+from tutela.erasure.models import ErasureRequest, RequestStatus, Step
+from tutela.erasure.scope import ERASURE_KEY, Requester, Scope
 from tutela.notices.mail import mailer_from_settings
 from tutela.notices.port import Notices, OutboxNotices
 from tutela.settings import Settings
@@ -66,7 +65,7 @@ from tutela.vault.keystore import KeyStore
 from tutela.vault.service import Vault
 
 log = logging.getLogger("tutela.erasure")
-__all__ = ["OPEN", "ErasureEngine", "Report", "tombstoned"]
+__all__ = ["OPEN", "ErasureEngine", "Report"]
 
 
 class ErasureEngine:
@@ -422,51 +421,9 @@ class ErasureEngine:
     # --- deadlines -----------------------------------------------------------------------
 
     def check_deadlines(self) -> int:
-        """Warn once per request at 80% of its completion limit (S7, S8); returns how many.
-
-        The warning goes to the audit log and, as one notice, to the operator's team.
-        """
-        from tutela.notices.service import NoticeKind, enqueue  # noqa: PLC0415
-
-        now = self.clock.now()
-        with self.stores.session() as session:
-            rows = session.scalars(
-                select(ErasureRequest).where(
-                    ErasureRequest.status.in_(OPEN),
-                    ErasureRequest.warn_at <= now,
-                    ErasureRequest.warned_at.is_(None),
-                )
-            ).all()
-            for row in rows:
-                row.warned_at = now
-                record(
-                    session,
-                    tag=AuditTag.ERASURE_DEADLINE_WARNING,
-                    actor="system",
-                    now=now,
-                    subject=f"erasure:{row.id}",
-                )
-            if rows:
-                enqueue(
-                    session,
-                    self.keys,
-                    kind=NoticeKind.ERASURE_DEADLINE,
-                    owner=None,
-                    params={
-                        "at": now.isoformat(),
-                        "count": str(len(rows)),
-                        "percent": str(round(self.settings.erasure_warn_fraction * 100)),
-                    },
-                    now=now,
-                )
-            session.commit()
-        if rows:
-            log.warning(
-                "%d erasure requests passed %d%% of their limit",
-                len(rows),
-                round(self.settings.erasure_warn_fraction * 100),
-            )
-        return len(rows)
+        """Warn once per request at 80% of its completion limit (S7, S8); returns how many
+        (`late.warn_late`)."""
+        return late.warn_late(self.stores, self.keys, self.settings, now=self.clock.now())
 
     def retry_downstream(self) -> int:
         """Deliver due downstream retries (worker pass); waiting jobs then move on."""
@@ -476,21 +433,3 @@ class ErasureEngine:
 def _next(step: Step) -> Step:
     order = list(Step)
     return order[order.index(step) + 1]
-
-
-def tombstoned(
-    stores: Stores, keys: Any, subject_kind: str, ids: Iterable[uuid.UUID], *, now: datetime
-) -> set[uuid.UUID]:
-    """Which of `ids` were erased (their tombstone exists)."""
-    by_digest = digests(keys, subject_kind, ids, now=now)
-    found: set[uuid.UUID] = set()
-    names = list(by_digest)
-    with stores.key_sessions() as ks:
-        for part in chunks(names, 1000):
-            for d in ks.scalars(
-                select(Tombstone.subject_digest).where(
-                    Tombstone.subject_kind == subject_kind, Tombstone.subject_digest.in_(part)
-                )
-            ):
-                found.add(by_digest[d])
-    return found

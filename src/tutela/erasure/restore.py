@@ -25,7 +25,7 @@ from sqlalchemy import delete, select
 from tutela.audit.service import AuditTag, record
 from tutela.container import Container
 from tutela.db.engine import keyset_after
-from tutela.erasure.engine import tombstoned
+from tutela.erasure.erased import tombstoned
 from tutela.erasure.models import RequesterKind, ScopeKind
 from tutela.erasure.scope import Requester, Scope
 from tutela.households.models import Household, Profile
