@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -38,7 +39,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             path = Path(parsed.database)
             path.parent.mkdir(parents=True, exist_ok=True)
             # Owner-only from the start; SQLite gives its -wal and -shm files the same mode.
-            os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+            # Only a file that does not exist yet is opened here: closing a descriptor on
+            # a live database file would drop every SQLite lock this process holds on it.
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
         engine = create_engine(url, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine

@@ -1,0 +1,88 @@
+"""The embedded store's files: read raw without breaking SQLite's locks, free space
+rewritten, the write-ahead log truncated in bounded time (A8, C1, S6).
+
+These are properties of SQLite files, so they run on SQLite only, each on its own file.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from tutela.db.engine import make_engine
+from tutela.erasure import rawscan
+
+
+def _files(db: Path) -> list[Path]:
+    return [db, db.with_name(db.name + "-wal")]
+
+
+def _hits(
+    db: Path, *, hex_ids: set[bytes] | None = None, needles: list[bytes] | None = None
+) -> int:
+    """Hits in the file and its WAL, read by the raw scan's child process: this process
+    holds connections to the file, so it must not open and close it itself."""
+    found = rawscan.scan(_files(db), hex_ids=hex_ids or set(), needles=needles or [], timeout=60)
+    return sum(h.count for h in found.values())
+
+
+def _deleted_files_of_this_process() -> list[str]:
+    gone = []
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.endswith(" (deleted)"):
+            gone.append(target)
+    return gone
+
+
+def _another_process_reads(db: Path) -> list[str]:
+    """Open, read and close the database in another process, as any CLI command does;
+    return what it read."""
+    code = (
+        "import sqlite3, sys\n"
+        "c = sqlite3.connect(sys.argv[1])\n"
+        "print('\\n'.join(r[0] for r in c.execute('SELECT v FROM notes ORDER BY v')))\n"
+        "c.close()\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(db)], capture_output=True, text=True, check=True
+    )
+    return out.stdout.split()
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to see open files")
+def test_scanning_a_live_database_keeps_this_process_locks(tmp_path: Path) -> None:
+    """The scan reads in a child process: afterwards another process's last close does
+    not take this process's database for unused, and delete its WAL under it."""
+    db = tmp_path / "live.db"
+    engine = make_engine(f"sqlite:///{db}")
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE notes (v TEXT)"))
+            conn.execute(text("INSERT INTO notes VALUES ('first')"))
+        with engine.connect() as conn:  # a pooled connection that has read, as a server's
+            conn.execute(text("SELECT count(*) FROM notes")).one()
+        assert _hits(db, needles=[b"first"]) == 1
+        assert _another_process_reads(db) == ["first"]
+        assert not [f for f in _deleted_files_of_this_process() if "live.db" in f]
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO notes VALUES ('second')"))
+        assert _another_process_reads(db) == ["first", "second"], "a write was lost"
+    finally:
+        engine.dispose()
+
+
+def test_a_scan_that_cannot_finish_is_an_error_not_a_clean_result(tmp_path: Path) -> None:
+    db = tmp_path / "big.db"
+    db.write_bytes(os.urandom(1024))
+    with pytest.raises(rawscan.RawScanFailed):
+        rawscan.scan([db], hex_ids={uuid.uuid4().hex.encode()}, timeout=0.001)
