@@ -7,15 +7,16 @@ These are properties of SQLite files, so they run on SQLite only, each on its ow
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 import uuid
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
-from tutela.db.engine import make_engine
+from tutela.db.engine import make_engine, purge_journal, rewrite_free_space
 from tutela.erasure import rawscan
 
 
@@ -77,6 +78,65 @@ def test_scanning_a_live_database_keeps_this_process_locks(tmp_path: Path) -> No
         with engine.begin() as conn:
             conn.execute(text("INSERT INTO notes VALUES ('second')"))
         assert _another_process_reads(db) == ["first", "second"], "a write was lost"
+    finally:
+        engine.dispose()
+
+
+def _stale_copies(engine: Engine, db: Path) -> tuple[set[bytes], set[bytes]]:
+    """Rows written, grown in place and deleted one by one, household after household,
+    until SQLite leaves a deleted id in a rebalanced page's unallocated space. Returns
+    (ids deleted, ids kept)."""
+    rng = random.Random(1)
+    kept: dict[str, list[bytes]] = {}
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE rows (h TEXT, id TEXT, v BLOB, PRIMARY KEY (h, id))"))
+    for n in range(200):
+        h = uuid.UUID(int=rng.getrandbits(128)).hex
+        ids = [uuid.UUID(int=rng.getrandbits(128)).hex for _ in range(rng.randint(5, 30))]
+        with engine.begin() as conn:
+            for i in ids:
+                conn.execute(
+                    text("INSERT INTO rows VALUES (:h, :i, :v)"),
+                    {"h": h, "i": i, "v": os.urandom(rng.randint(40, 400))},
+                )
+        kept[h] = [i.encode() for i in ids]
+        if n < 4:
+            continue
+        victim = rng.choice(sorted(kept)[:-1])
+        with engine.begin() as conn:
+            # Marked first (the row grows, pages split), then deleted row by row.
+            conn.execute(
+                text("UPDATE rows SET v = v || randomblob(16) WHERE h = :h"), {"h": victim}
+            )
+            for i in kept[victim]:
+                conn.execute(
+                    text("DELETE FROM rows WHERE h = :h AND id = :i"),
+                    {"h": victim, "i": i.decode()},
+                )
+        deleted = set(kept.pop(victim))
+        purge_journal(engine)
+        if _hits(db, hex_ids=deleted):
+            return deleted, {i for ids in kept.values() for i in ids}
+    pytest.fail("SQLite left no stale copy in 200 rounds: the recipe needs another look")
+
+
+def test_rewriting_free_space_removes_stale_copies_and_keeps_every_live_row(
+    tmp_path: Path,
+) -> None:
+    """secure_delete zeroes a deleted cell, not the copy a page rebalance left behind;
+    VACUUM through SQLite rewrites every page from the live rows (C1, S6)."""
+    db = tmp_path / "pages.db"
+    engine = make_engine(f"sqlite:///{db}")
+    try:
+        deleted, live = _stale_copies(engine, db)
+        rewrite_free_space(engine)
+        assert _hits(db, hex_ids=deleted) == 0
+        assert db.with_name(db.name + "-wal").stat().st_size == 0
+        with engine.connect() as conn:
+            ids = {r[0].encode() for r in conn.execute(text("SELECT id FROM rows"))}
+        assert ids == live
+        # Each live id is in its row and in the primary key's index.
+        assert _hits(db, hex_ids=set(sorted(live)[:5])) == 10
     finally:
         engine.dispose()
 

@@ -75,6 +75,29 @@ def purge_journal(engine: Engine) -> None:
     raise RuntimeError("the write-ahead log could not be truncated: readers kept it busy")
 
 
+def rewrite_free_space(engine: Engine) -> None:
+    """Rewrite every page of an SQLite file, so no free space keeps erased bytes (C1, S6).
+
+    `secure_delete` zeroes a cell where it is deleted, and a freed page, but not the
+    earlier copies of the cell: when SQLite rebalances a b-tree page it packs the cells
+    anew and leaves their old bytes in the page's unallocated space, between the cell
+    pointers and the cell content, where a row deleted since then still lies. VACUUM
+    rebuilds the database from its live rows and writes every page back through SQLite's
+    own pager and locks: other processes with the file open see one more transaction,
+    never a file swapped under them (which `VACUUM INTO` and a rename would do). The
+    TRUNCATE checkpoint then puts the new pages in the file, cuts the file to its new
+    length and empties the WAL. No-op on PostgreSQL.
+
+    Its cost is a rewrite of the whole file, so the raw scan calls it only when it finds
+    something (`erasure/remnants.py`).
+    """
+    if engine.dialect.name != "sqlite":
+        return
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("VACUUM")
+    purge_journal(engine)
+
+
 @dataclass
 class Stores:
     """The two databases: metadata and ciphertext in `main`, keys in `keys`."""

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from tutela.audit.models import AuditEvent
 from tutela.db.base import Base
-from tutela.db.engine import purge_journal
+from tutela.db.engine import purge_journal, rewrite_free_space
 from tutela.erasure import downstream, rawscan, selection
 from tutela.erasure.models import ScopeKind
 from tutela.households.models import Household
@@ -182,8 +182,13 @@ def _raw_files(engine: ErasureEngine, job: Job, result: Result) -> None:
     """The raw scan of the SQLite files (main store, key store) and their WALs (C1, S6).
 
     Each store's WAL is checkpointed and truncated first, so it holds no old page copies.
-    The files are read in a child process (`erasure/rawscan.py`): closing a descriptor
-    of a live database file here would drop this process's SQLite locks on it.
+    A store whose bytes still show an erased id or ciphertext has its free space
+    rewritten (`rewrite_free_space`: VACUUM, then the truncation again) and is scanned
+    again. That removes the copies SQLite leaves in the unallocated space of rebalanced
+    b-tree pages, which `secure_delete` never zeroes; what is still there after the
+    rewrite lies in live rows, and is reported. The files are read in a child process
+    (`erasure/rawscan.py`): closing a descriptor of a live database file here would drop
+    this process's SQLite locks on it.
     """
     stores = {"main database file": engine.stores.main, "key store file": engine.stores.keys}
     files = {name: path for name, eng in stores.items() if (path := _sqlite_path(eng))}
@@ -191,6 +196,11 @@ def _raw_files(engine: ErasureEngine, job: Job, result: Result) -> None:
     for name in files:
         purge_journal(stores[name])
     hits = raw_scan(files, hex_ids, needles, engine=engine, job=job)
+    dirty = {name: files[name] for name, count in hits.items() if count}
+    if dirty:
+        for name in dirty:
+            rewrite_free_space(stores[name])
+        hits.update(raw_scan(dirty, hex_ids, needles, engine=engine, job=job))
     for name, count in hits.items():
         result.add(name, "raw bytes of erased ids or ciphertext", count)
 
