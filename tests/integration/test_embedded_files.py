@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import random
+import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -138,6 +140,35 @@ def test_rewriting_free_space_removes_stale_copies_and_keeps_every_live_row(
         # Each live id is in its row and in the primary key's index.
         assert _hits(db, hex_ids=set(sorted(live)[:5])) == 10
     finally:
+        engine.dispose()
+
+
+def test_truncating_the_log_gives_up_in_bounded_time_behind_a_reader(tmp_path: Path) -> None:
+    """A reader holding an old snapshot keeps the WAL from being emptied: the truncation
+    is an error after its wait (the erasure step is retried), never a long hang; once the
+    reader is done it succeeds."""
+    db = tmp_path / "log.db"
+    engine = make_engine(f"sqlite:///{db}")
+    reader = sqlite3.connect(db, isolation_level=None)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE notes (v TEXT)"))
+            conn.execute(text("INSERT INTO notes VALUES ('one')"))
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM notes").fetchall()
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO notes VALUES ('two')"))
+        started = time.monotonic()
+        with pytest.raises(RuntimeError, match="could not be truncated"):
+            purge_journal(engine, wait_seconds=1.0)
+        assert time.monotonic() - started < 3
+        reader.execute("COMMIT")
+        purge_journal(engine, wait_seconds=1.0)
+        assert db.with_name(db.name + "-wal").stat().st_size == 0
+        with engine.connect() as conn:  # the connection's usual busy timeout is back
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").one()[0] == 10_000
+    finally:
+        reader.close()
         engine.dispose()
 
 

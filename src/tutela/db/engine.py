@@ -13,6 +13,11 @@ from sqlalchemy import ColumnElement, Engine, and_, create_engine, event, or_
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+BUSY_TIMEOUT_MS = 10_000
+"""How long an SQLite statement waits for another connection's lock before failing."""
+CHECKPOINT_TRY_MS = 200
+CHECKPOINT_WAIT_SECONDS = 10.0
+
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # secure_delete overwrites freed pages with zeros, so a deleted row's bytes do not
@@ -22,7 +27,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA secure_delete=ON")
     cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cur.close()
 
 
@@ -56,22 +61,33 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(url, **kwargs)
 
 
-def purge_journal(engine: Engine) -> None:
+def purge_journal(engine: Engine, *, wait_seconds: float = CHECKPOINT_WAIT_SECONDS) -> None:
     """Make deleted rows leave the SQLite write-ahead log too (NIST SP 800-88, S6; C1).
 
     `secure_delete` zeroes freed pages in the database file, but old copies of those
     pages stay in the `-wal` file until it is truncated. A TRUNCATE checkpoint copies the
-    log back and cuts it to zero bytes. No-op on PostgreSQL, whose WAL and free space are
-    the server's to manage.
+    log back and cuts it to zero bytes. It cannot while a reader (in any process) still
+    reads from the log: it is tried again for `wait_seconds` in all, then this raises,
+    and the caller's step is retried later. Each try waits a short busy timeout, not the
+    connections' 10 s, so that the whole wait stays bounded (well inside an erasure
+    job's lease) however many tries the readers cause. No-op on PostgreSQL, whose WAL
+    and free space are the server's to manage.
     """
     if engine.dialect.name != "sqlite":
         return
-    for _ in range(50):
-        with engine.connect() as conn:
-            busy = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()[0]
-        if not busy:
-            return
-        time.sleep(0.02)
+    deadline = time.monotonic() + wait_seconds
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"PRAGMA busy_timeout={CHECKPOINT_TRY_MS}")
+        try:
+            while True:
+                busy = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()[0]
+                if not busy:
+                    return
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.02)
+        finally:
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     raise RuntimeError("the write-ahead log could not be truncated: readers kept it busy")
 
 
