@@ -35,7 +35,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence, Set
 from pathlib import Path
 
 _HEX32 = re.compile(rb"[0-9a-f]{32,}")
@@ -109,7 +109,7 @@ def scan(
     }
 
 
-def hits_in(data: bytes, hex_ids: Collection[bytes], needles: Sequence[bytes]) -> FileHits:
+def hits_in(data: bytes, hex_ids: Set[bytes], needles: Sequence[bytes]) -> FileHits:
     """The scan of one file's bytes (no I/O: the child's work, and testable alone)."""
     ids = 0
     if hex_ids:
@@ -125,7 +125,7 @@ def hits_in(data: bytes, hex_ids: Collection[bytes], needles: Sequence[bytes]) -
     return FileHits(ids, found)
 
 
-def _hits_in_run(run: bytes, hex_ids: Collection[bytes]) -> int:
+def _hits_in_run(run: bytes, hex_ids: Set[bytes]) -> int:
     """Ids in a run of hex digits. SQLite writes a row's UUID columns side by side, so a
     run is whole ids back to back, perhaps after or before a stray hex-looking byte of a
     record header or a neighbouring value: look at 32-digit windows aligned to the run's
