@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -12,6 +13,11 @@ from sqlalchemy import ColumnElement, Engine, and_, create_engine, event, or_
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+BUSY_TIMEOUT_MS = 10_000
+"""How long an SQLite statement waits for another connection's lock before failing."""
+CHECKPOINT_TRY_MS = 200
+CHECKPOINT_WAIT_SECONDS = 10.0
+
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # secure_delete overwrites freed pages with zeros, so a deleted row's bytes do not
@@ -21,7 +27,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA secure_delete=ON")
     cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cur.close()
 
 
@@ -38,7 +44,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             path = Path(parsed.database)
             path.parent.mkdir(parents=True, exist_ok=True)
             # Owner-only from the start; SQLite gives its -wal and -shm files the same mode.
-            os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+            # Only a file that does not exist yet is opened here: closing a descriptor on
+            # a live database file would drop every SQLite lock this process holds on it.
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
         engine = create_engine(url, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
@@ -52,23 +61,57 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(url, **kwargs)
 
 
-def purge_journal(engine: Engine) -> None:
+def purge_journal(engine: Engine, *, wait_seconds: float = CHECKPOINT_WAIT_SECONDS) -> None:
     """Make deleted rows leave the SQLite write-ahead log too (NIST SP 800-88, S6; C1).
 
     `secure_delete` zeroes freed pages in the database file, but old copies of those
     pages stay in the `-wal` file until it is truncated. A TRUNCATE checkpoint copies the
-    log back and cuts it to zero bytes. No-op on PostgreSQL, whose WAL and free space are
-    the server's to manage.
+    log back and cuts it to zero bytes. It cannot while a reader (in any process) still
+    reads from the log: it is tried again for `wait_seconds` in all, then this raises,
+    and the caller's step is retried later. Each try waits a short busy timeout, not the
+    connections' 10 s, so that the whole wait stays bounded (well inside an erasure
+    job's lease) however many tries the readers cause. No-op on PostgreSQL, whose WAL
+    and free space are the server's to manage.
     """
     if engine.dialect.name != "sqlite":
         return
-    for _ in range(50):
-        with engine.connect() as conn:
-            busy = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()[0]
-        if not busy:
-            return
-        time.sleep(0.02)
+    deadline = time.monotonic() + wait_seconds
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"PRAGMA busy_timeout={CHECKPOINT_TRY_MS}")
+        try:
+            while True:
+                busy = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()[0]
+                if not busy:
+                    return
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.02)
+        finally:
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     raise RuntimeError("the write-ahead log could not be truncated: readers kept it busy")
+
+
+def rewrite_free_space(engine: Engine) -> None:
+    """Rewrite every page of an SQLite file, so no free space keeps erased bytes (C1, S6).
+
+    `secure_delete` zeroes a cell where it is deleted, and a freed page, but not the
+    earlier copies of the cell: when SQLite rebalances a b-tree page it packs the cells
+    anew and leaves their old bytes in the page's unallocated space, between the cell
+    pointers and the cell content, where a row deleted since then still lies. VACUUM
+    rebuilds the database from its live rows and writes every page back through SQLite's
+    own pager and locks: other processes with the file open see one more transaction,
+    never a file swapped under them (which `VACUUM INTO` and a rename would do). The
+    TRUNCATE checkpoint then puts the new pages in the file, cuts the file to its new
+    length and empties the WAL. No-op on PostgreSQL.
+
+    Its cost is a rewrite of the whole file, so the raw scan calls it only when it finds
+    something (`erasure/remnants.py`).
+    """
+    if engine.dialect.name != "sqlite":
+        return
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("VACUUM")
+    purge_journal(engine)
 
 
 @dataclass

@@ -26,8 +26,8 @@ from sqlalchemy.orm import Session
 
 from tutela.audit.models import AuditEvent
 from tutela.db.base import Base
-from tutela.db.engine import purge_journal
-from tutela.erasure import downstream, pagescan, selection, steps
+from tutela.db.engine import purge_journal, rewrite_free_space
+from tutela.erasure import downstream, pagescan, rawscan, selection, steps
 from tutela.erasure.models import ScopeKind
 from tutela.households.models import Household
 from tutela.notices.models import OutboxMessage
@@ -36,8 +36,6 @@ from tutela.vault.models import MediaItem
 if TYPE_CHECKING:
     from tutela.erasure.engine import ErasureEngine
     from tutela.erasure.jobs import Job
-
-_HEX32 = re.compile(rb"[0-9a-f]{32,}")
 
 
 @dataclass(frozen=True)
@@ -143,17 +141,7 @@ def check(engine: ErasureEngine, job: Job) -> Result:
     result.add("blob store", "blobs", blobs_left)
     # Raw bytes of the embedded store's files.
     if engine.settings.erasure_raw_scan:
-        for name, eng in (
-            ("main database file", engine.stores.main),
-            ("key store file", engine.stores.keys),
-        ):
-            path = _sqlite_path(eng)
-            if path is None:
-                continue
-            purge_journal(eng)
-            engine.renew(job)  # reading a large file can take longer than a lease
-            hits = raw_scan(path, _id_forms(fp), _samples(fp))
-            result.add(name, "raw bytes of erased ids or ciphertext", hits)
+        _raw_files(engine, job, result)
     if engine.settings.erasure_raw_scan:
         result.stale_copies = stale_copies(engine, job)
     return result
@@ -290,6 +278,53 @@ def _profile_rows(session: Session, hh: uuid.UUID, pid: uuid.UUID | None, result
     result.add("main database", "rows of the profile", total)
 
 
+def _raw_files(engine: ErasureEngine, job: Job, result: Result) -> None:
+    """The raw scan of the SQLite files (main store, key store) and their WALs (C1, S6).
+
+    Each store's WAL is checkpointed and truncated first, so it holds no old page copies.
+    A store whose bytes still show an erased id or ciphertext has its free space
+    rewritten (`rewrite_free_space`: VACUUM, then the truncation again) and is scanned
+    again. That removes the copies SQLite leaves in the unallocated space of rebalanced
+    b-tree pages, which `secure_delete` never zeroes; what is still there after the
+    rewrite lies in live rows, and is reported. The files are read in a child process
+    (`erasure/rawscan.py`): closing a descriptor of a live database file here would drop
+    this process's SQLite locks on it.
+    """
+    stores = {"main database file": engine.stores.main, "key store file": engine.stores.keys}
+    files = {name: path for name, eng in stores.items() if (path := _sqlite_path(eng))}
+    hex_ids, needles = _id_forms(job.fp), _samples(job.fp)
+    for name in files:
+        purge_journal(stores[name])
+    hits = raw_scan(files, hex_ids, needles, engine=engine, job=job)
+    dirty = {name: files[name] for name, count in hits.items() if count}
+    if dirty:
+        for name in dirty:
+            rewrite_free_space(stores[name])
+        hits.update(raw_scan(dirty, hex_ids, needles, engine=engine, job=job))
+    for name, count in hits.items():
+        result.add(name, "raw bytes of erased ids or ciphertext", count)
+
+
+def raw_scan(
+    files: dict[str, Path],
+    hex_ids: set[bytes],
+    samples: list[bytes],
+    *,
+    engine: ErasureEngine,
+    job: Job,
+) -> dict[str, int]:
+    """Hits per named database file, counting the file and its WAL together."""
+    engine.renew(job)  # reading a large file can take longer than a lease
+    paths = {name: (path, path.with_name(path.name + "-wal")) for name, path in files.items()}
+    found = rawscan.scan(
+        [p for pair in paths.values() for p in pair],
+        hex_ids=hex_ids,
+        needles=samples,
+        timeout=engine.settings.erasure_lease_seconds,
+    )
+    return {name: sum(found[p].count for p in pair if p in found) for name, pair in paths.items()}
+
+
 def _sqlite_path(engine: Engine) -> Path | None:
     if engine.dialect.name != "sqlite" or not engine.url.database:
         return None
@@ -305,43 +340,3 @@ def _id_forms(fp: Any) -> set[bytes]:
 
 def _samples(fp: Any) -> list[bytes]:
     return [base64.b64decode(s) for s in fp.samples]
-
-
-def _hits_in_run(run: bytes, hex_ids: set[bytes]) -> int:
-    """Ids in a run of hex digits. SQLite writes a row's UUID columns side by side, so a
-    run is whole ids back to back, perhaps after or before a stray hex-looking byte of a
-    record header or a neighbouring value: look at 32-digit windows aligned to the run's
-    start and to its end (exhaustively in short runs)."""
-    size = len(run)
-    if size <= 96:
-        offsets: range | set[int] = range(size - 31)
-    else:
-        offsets = set(range(0, size - 31, 32)) | set(range(size - 32, -1, -32))
-    return sum(1 for o in offsets if run[o : o + 32] in hex_ids)
-
-
-def raw_scan(path: Path, hex_ids: set[bytes], samples: list[bytes]) -> int:
-    """Occurrences of any id (as 32 hex digits, the form SQLite keeps a UUID in, or in
-    its hyphenated form) or any ciphertext sample in the file and its WAL."""
-    hits = 0
-    hyphenated = [str(uuid.UUID(h.decode())).encode() for h in hex_ids] if len(hex_ids) < 64 else []
-    for candidate in (path, path.with_name(path.name + "-wal")):
-        if not candidate.exists():
-            continue
-        data = candidate.read_bytes()
-        if hex_ids:
-            for match in _HEX32.finditer(data):
-                hits += _hits_in_run(match.group(), hex_ids)
-        for needle in (*samples, *hyphenated):
-            if needle and data.find(needle) != -1:
-                hits += 1
-        if len(hex_ids) >= 64:
-            # Hyphenated forms (blob keys) of many ids: look for the profile/household
-            # folder forms only through the hex scan above, and for each id's first
-            # group followed by a hyphen.
-            for match in re.finditer(
-                rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", data
-            ):
-                if match.group().replace(b"-", b"") in hex_ids:
-                    hits += 1
-    return hits
