@@ -137,12 +137,14 @@ def epochs() -> None:
     container = build(_settings())
     try:
         keys = container.vault.keys
-        keys.current_epoch(now=container.clock.now())
+        now = container.clock.now()
+        keys.current_epoch(now=now)
         for epoch in keys.epochs():
+            by = keys.unreadable_by(epoch, now=now)
             destroyed = (
                 f"destroyed {epoch.destroyed_at:%Y-%m-%d %H:%M} UTC"
                 if epoch.destroyed_at
-                else f"every copy unreadable by {keys.unreadable_by(epoch):%Y-%m-%d %H:%M} UTC"
+                else f"every copy unreadable by {by:%Y-%m-%d %H:%M} UTC"
             )
             typer.echo(
                 f"{epoch.seq:>6}  {epoch.state:<9}  started {epoch.started_at:%Y-%m-%d %H:%M} "

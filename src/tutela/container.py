@@ -114,10 +114,10 @@ class Container:
     def rotate_key_epoch(self, *, force: bool = False) -> EpochRotation | None:
         """Rotate the key epoch when it is due (every half window, or now with `force`),
         then settle the erasures whose key copies a destroyed epoch covered, and record
-        any epoch past its window (S6, A8)."""
+        (once) any epoch whose erasures' promised time has passed (S6, A8)."""
         from tutela.erasure import copies  # noqa: PLC0415
         from tutela.households.service import reindex_emails  # noqa: PLC0415
-        from tutela.vault.rotation import overdue_epochs, rotate_epoch  # noqa: PLC0415
+        from tutela.vault.rotation import rotate_epoch  # noqa: PLC0415
 
         keys = self.vault.keys
 
@@ -139,8 +139,8 @@ class Container:
                 )
                 session.commit()
         copies.settle(self.stores, self.vault.keys, now=now)
-        for epoch in overdue_epochs(self.vault.keys, now=now):
-            subject = f"key-epoch:{epoch.seq}:overdue"
+        for seq in copies.overdue(self.stores, now=now):
+            subject = f"key-epoch:{seq}:overdue"
             with self.stores.session() as session:
                 if session.scalar(select(AuditEvent.id).where(AuditEvent.subject == subject)):
                     continue
@@ -153,7 +153,7 @@ class Container:
                 )
                 session.commit()
             logging.getLogger("tutela.vault").error(
-                "key epoch %d is past its window and not yet destroyed", epoch.seq
+                "key epoch %d is past the time erasure receipts promised", seq
             )
         return rotation
 

@@ -343,13 +343,20 @@ def test_two_workers_never_rotate_at_once_and_nothing_is_due_early(
     assert rotate_epoch(keys, clock=container.clock, force=True) is not None
 
 
-def test_an_epoch_past_its_window_is_recorded_as_overdue_once(
+def test_a_promise_past_its_time_is_recorded_as_overdue_once(
     container: Container, unique: str
 ) -> None:
-    make_home(container, tag=unique)
+    """Workers stopped: an erasure's "every copy unreadable by T" passes with its epoch
+    still alive. That is recorded once, for the epoch, not at every pass."""
+    home = make_home(container, tag=unique)
+    done = _erase(
+        container, Scope(ScopeKind.PROFILE, home.household_id, profile_id=home.child_profiles[0])
+    )
     keys = container.vault.keys
     first = keys.current_epoch(now=container.clock.now())
-    container.clock.advance(keys.window + timedelta(minutes=1))  # type: ignore[attr-defined]
+    promised = _fresh(container, done.id).copies_unreadable_by
+    assert promised is not None
+    container.clock.set(promised + timedelta(minutes=1))  # type: ignore[attr-defined]
     with container.stores.key_sessions() as k:  # a stuck worker holds the rotation
         k.execute(
             update(KeyEpoch)
@@ -364,6 +371,36 @@ def test_an_epoch_past_its_window_is_recorded_as_overdue_once(
             select(AuditEvent.subject).where(AuditEvent.tag == "vault:key-epoch:overdue")
         ).all()
     assert events == [f"key-epoch:{first.seq}:overdue"]
+    assert "every copy unreadable by" in _fresh_statement(container, done.id)
+
+
+def test_a_key_destroyed_in_an_epoch_already_due_is_promised_half_a_window_from_now(
+    container: Container, unique: str
+) -> None:
+    """An epoch begun under a clock set in the past (a demo's history) is due at once: a
+    key destroyed in it is promised no time before the erasure itself."""
+    home = make_home(container, tag=unique)
+    keys = container.vault.keys
+    first = keys.current_epoch(now=container.clock.now())
+    container.clock.advance(timedelta(days=30))  # type: ignore[attr-defined]
+    done = _erase(
+        container, Scope(ScopeKind.PROFILE, home.household_id, profile_id=home.child_profiles[0])
+    )
+    row = _fresh(container, done.id)
+    assert row.key_epoch == first.seq
+    assert row.copies_unreadable_by == container.clock.now() + keys.window / 2
+    assert container.key_epoch_pass() is not None  # due: it rotates at once
+    assert _fresh(container, done.id).copies_unreadable_at == container.clock.now()
+    with container.stores.session() as s:
+        assert not s.scalars(
+            select(AuditEvent.id).where(AuditEvent.tag == "vault:key-epoch:overdue")
+        ).all()
+
+
+def _fresh_statement(container: Container, request_id: uuid.UUID) -> str:
+    from tutela.erasure import copies
+
+    return copies.of_request(container.vault.keys, _fresh(container, request_id)).statement
 
 
 def test_keys_from_before_epochs_get_no_promise_in_the_receipt(

@@ -149,5 +149,21 @@ def settle(stores: Stores, keys: KeyStore, *, now: datetime) -> int:
     return settled
 
 
+def overdue(stores: Stores, *, now: datetime) -> list[int]:
+    """Key epochs with a broken promise: a request said every copy would be unreadable by a
+    time that has passed, and its epoch is not destroyed yet (the workers stopped)."""
+    with stores.session() as session:
+        found = session.scalars(
+            select(ErasureRequest.key_epoch)
+            .where(
+                ErasureRequest.copies_unreadable_by < now,
+                ErasureRequest.copies_unreadable_at.is_(None),
+                ErasureRequest.key_epoch.is_not(None),
+            )
+            .distinct()
+        ).all()
+    return sorted(seq for seq in found if seq is not None)
+
+
 def _parse(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None

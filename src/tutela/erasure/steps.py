@@ -244,10 +244,11 @@ def _record_epoch(engine: ErasureEngine, job: Job) -> None:
     epoch current already, so the copies are under this epoch or an older one, and all of
     them are unreadable once this one is destroyed (S6). Kept as the maximum over reruns.
     """
-    epoch = engine.keys.current_epoch(now=engine.clock.now())
+    now = engine.clock.now()
+    epoch = engine.keys.current_epoch(now=now)
     seq = max(epoch.seq, job.row.key_epoch or 0)
     newest = epoch if seq == epoch.seq else engine.keys.epoch(seq) or epoch
-    by = None if job.fp.legacy_keys else engine.keys.unreadable_by(newest)
+    by = None if job.fp.legacy_keys else engine.keys.unreadable_by(newest, now=now)
     with engine.stores.session() as session:
         session.execute(
             update(ErasureRequest)

@@ -131,10 +131,12 @@ class KeyStore:
             row = s.get(KeyEpoch, seq)
             return None if row is None else Epoch.of(row)
 
-    def unreadable_by(self, epoch: Epoch) -> datetime:
-        """When every copy of a key destroyed during `epoch` is unreadable at the latest:
-        the epoch's start plus the window (epochs end every half window)."""
-        return epoch.started_at + self.window
+    def unreadable_by(self, epoch: Epoch, *, now: datetime) -> datetime:
+        """When every copy of a key destroyed now, during `epoch`, is unreadable at the
+        latest: the epoch's start plus the window (epochs end every half window), and never
+        less than half a window from now (an epoch already due for rotation, such as one
+        begun under a clock set in the past, ends at the workers' next pass)."""
+        return max(epoch.started_at + self.window, now + self.window / 2)
 
     def epoch_subkey(self, epoch_id: str, purpose: str) -> bytes:
         """A key derived from an epoch key (HKDF-SHA-256, RFC 5869) for one purpose: it

@@ -84,14 +84,6 @@ def epoch_due(keys: KeyStore, *, now: datetime) -> bool:
         )
 
 
-def overdue_epochs(keys: KeyStore, *, now: datetime) -> list[Epoch]:
-    """Epochs not yet destroyed whose window has passed: a promise made to customers
-    ("every copy unreadable by ...") is being broken, and the workers must be looked at."""
-    return [
-        e for e in keys.epochs() if e.state != EpochState.DESTROYED and now > keys.unreadable_by(e)
-    ]
-
-
 def _lease(keys: KeyStore, *, now: datetime) -> bool:
     """Take the rotation lease on the current epoch's row (guarded UPDATE)."""
     with keys.sessions() as s:
