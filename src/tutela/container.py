@@ -112,10 +112,10 @@ class Container:
         return report
 
     def rotate_key_epoch(self, *, force: bool = False) -> EpochRotation | None:
-        """Rotate the key epoch when it is due (every half window, or now with `force`),
-        then settle the erasures whose key copies a destroyed epoch covered, and record
-        (once) any epoch whose erasures' promised time has passed (S6, A8)."""
-        from tutela.erasure import copies  # noqa: PLC0415
+        """Rotate the key epoch when it is due (every half window, or now with `force`);
+        then, whatever the rotation did (it may have failed), settle the erasures whose key
+        copies a destroyed epoch covered and record (once) any epoch whose erasures'
+        promised time has passed (S6, A8)."""
         from tutela.households.service import reindex_emails  # noqa: PLC0415
         from tutela.vault.rotation import rotate_epoch  # noqa: PLC0415
 
@@ -124,47 +124,57 @@ class Container:
         def reindex(_: object) -> int:
             return reindex_emails(self.stores.session, keys, now=self.clock.now())
 
-        rotation = rotate_epoch(keys, clock=self.clock, force=force, before_destroy=reindex)
-        now = self.clock.now()
-        reindex(None)  # an account made in the instant a rotation began
-        if rotation is not None:
-            destroyed = ",".join(str(e.seq) for e in rotation.destroyed) or "-"
-            with self.stores.session() as session:
-                record(
-                    session,
-                    tag=AuditTag.KEY_EPOCH_ROTATED,
-                    actor="system",
-                    now=now,
-                    subject=f"key-epoch:{rotation.current.seq}:destroyed:{destroyed}",
-                )
-                session.commit()
-        copies.settle(self.stores, self.vault.keys, now=now)
-        for seq in copies.overdue(self.stores, now=now):
-            subject = f"key-epoch:{seq}:overdue"
-            with self.stores.session() as session:
-                if session.scalar(select(AuditEvent.id).where(AuditEvent.subject == subject)):
-                    continue
-                record(
-                    session,
-                    tag=AuditTag.KEY_EPOCH_OVERDUE,
-                    actor="system",
-                    now=now,
-                    subject=subject,
-                )
-                session.commit()
-            logging.getLogger("tutela.vault").error(
-                "key epoch %d is past the time erasure receipts promised", seq
-            )
+        try:
+            rotation = rotate_epoch(keys, clock=self.clock, force=force, before_destroy=reindex)
+            reindex(None)  # an account made in the instant a rotation began
+            if rotation is not None:
+                destroyed = ",".join(str(e.seq) for e in rotation.destroyed) or "-"
+                with self.stores.session() as session:
+                    record(
+                        session,
+                        tag=AuditTag.KEY_EPOCH_ROTATED,
+                        actor="system",
+                        now=self.clock.now(),
+                        subject=f"key-epoch:{rotation.current.seq}:destroyed:{destroyed}",
+                    )
+                    session.commit()
+        finally:
+            self._settle_key_epochs()
         return rotation
+
+    def _settle_key_epochs(self) -> None:
+        from tutela.erasure import copies  # noqa: PLC0415
+
+        log = logging.getLogger("tutela.vault")
+        now = self.clock.now()
+        try:
+            copies.settle(self.stores, self.vault.keys, now=now)
+            for seq in copies.overdue(self.stores, now=now):
+                subject = f"key-epoch:{seq}:overdue"
+                with self.stores.session() as session:
+                    if session.scalar(select(AuditEvent.id).where(AuditEvent.subject == subject)):
+                        continue
+                    record(
+                        session,
+                        tag=AuditTag.KEY_EPOCH_OVERDUE,
+                        actor="system",
+                        now=now,
+                        subject=subject,
+                    )
+                    session.commit()
+                log.error("key epoch %d is past the time erasure receipts promised", seq)
+        except Exception as exc:
+            log.error("settling key epochs failed: %s", type(exc).__name__)
 
     def key_epoch_pass(self) -> EpochRotation | None:
         """`rotate_key_epoch` for a worker loop: never raises, so the loop outlives a store
-        that is down for a moment."""
+        that is down for a moment; a failed rotation is logged as an error (its promises
+        to customers are at stake) and tried again at the next pass."""
         try:
             return self.rotate_key_epoch()
         except Exception as exc:
-            logging.getLogger("tutela.vault").warning(
-                "key epoch pass failed: %s", type(exc).__name__
+            logging.getLogger("tutela.vault").error(
+                "key epoch rotation failed: %s", type(exc).__name__
             )
             return None
 

@@ -26,11 +26,11 @@ from tutela.erasure import receipts
 from tutela.erasure.models import ErasureRequest, RequesterKind, ScopeKind
 from tutela.erasure.scope import Requester, Scope
 from tutela.households.models import Device, Profile
-from tutela.vault import crypto
+from tutela.vault import crypto, rotation
 from tutela.vault import service as vault
 from tutela.vault.keystore import profile_context
 from tutela.vault.models import EpochState, KeyEpoch, ProfileKey
-from tutela.vault.rotation import _begin, rotate_epoch
+from tutela.vault.rotation import rotate_epoch
 
 GUARDIAN = Requester(RequesterKind.GUARDIAN, "account:test")
 HALF_WINDOW = timedelta(hours=12)
@@ -305,6 +305,16 @@ def _devices(container: Container, hh: uuid.UUID) -> list[Device]:
         return found
 
 
+def _stalled_rotation(container: Container) -> rotation._Lease:
+    """A worker that took the lease and began a new epoch, then stopped (killed, paused)."""
+    keys = container.vault.keys
+    held = rotation._take_lease(keys, owner="stalled", now=container.clock.now())
+    assert held is not None
+    lease = rotation._Lease(keys, "stalled", container.clock, held)
+    rotation._begin(lease)
+    return lease
+
+
 def test_a_rotation_stopped_after_its_new_epoch_is_finished_by_the_next(
     container: Container, unique: str
 ) -> None:
@@ -312,7 +322,7 @@ def test_a_rotation_stopped_after_its_new_epoch_is_finished_by_the_next(
     made = seed_media(container, home)
     keys = container.vault.keys
     first = keys.current_epoch(now=container.clock.now())
-    _begin(keys, first, now=container.clock.now())  # as if the worker died right after
+    _stalled_rotation(container)
     assert [e.state for e in keys.epochs()] == [EpochState.RETIRING, EpochState.CURRENT]
     assert keys.item_key(household_id=home.household_id, item_id=made["voice"][0])
     assert rotate_epoch(keys, clock=container.clock) is None, "the dead worker's lease holds"
@@ -325,19 +335,78 @@ def test_a_rotation_stopped_after_its_new_epoch_is_finished_by_the_next(
     assert keys.item_key(household_id=home.household_id, item_id=made["voice"][0])
 
 
+def test_a_worker_that_lost_its_lease_changes_nothing_more(
+    container: Container, unique: str
+) -> None:
+    """Worker A stalls past its lease; B takes over and finishes; a later rotation begins;
+    A wakes up. A must neither re-wrap rows under its epoch nor destroy anything: every
+    key stays readable and the next rotation still works."""
+    home = make_home(container, tag=unique)
+    made = seed_media(container, home)
+    keys = container.vault.keys
+    stalled = _stalled_rotation(container)
+    container.clock.advance(timedelta(minutes=16))  # type: ignore[attr-defined]
+    assert rotate_epoch(keys, clock=container.clock) is not None  # B finishes A's rotation
+    container.clock.advance(HALF_WINDOW + timedelta(minutes=1))  # type: ignore[attr-defined]
+
+    def a_wakes_up(_: object) -> None:
+        # C has begun epoch 3; A still believes in epoch 2, now retiring under C.
+        held_by_source = set(keys.source.epoch_ids())
+        with pytest.raises(rotation.LeaseLost):
+            rotation._rewrap_profiles(stalled, batch_size=500)
+        with pytest.raises(rotation.LeaseLost):
+            rotation.rekey_profile(
+                stalled, household_id=home.household_id, profile_id=home.child_profiles[0]
+            )
+        assert rotation._destroy_retired(stalled, batch_size=500) == []
+        assert set(keys.source.epoch_ids()) == held_by_source, "A destroyed nothing"
+
+    keys.destroy_item_keys(household_id=home.household_id, item_ids=[made["voice"][0]])
+    c = rotate_epoch(keys, clock=container.clock, before_destroy=a_wakes_up)
+    assert c is not None and c.current.seq == 3 and [e.seq for e in c.destroyed] == [2]
+    for item_id in made["voice"][1:] + made["video"]:
+        assert keys.item_key(household_id=home.household_id, item_id=item_id)
+    container.clock.advance(HALF_WINDOW + timedelta(minutes=1))  # type: ignore[attr-defined]
+    assert rotate_epoch(keys, clock=container.clock) is not None
+
+
+def test_processes_starting_together_make_one_current_epoch(
+    container: Container, unique: str
+) -> None:
+    """Many workers start on a fresh key store at once: exactly one current epoch, and the
+    key source keeps only its key."""
+    keys = container.vault.keys
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(6)
+
+    def first_use() -> None:
+        try:
+            barrier.wait()
+            keys.current_epoch(now=container.clock.now())
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first_use) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    epochs = keys.epochs()
+    assert [e.state for e in epochs] == [EpochState.CURRENT]
+    assert keys.source.epoch_ids() == [epochs[0].id]
+    make_home(container, tag=unique)
+    assert rotate_epoch(keys, clock=container.clock, force=True) is not None
+
+
 def test_two_workers_never_rotate_at_once_and_nothing_is_due_early(
     container: Container, unique: str
 ) -> None:
     make_home(container, tag=unique)
     keys = container.vault.keys
     assert rotate_epoch(keys, clock=container.clock) is None, "not due before half a window"
-    with container.stores.key_sessions() as k:
-        k.execute(
-            update(KeyEpoch)
-            .where(KeyEpoch.state == EpochState.CURRENT)
-            .values(rotating_until=container.clock.now() + timedelta(minutes=5))
-        )
-        k.commit()
+    held = rotation._take_lease(keys, owner="other", now=container.clock.now())
+    assert held is not None
     assert rotate_epoch(keys, clock=container.clock, force=True) is None, "lease held"
     container.clock.advance(timedelta(minutes=16))  # type: ignore[attr-defined]
     assert rotate_epoch(keys, clock=container.clock, force=True) is not None
@@ -501,4 +570,124 @@ def test_an_email_index_left_in_a_backup_answers_no_guess_after_the_window(
     with container.stores.session() as s:
         account = households.find_account(s, keys, email=f"ana.{unique}b@example.com", now=now())
         assert account is not None and account.household_id == staying.household_id
-        assert account.email_index_epoch == keys.epochs()[-1].id
+        assert account.email_index_epoch == keys.epochs()[-1].seq
+
+
+def test_a_closure_stopped_between_its_keys_and_its_rows_does_not_hold_up_the_epochs(
+    container: Container, unique: str
+) -> None:
+    """A household's keys are gone but its rows are not yet (a worker waits on the blob
+    store, say): the rotation moves every other account's email index and destroys the
+    old epoch all the same."""
+    from tutela.erasure.models import Step
+
+    closing = make_home(container, tag=unique)
+    staying = make_home(container, tag=unique + "b")
+    row = container.erasure.request(Scope(ScopeKind.HOUSEHOLD, closing.household_id), GUARDIAN)
+    container.erasure.run_request(row.id, until=Step.KEYS)
+    rotation_ = container.rotate_key_epoch(force=True)
+    assert rotation_ is not None and rotation_.destroyed
+    from tutela.households import service as households
+
+    with container.stores.session() as s:
+        account = households.find_account(
+            s, container.vault.keys, email=f"ana.{unique}b@example.com", now=container.clock.now()
+        )
+        assert account is not None and account.household_id == staying.household_id
+    container.erasure.run_pending()
+    assert _fresh(container, row.id).status == "completed"
+
+
+def test_a_rotation_that_fails_still_records_a_broken_promise(
+    container: Container, unique: str
+) -> None:
+    """A profile key under an epoch that no longer exists stops every rotation (an operator
+    must look); the erasure receipts' promised time then passes, and that is recorded."""
+    home = make_home(container, tag=unique)
+    other = make_home(container, tag=unique + "b")
+    done = _erase(
+        container, Scope(ScopeKind.PROFILE, home.household_id, profile_id=home.child_profiles[0])
+    )
+    with container.stores.key_sessions() as k:
+        k.execute(
+            update(ProfileKey)
+            .where(ProfileKey.household_id == other.household_id)
+            .values(epoch_id="0000000000000000")
+        )
+        k.commit()
+    promised = _fresh(container, done.id).copies_unreadable_by
+    assert promised is not None
+    container.clock.set(promised + timedelta(minutes=1))  # type: ignore[attr-defined]
+    assert container.key_epoch_pass() is None  # the rotation failed
+    with container.stores.session() as s:
+        events = s.scalars(
+            select(AuditEvent.subject).where(AuditEvent.tag == "vault:key-epoch:overdue")
+        ).all()
+    assert events == [f"key-epoch:{_fresh(container, done.id).key_epoch}:overdue"]
+
+
+def test_one_address_signing_up_twice_across_a_rotation_gets_one_account(
+    container: Container, unique: str
+) -> None:
+    """Sign-up A has checked its address and not committed; an epoch begins; sign-up B of
+    the same address waits for A, then is refused: never two accounts of one address
+    (which would also stop every later email re-index)."""
+    from tests.factories import password_hash
+    from tutela.core.errors import Conflict
+    from tutela.households import service as households
+    from tutela.households.models import Account, AccountRole
+    from tutela.households.service import AdultSpec, HomeSpec
+
+    def spec() -> HomeSpec:
+        return HomeSpec(
+            adults=(
+                AdultSpec(
+                    "Ana",
+                    f"twice.{unique}@example.com",
+                    password_hash(container),
+                    AccountRole.OWNER,
+                ),
+            )
+        )
+
+    outcome: list[BaseException | None] = []
+    rotated: list[object] = []
+    first = container.stores.session()
+    households.create_home(
+        first, container.vault.keys, spec=spec(), now=container.clock.now(), commit=False
+    )
+
+    def rotate() -> None:
+        rotated.append(container.rotate_key_epoch(force=True))
+
+    def second() -> None:
+        try:
+            with container.stores.session() as s:
+                households.create_home(
+                    s, container.vault.keys, spec=spec(), now=container.clock.now()
+                )
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    r = threading.Thread(target=rotate)
+    r.start()
+    r.join(timeout=1)
+    assert r.is_alive(), "the rotation waits for the sign-up still on the old epoch"
+    b = threading.Thread(target=second)
+    b.start()
+    b.join(timeout=1)
+    assert b.is_alive(), "the second sign-up waits for the first"
+    first.commit()
+    first.close()
+    r.join(timeout=30)
+    b.join(timeout=30)
+    assert rotated and rotated[0] is not None
+    assert len(outcome) == 1 and isinstance(outcome[0], Conflict)
+    with container.stores.session() as s:
+        matches = households.email_indexes(
+            container.vault.keys, f"twice.{unique}@example.com", now=container.clock.now()
+        )
+        found = s.scalars(select(Account).where(Account.email_index.in_(matches))).all()
+        assert len(found) == 1
+        assert found[0].email_index_epoch == container.vault.keys.epochs()[-1].seq

@@ -34,6 +34,7 @@ class AuditTag(StrEnum):
     DEFENDED_MODE_ENTERED = "identity:defence:enter"
     STAFF_ADDED = "identity:staff:add"
     ACCOUNT_CREATED = "households:account:create"
+    EMAIL_INDEX_CONFLICT = "households:email-index:conflict"
     PROFILE_CREATED = "households:profile:create"
     DEVICE_REGISTERED = "households:device:register"
     DEVICE_REVOKED = "households:device:revoke"

@@ -4,6 +4,7 @@ and the signed receipt (A8, S7, S8)."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import logging
@@ -115,12 +116,22 @@ def verify(engine: ErasureEngine, job: Job) -> str:
             )
             return RequestStatus.FAILED if failed else "lost"
         job.row.verify_failures = failures
-        engine.advance(job, Step.VERIFY, Step.KEYS, findings=findings, verify_failures=failures)
+        engine.advance(
+            job,
+            Step.VERIFY,
+            Step.KEYS,
+            findings=findings,
+            verify_failures=failures,
+            copies_unreadable_at=None,  # something was found: claim nothing until keys again
+        )
         engine.release(job, delay=timedelta(seconds=5 * failures))
         return "wait"
     times = json.loads(job.row.step_times or "{}")
     times[Step.VERIFY.value] = now.isoformat()
-    unreadable = copies.of_request(engine.keys, job.row)
+    # The check is clean: what the receipt says is verified as of now.
+    unreadable = dataclasses.replace(
+        copies.of_request(engine.keys, job.row), status=RequestStatus.COMPLETED
+    )
     body = _receipt_body(engine, job, times, result, unreadable, now)
     receipt = receipts.sign_receipt(engine.keys, body, now=now)
     done = engine.advance(

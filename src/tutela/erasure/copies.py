@@ -37,11 +37,20 @@ class Unreadable:
     every_copy_at: datetime | None
     """When every copy became unreadable (the key epoch's destruction), once it has."""
     key_epoch: int | None
+    status: str = RequestStatus.COMPLETED
+    """The request's status: only a completed request's check is verified (A8)."""
 
     @property
     def statement(self) -> str:
+        if self.status == RequestStatus.FAILED:
+            return "Not verified: the erasure failed, and runs again when it is retried."
         if self.live_stores_at is None:
             return "Not yet unreadable: its keys have not been destroyed."
+        if self.status != RequestStatus.COMPLETED:
+            return (
+                "Its keys are destroyed in the live stores; the check of every store has not "
+                "finished yet."
+            )
         if self.every_copy_at is not None:
             return (
                 "Unreadable everywhere: every copy of its keys has been unreadable since "
@@ -83,6 +92,7 @@ def of_row(row: ErasureRequest) -> Unreadable:
         every_copy_by=row.copies_unreadable_by,
         every_copy_at=row.copies_unreadable_at,
         key_epoch=row.key_epoch,
+        status=row.status,
     )
 
 
@@ -93,7 +103,11 @@ def of_request(keys: KeyStore, row: ErasureRequest) -> Unreadable:
         epoch = keys.epoch(row.key_epoch)
         if epoch is not None and epoch.state == EpochState.DESTROYED:
             return Unreadable(
-                found.live_stores_at, found.every_copy_by, epoch.destroyed_at, row.key_epoch
+                found.live_stores_at,
+                found.every_copy_by,
+                epoch.destroyed_at,
+                row.key_epoch,
+                found.status,
             )
     return found
 
@@ -115,14 +129,19 @@ def settle(stores: Stores, keys: KeyStore, *, now: datetime) -> int:
                 ErasureRequest.key_epoch <= through,
                 ErasureRequest.copies_unreadable_at.is_(None),
                 ErasureRequest.copies_unreadable_by.is_not(None),
+                # Completed only: the remnant check verified its keys gone from the live
+                # stores; a request still open may yet destroy more, in a newer epoch.
+                ErasureRequest.status == RequestStatus.COMPLETED,
             )
         ).all()
         for row in rows:
             assert row.key_epoch is not None
             epoch = destroyed.get(row.key_epoch)
-            at = epoch.destroyed_at if epoch is not None and epoch.destroyed_at else now
+            if epoch is None or epoch.destroyed_at is None:
+                continue  # settled only by its own epoch's destruction, never by a neighbour's
+            at = epoch.destroyed_at
             values: dict[str, Any] = {"copies_unreadable_at": at}
-            if row.status == RequestStatus.COMPLETED and row.receipt:
+            if row.receipt:
                 body = json.loads(row.receipt)["receipt"]
                 body["unreadable"] = Unreadable(
                     live_stores_at=_parse(body.get("unreadable", {}).get("live_stores_at")),

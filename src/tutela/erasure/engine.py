@@ -265,7 +265,10 @@ class ErasureEngine:
             if outcome in ("wait", RequestStatus.FAILED, RequestStatus.BLOCKED):
                 return outcome
             following = Step.KEYS if outcome == "again" else _next(step)
-            if not self.advance(job, step, following):
+            # Back to `keys` (items joined the scope): nothing is "unreadable everywhere"
+            # until the new keys' epoch is gone too.
+            again = {"copies_unreadable_at": None} if outcome == "again" else {}
+            if not self.advance(job, step, following, **again):
                 return "lost"
             if following is Step.DONE:
                 return RequestStatus.COMPLETED

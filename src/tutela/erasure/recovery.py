@@ -53,6 +53,8 @@ def requeue(session: Session, row: ErasureRequest, *, by: str, now: datetime) ->
             lease_until=None,
             last_error=None,
             findings=None,
+            # It runs again: nothing is "unreadable everywhere" until it has finished.
+            copies_unreadable_at=None,
         )
         .execution_options(synchronize_session=False)
     )

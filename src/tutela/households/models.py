@@ -10,7 +10,7 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, ForeignKeyConstraint, Index, String, Uuid
+from sqlalchemy import ForeignKey, ForeignKeyConstraint, Index, Integer, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tutela.core.types import Binary, UTCDateTime
@@ -77,6 +77,20 @@ class Profile(Base):
     state: Mapped[str] = mapped_column(String(16), default=ProfileState.ACTIVE)
 
 
+class EmailIndexEpoch(Base):
+    """The key epoch new email indexes are keyed under: one row. A sign-up holds it (FOR
+    SHARE) until it commits, and an epoch rotation moves it (a write, which waits for those
+    sign-ups) before it re-indexes the accounts and destroys the old epoch: so no account
+    is ever left with an index under an epoch that is gone (S6), and two sign-ups of one
+    address always see each other."""
+
+    __tablename__ = "email_index_epoch"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(Integer)
+    epoch_id: Mapped[str] = mapped_column(String(32))
+
+
 class Account(Base):
     """A customer who signs in. The email is found through a keyed index, stored sealed."""
 
@@ -93,10 +107,10 @@ class Account(Base):
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     profile_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     email_index: Mapped[bytes] = mapped_column(Binary, unique=True)
-    # The key epoch whose derived key made `email_index` (None: the older service key).
-    # Indexes move to each new epoch, so an index left in a backup or a dead tuple stops
-    # confirming a guessed address once its epoch is destroyed (S6).
-    email_index_epoch: Mapped[str | None] = mapped_column(String(32))
+    # The key epoch (its number) whose derived key made `email_index` (None: the older
+    # service key). Indexes move to each new epoch, so an index left in a backup or a dead
+    # tuple stops confirming a guessed address once its epoch is destroyed (S6).
+    email_index_epoch: Mapped[int | None] = mapped_column(Integer, index=True)
     email_sealed: Mapped[bytes] = mapped_column(Binary)
     role: Mapped[str] = mapped_column(String(8))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

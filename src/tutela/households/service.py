@@ -10,17 +10,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tutela.audit.service import AuditTag, record
 from tutela.core.errors import Conflict, Forbidden, InvalidDeviceToken, KeyUnavailable, NotFound
 from tutela.core.ids import uuid7
+from tutela.db.engine import keyset_after
 from tutela.households import rules
 from tutela.households.models import (
     Account,
     AccountRole,
     Device,
+    EmailIndexEpoch,
     Guardianship,
     Household,
     Profile,
@@ -96,13 +101,52 @@ def _email_aad(household_id: uuid.UUID, account_id: uuid.UUID) -> bytes:
 EMAIL_INDEX_PURPOSE = "tutela:email-index"
 
 
-def email_index(keys: KeyStore, email: str, *, now: datetime) -> tuple[bytes, str]:
-    """Keyed index of an email (HMAC-SHA-256) under the current key epoch, with the epoch's
-    id: lookups work, the table reveals no address, and once the epoch is destroyed an
-    index left in a backup or a dead tuple answers no guess (S6)."""
+def email_index(keys: KeyStore, email: str, *, epoch_id: str) -> bytes:
+    """Keyed index of an email (HMAC-SHA-256) under a key epoch: lookups work, the table
+    reveals no address, and once the epoch is destroyed an index left in a backup or a
+    dead tuple answers no guess (S6)."""
+    key = keys.epoch_subkey(epoch_id, EMAIL_INDEX_PURPOSE)
+    return crypto.keyed_digest(key, rules.normalise_email(email).encode())
+
+
+def _index_epoch(session: Session, keys: KeyStore, *, now: datetime) -> tuple[int, str]:
+    """The epoch a new email index is keyed under, held until this transaction ends (FOR
+    SHARE on PostgreSQL; on SQLite a first write takes the write lock), so no rotation can
+    move past it before the account is committed and visible to its re-index."""
+    where = EmailIndexEpoch.id == 1
+    for _ in range(2):
+        if session.get_bind().dialect.name == "postgresql":
+            row = session.execute(
+                select(EmailIndexEpoch.seq, EmailIndexEpoch.epoch_id)
+                .where(where)
+                .with_for_update(read=True)
+            ).one_or_none()
+        else:
+            session.execute(
+                update(EmailIndexEpoch)
+                .where(where)
+                .values(seq=EmailIndexEpoch.seq)
+                .execution_options(synchronize_session=False)
+            )
+            row = session.execute(
+                select(EmailIndexEpoch.seq, EmailIndexEpoch.epoch_id).where(where)
+            ).one_or_none()
+        if row is not None:
+            return int(row.seq), str(row.epoch_id)
+        _first_index_epoch(session, keys, now=now)
+    raise AssertionError("the email index epoch could not be recorded")
+
+
+def _first_index_epoch(session: Session, keys: KeyStore, *, now: datetime) -> None:
+    """Record the first epoch, in the caller's transaction (another writer may race it)."""
     epoch = keys.current_epoch(now=now)
-    key = keys.epoch_subkey(epoch.id, EMAIL_INDEX_PURPOSE)
-    return crypto.keyed_digest(key, rules.normalise_email(email).encode()), epoch.id
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    insert = pg_insert if postgresql else sqlite_insert
+    session.execute(
+        insert(EmailIndexEpoch)
+        .values(id=1, seq=epoch.seq, epoch_id=epoch.id)
+        .on_conflict_do_nothing()
+    )
 
 
 def email_indexes(keys: KeyStore, email: str, *, now: datetime) -> list[bytes]:
@@ -135,34 +179,95 @@ def reindex_emails(
     """Move every account's email index to the current key epoch; returns how many moved.
 
     Run by each epoch rotation before the old epoch is destroyed, and by every worker pass
-    (an account made in the instant a rotation began is moved by the next). Each row is
-    written only if nobody changed it since it was read.
+    (an account made in the instant a rotation began is moved by the next; the query is
+    one index lookup when nothing is left). Each row is written only if nobody changed it
+    since it was read. Accounts whose keys are gone (a household being closed) are left:
+    their rows go with the erasure. An index that would collide with another account's is
+    left too and recorded, never allowed to stop a rotation.
     """
     epoch = keys.current_epoch(now=now)
+    _advance_index_epoch(session_factory, keys, seq=epoch.seq, epoch_id=epoch.id, now=now)
     key = keys.epoch_subkey(epoch.id, EMAIL_INDEX_PURPOSE)
     moved = 0
-    stale = or_(Account.email_index_epoch.is_(None), Account.email_index_epoch != epoch.id)
+    stale = or_(Account.email_index_epoch.is_(None), Account.email_index_epoch < epoch.seq)
+    after: tuple[uuid.UUID, uuid.UUID] | None = None
     while True:
+        query = select(Account).where(stale).order_by(Account.household_id, Account.id)
+        if after is not None:
+            query = query.where(keyset_after(Account.household_id, Account.id, after))
         with session_factory() as session:
-            rows = session.scalars(select(Account).where(stale).limit(batch)).all()
-            if not rows:
-                return moved
-            for account in rows:
-                index = crypto.keyed_digest(
-                    key, rules.normalise_email(account_email(keys, account)).encode()
+            rows = session.scalars(query.limit(batch)).all()
+        if not rows:
+            return moved
+        after = (rows[-1].household_id, rows[-1].id)
+        moves = []
+        for account in rows:
+            try:
+                email = account_email(keys, account)
+            except KeyUnavailable:
+                continue  # erased a moment ago: the erasure deletes the row
+            moves.append((account, crypto.keyed_digest(key, rules.normalise_email(email).encode())))
+        try:
+            moved += _move_indexes(session_factory, moves, epoch.seq)
+        except IntegrityError:
+            # Two accounts of one address (which sign-up refuses): move the others one by one
+            # and record the one that collides, rather than stop the rotation.
+            for one in moves:
+                try:
+                    moved += _move_indexes(session_factory, [one], epoch.seq)
+                except IntegrityError:
+                    with session_factory() as session:
+                        record(
+                            session,
+                            tag=AuditTag.EMAIL_INDEX_CONFLICT,
+                            actor="system",
+                            now=now,
+                            household_id=one[0].household_id,
+                            subject=f"account:{one[0].id}",
+                        )
+                        session.commit()
+
+
+def _advance_index_epoch(
+    session_factory: Callable[[], Session],
+    keys: KeyStore,
+    *,
+    seq: int,
+    epoch_id: str,
+    now: datetime,
+) -> None:
+    """New indexes go under `epoch_id` from this commit. The write waits for every sign-up
+    still holding the older epoch, so once it commits the re-index sees all of them."""
+    with session_factory() as session:
+        moved = session.execute(
+            update(EmailIndexEpoch)
+            .where(EmailIndexEpoch.id == 1, EmailIndexEpoch.seq < seq)
+            .values(seq=seq, epoch_id=epoch_id)
+            .execution_options(synchronize_session=False)
+        )
+        if getattr(moved, "rowcount", 0) == 0 and session.get(EmailIndexEpoch, 1) is None:
+            _first_index_epoch(session, keys, now=now)
+        session.commit()
+
+
+def _move_indexes(
+    session_factory: Callable[[], Session], moves: list[tuple[Account, bytes]], seq: int
+) -> int:
+    """Write new email indexes in one transaction, each only if the row is unchanged."""
+    with session_factory() as session:
+        for account, index in moves:
+            session.execute(
+                update(Account)
+                .where(
+                    Account.household_id == account.household_id,
+                    Account.id == account.id,
+                    Account.email_index == account.email_index,
                 )
-                session.execute(
-                    update(Account)
-                    .where(
-                        Account.household_id == account.household_id,
-                        Account.id == account.id,
-                        Account.email_index == account.email_index,
-                    )
-                    .values(email_index=index, email_index_epoch=epoch.id)
-                    .execution_options(synchronize_session=False)
-                )
-                moved += 1
-            session.commit()
+                .values(email_index=index, email_index_epoch=seq)
+                .execution_options(synchronize_session=False)
+            )
+        session.commit()
+    return len(moves)
 
 
 def hash_device_token(token: str) -> bytes:
@@ -241,16 +346,31 @@ def _new_device(
     return device, token
 
 
+def _lock_emails(session: Session, keys: KeyStore, emails: list[str], *, now: datetime) -> None:
+    """On PostgreSQL, hold a transaction lock per address until this home commits, so two
+    sign-ups of one address are checked one after the other (READ COMMITTED would let both
+    pass, with different indexes if an epoch began between them). Lock keys are a stable
+    keyed hash of the address, held only in the server's memory. SQLite runs one writer at
+    a time already."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    for email in sorted(set(emails)):
+        lock = int.from_bytes(email_throttle_key(keys, email, now=now)[:8], "big", signed=True)
+        session.execute(text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": lock})
+
+
 def _check_home(
     session: Session, keys: KeyStore, *, spec: HomeSpec, now: datetime
-) -> dict[str, tuple[bytes, str]]:
+) -> dict[str, tuple[bytes, int]]:
     """Refuse a bad home before anything is written; return each adult's email index."""
     if not spec.adults:
         raise Conflict("A household needs at least one adult.", code="household_needs_adult")
-    indexes: dict[str, tuple[bytes, str]] = {}
-    for adult in spec.adults:
-        email = rules.check_email(adult.email)
-        index = email_index(keys, email, now=now)
+    indexes: dict[str, tuple[bytes, int]] = {}
+    emails = [rules.check_email(adult.email) for adult in spec.adults]
+    _lock_emails(session, keys, emails, now=now)
+    seq, epoch_id = _index_epoch(session, keys, now=now)
+    for email in emails:
+        index = (email_index(keys, email, epoch_id=epoch_id), seq)
         taken = session.scalar(
             select(Account.id).where(Account.email_index.in_(email_indexes(keys, email, now=now)))
         )

@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Uuid,
     false,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -131,6 +132,16 @@ class KeyEpoch(KeyBase):
     """
 
     __tablename__ = "key_epochs"
+    __table_args__ = (
+        # At most one current epoch, whatever the races of processes starting together.
+        Index(
+            "uq_key_epochs_one_current",
+            "state",
+            unique=True,
+            postgresql_where=text("state = 'current'"),
+            sqlite_where=text("state = 'current'"),
+        ),
+    )
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     id: Mapped[str] = mapped_column(String(32), unique=True)
@@ -138,8 +149,10 @@ class KeyEpoch(KeyBase):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     retiring_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     destroyed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # A rotation in progress holds this lease, so two workers never rotate at once.
+    # A rotation in progress holds this lease (renewed by every transaction it writes,
+    # and naming its worker), so two workers never rotate at once.
     rotating_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lease_owner: Mapped[str | None] = mapped_column(String(32))
 
 
 class ItemKey(KeyBase):

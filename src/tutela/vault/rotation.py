@@ -24,6 +24,7 @@ seals epoch keys, never a subject's key.
 from __future__ import annotations
 
 import logging
+import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -74,36 +75,84 @@ def epoch_due(keys: KeyStore, *, now: datetime) -> bool:
     current = keys.current_epoch(now=now)
     if now - current.started_at >= keys.window / 2:
         return True
-    with keys.sessions() as s:
-        return bool(
-            s.scalar(
-                select(func.count())
-                .select_from(KeyEpoch)
-                .where(KeyEpoch.state == EpochState.RETIRING)
-            )
-        )
+    return bool(_retiring(keys, before=current.seq))
 
 
-def _lease(keys: KeyStore, *, now: datetime) -> bool:
-    """Take the rotation lease on the current epoch's row (guarded UPDATE)."""
+class LeaseLost(Exception):
+    """Another worker holds the rotation now: this one stops, having changed nothing that
+    the lease's holder relies on."""
+
+
+def _take_lease(keys: KeyStore, *, owner: str, now: datetime) -> Epoch | None:
+    """Take the rotation lease on the current epoch's row (a guarded UPDATE naming this
+    worker), and return that epoch as it is once taken; None if another worker holds it."""
     with keys.sessions() as s:
-        result = s.execute(
+        taken = s.execute(
             update(KeyEpoch)
             .where(
                 KeyEpoch.state == EpochState.CURRENT,
                 or_(KeyEpoch.rotating_until.is_(None), KeyEpoch.rotating_until < now),
             )
-            .values(rotating_until=now + LEASE)
+            .values(rotating_until=now + LEASE, lease_owner=owner)
             .execution_options(synchronize_session=False)
         )
+        if getattr(taken, "rowcount", 0) != 1:
+            s.rollback()
+            return None
+        row = s.scalar(
+            select(KeyEpoch).where(
+                KeyEpoch.state == EpochState.CURRENT, KeyEpoch.lease_owner == owner
+            )
+        )
         s.commit()
-    return getattr(result, "rowcount", 0) == 1
+        return None if row is None else Epoch.of(row)
 
 
-def _retiring(keys: KeyStore) -> list[Epoch]:
+@dataclass
+class _Lease:
+    """This worker's hold on a rotation: renewed, and checked, first in every transaction
+    the rotation writes, so a worker that stalled past its lease changes nothing more."""
+
+    keys: KeyStore
+    owner: str
+    clock: Clock
+    epoch: Epoch
+
+    def renew(self, s: Session) -> None:
+        # The first statement of the transaction, and a write: on SQLite it takes the write
+        # lock, on PostgreSQL the epoch row's lock, so no other worker can take over
+        # until this transaction ends.
+        held = s.execute(
+            update(KeyEpoch)
+            .where(
+                KeyEpoch.seq == self.epoch.seq,
+                KeyEpoch.state == EpochState.CURRENT,
+                KeyEpoch.lease_owner == self.owner,
+            )
+            .values(rotating_until=self.clock.now() + LEASE)
+            .execution_options(synchronize_session=False)
+        )
+        if getattr(held, "rowcount", 0) != 1:
+            s.rollback()
+            raise LeaseLost
+
+    def release(self) -> None:
+        with self.keys.sessions() as s:
+            s.execute(
+                update(KeyEpoch)
+                .where(KeyEpoch.seq == self.epoch.seq, KeyEpoch.lease_owner == self.owner)
+                .values(rotating_until=None, lease_owner=None)
+                .execution_options(synchronize_session=False)
+            )
+            s.commit()
+
+
+def _retiring(keys: KeyStore, *, before: int) -> list[Epoch]:
     with keys.sessions() as s:
         rows = s.scalars(
-            select(KeyEpoch).where(KeyEpoch.state == EpochState.RETIRING).order_by(KeyEpoch.seq)
+            select(KeyEpoch)
+            .where(KeyEpoch.state == EpochState.RETIRING, KeyEpoch.seq < before)
+            .order_by(KeyEpoch.seq)
         ).all()
         return [Epoch.of(r) for r in rows]
 
@@ -117,7 +166,7 @@ def rotate_epoch(
     before_destroy: Callable[[Epoch], object] | None = None,
 ) -> EpochRotation | None:
     """Run (or finish) an epoch rotation if one is due (or `force`); None when another
-    worker holds the rotation or nothing is due.
+    worker holds the rotation, takes it over, or nothing is due.
 
     `before_destroy` moves what other stores keep under keys derived from the epoch (the
     accounts' email indexes) to the new one; if it fails, nothing is destroyed.
@@ -125,34 +174,42 @@ def rotate_epoch(
     now = clock.now()
     if not force and not epoch_due(keys, now=now):
         return None
-    current = keys.current_epoch(now=now)
-    if not _lease(keys, now=now):
+    owner = secrets.token_hex(8)
+    held = _take_lease(keys, owner=owner, now=now)
+    if held is None:
         return None
-    orphans_before = set(keys.source.epoch_ids()) - {e.id for e in keys.epochs()}
-    if not _retiring(keys):
-        current = _begin(keys, current, now=now)
-    rekeyed, items = _rekey_profiles(keys, current, batch_size=batch_size)
-    rewrapped = _rewrap_profiles(keys, current, batch_size=batch_size)
-    if before_destroy is not None:
-        before_destroy(current)
-    destroyed = _destroy_retired(keys, current, batch_size=batch_size, clock=clock)
-    for orphan in orphans_before:
-        # An epoch key made by a rotation that died before recording it: never used.
-        keys.source.destroy_epoch(orphan)
-    with keys.sessions() as s:
-        s.execute(update(KeyEpoch).where(KeyEpoch.seq == current.seq).values(rotating_until=None))
-        s.commit()
+    lease = _Lease(keys, owner, clock, held)
+    try:
+        orphans = set(keys.source.epoch_ids()) - {e.id for e in keys.epochs()}
+        if not _retiring(keys, before=lease.epoch.seq):
+            _begin(lease)
+        rekeyed, items = _rekey_profiles(lease, batch_size=batch_size)
+        rewrapped = _rewrap_profiles(lease, batch_size=batch_size)
+        if before_destroy is not None:
+            before_destroy(lease.epoch)
+        destroyed = _destroy_retired(lease, batch_size=batch_size)
+        with keys.sessions() as s:
+            lease.renew(s)
+            s.commit()
+        for orphan in orphans:
+            # An epoch key made by a rotation or a first use that died before recording
+            # it (or lost the race to): never used.
+            keys.source.destroy_epoch(orphan)
+    except LeaseLost:
+        log.warning("another worker took over the key epoch rotation")
+        return None
+    lease.release()
     purge_journal(keys.sessions.kw["bind"])
     log.info(
         "key epoch %d current; %d destroyed, %d profiles re-keyed (%d item keys), %d re-wrapped",
-        current.seq,
+        lease.epoch.seq,
         len(destroyed),
         rekeyed,
         items,
         rewrapped,
     )
     return EpochRotation(
-        current=current,
+        current=lease.epoch,
         destroyed=destroyed,
         rekeyed_profiles=rekeyed,
         rewrapped_items=items,
@@ -160,57 +217,71 @@ def rotate_epoch(
     )
 
 
-def _begin(keys: KeyStore, current: Epoch, *, now: datetime) -> Epoch:
+def _begin(lease: _Lease) -> None:
+    """A new epoch, current from this commit; the lease moves to it."""
+    keys, old, now = lease.keys, lease.epoch, lease.clock.now()
     new_id = keys.source.new_epoch()
-    with keys.sessions() as s:
-        s.execute(
-            update(KeyEpoch)
-            .where(KeyEpoch.seq == current.seq)
-            .values(state=EpochState.RETIRING, retiring_at=now, rotating_until=None)
-        )
-        s.add(
-            KeyEpoch(
-                seq=current.seq + 1,
-                id=new_id,
-                state=EpochState.CURRENT,
-                started_at=now,
-                rotating_until=now + LEASE,
+    try:
+        with keys.sessions() as s:
+            lease.renew(s)
+            s.execute(
+                update(KeyEpoch)
+                .where(KeyEpoch.seq == old.seq)
+                .values(
+                    state=EpochState.RETIRING,
+                    retiring_at=now,
+                    rotating_until=None,
+                    lease_owner=None,
+                )
             )
-        )
-        s.commit()
-    return keys.current_epoch(now=now)
+            s.flush()  # one current epoch at a time (a partial unique index)
+            s.add(
+                KeyEpoch(
+                    seq=old.seq + 1,
+                    id=new_id,
+                    state=EpochState.CURRENT,
+                    started_at=now,
+                    rotating_until=now + LEASE,
+                    lease_owner=lease.owner,
+                )
+            )
+            s.commit()
+    except BaseException:
+        keys.source.destroy_epoch(new_id)
+        raise
+    fresh = keys.epoch(old.seq + 1)
+    assert fresh is not None
+    lease.epoch = fresh
 
 
 def _lock_profile(keys: KeyStore, s: Session, household_id: uuid.UUID, pid: uuid.UUID) -> None:
-    """Hold the profile's key row for this transaction: FOR UPDATE on PostgreSQL; on
-    SQLite a first write takes the database's write lock (so the reads that follow see
-    the latest commit and nobody writes until we commit)."""
-    where = (ProfileKey.household_id == household_id, ProfileKey.profile_id == pid)
+    """Hold the profile's key row for this transaction: FOR UPDATE on PostgreSQL (SQLite's
+    write lock, taken by the lease's renewal, already holds every row)."""
     if keys.postgresql:
-        s.execute(select(ProfileKey.generation).where(*where).with_for_update())
-    else:
         s.execute(
-            update(ProfileKey)
-            .where(*where)
-            .values(generation=ProfileKey.generation)
-            .execution_options(synchronize_session=False)
+            select(ProfileKey.generation)
+            .where(ProfileKey.household_id == household_id, ProfileKey.profile_id == pid)
+            .with_for_update()
         )
 
 
-def rekey_profile(
-    keys: KeyStore, *, household_id: uuid.UUID, profile_id: uuid.UUID, epoch: Epoch
-) -> int:
+def rekey_profile(lease: _Lease, *, household_id: uuid.UUID, profile_id: uuid.UUID) -> int:
     """Give a profile a new item-wrapping key and re-wrap its live item keys under it;
-    returns how many item keys were re-wrapped. Both of its keys end wrapped under
-    `epoch`. Uploads racing this either commit before it (and are re-wrapped) or see
+    returns how many item keys were re-wrapped. Both of its keys end wrapped under the
+    lease's epoch. Uploads racing this either commit before it (and are re-wrapped) or see
     the new generation (and wrap under the new key)."""
+    keys, epoch = lease.keys, lease.epoch
     with keys.sessions() as s:
+        lease.renew(s)
         _lock_profile(keys, s, household_id, profile_id)
         row = s.get(ProfileKey, (household_id, profile_id), populate_existing=True)
         if row is None or not row.rekey_due:
             s.commit()
             return 0
         profile_key, old_items_key = keys.unwrap_profile_row(row)
+        # Item keys were under the profile key itself (or the row under a master key):
+        # old copies of them stay readable while those live, whatever the epochs do.
+        legacy = row.legacy or row.epoch_id is None or row.items_wrapped is None
         new_items_key = crypto.new_key()
         rewrapped = []
         for item_id, wrapped in s.execute(
@@ -236,9 +307,7 @@ def rekey_profile(
         row.items_wrapped = crypto.wrap_key(
             kek, new_items_key, context=items_context(household_id, profile_id)
         )
-        # Item keys were under the profile key itself: old copies of them stay readable
-        # while it lives, whatever the epochs do.
-        row.legacy = row.legacy or row.epoch_id is None or row.items_wrapped is None
+        row.legacy = legacy
         row.epoch_id = epoch.id
         row.master_key_id = None
         row.generation += 1
@@ -247,7 +316,7 @@ def rekey_profile(
     return len(rewrapped)
 
 
-def _rekey_profiles(keys: KeyStore, epoch: Epoch, *, batch_size: int) -> tuple[int, int]:
+def _rekey_profiles(lease: _Lease, *, batch_size: int) -> tuple[int, int]:
     profiles, items = 0, 0
     after: tuple[uuid.UUID, uuid.UUID] | None = None
     while True:
@@ -264,28 +333,29 @@ def _rekey_profiles(keys: KeyStore, epoch: Epoch, *, batch_size: int) -> tuple[i
                     (ProfileKey.household_id == after[0]) & (ProfileKey.profile_id > after[1]),
                 )
             )
-        with keys.sessions() as s:
+        with lease.keys.sessions() as s:
             batch = [(r[0], r[1]) for r in s.execute(query)]
         if not batch:
             return profiles, items
         for household_id, profile_id in batch:
-            items += rekey_profile(
-                keys, household_id=household_id, profile_id=profile_id, epoch=epoch
-            )
+            items += rekey_profile(lease, household_id=household_id, profile_id=profile_id)
             profiles += 1
         after = batch[-1]
 
 
-def _rewrap_profiles(keys: KeyStore, epoch: Epoch, *, batch_size: int) -> int:
-    """Re-wrap every profile's keys not yet under `epoch`; each batch commits alone, each
-    row is written only if no rotation or re-key changed it since it was read."""
+def _rewrap_profiles(lease: _Lease, *, batch_size: int) -> int:
+    """Re-wrap every profile's keys not yet under the lease's epoch; each batch commits
+    alone, each row is written only if no re-key changed it since it was read."""
+    keys, epoch = lease.keys, lease.epoch
     kek = keys.source.epoch_key(epoch.id)
     done = 0
     stale = or_(ProfileKey.epoch_id.is_(None), ProfileKey.epoch_id != epoch.id)
     while True:
         with keys.sessions() as s:
+            lease.renew(s)
             rows = s.scalars(select(ProfileKey).where(stale).limit(batch_size)).all()
             if not rows:
+                s.commit()
                 return done
             for row in rows:
                 try:
@@ -324,13 +394,16 @@ def _rewrap_profiles(keys: KeyStore, epoch: Epoch, *, batch_size: int) -> int:
             s.commit()
 
 
-def _destroy_retired(keys: KeyStore, epoch: Epoch, *, batch_size: int, clock: Clock) -> list[Epoch]:
-    """Destroy every retiring epoch once nothing live is wrapped under it."""
-    retiring = _retiring(keys)
+def _destroy_retired(lease: _Lease, *, batch_size: int) -> list[Epoch]:
+    """Destroy every epoch older than the lease's once nothing live is wrapped under it."""
+    keys = lease.keys
+    retiring = _retiring(keys, before=lease.epoch.seq)
     if not retiring:
         return []
+    ids = [e.id for e in retiring]
     while True:
         with keys.sessions() as s:
+            lease.renew(s)  # on SQLite: the write lock, held through the count
             if keys.postgresql:
                 # SHARE mode waits for inserts and updates in flight, so none of them can
                 # commit a row under a retiring epoch after this count.
@@ -338,19 +411,21 @@ def _destroy_retired(keys: KeyStore, epoch: Epoch, *, batch_size: int, clock: Cl
             left = s.scalar(
                 select(func.count())
                 .select_from(ProfileKey)
-                .where(or_(ProfileKey.epoch_id.is_(None), ProfileKey.epoch_id != epoch.id))
+                .where(or_(ProfileKey.epoch_id.is_(None), ProfileKey.epoch_id.in_(ids)))
             )
             s.commit()
         if not left:
             break
-        _rewrap_profiles(keys, epoch, batch_size=batch_size)
+        _rewrap_profiles(lease, batch_size=batch_size)
     for old in retiring:
         keys.source.destroy_epoch(old.id)
     with keys.sessions() as s:
         s.execute(
             update(KeyEpoch)
-            .where(KeyEpoch.seq.in_([e.seq for e in retiring]))
-            .values(state=EpochState.DESTROYED, destroyed_at=clock.now())
+            .where(
+                KeyEpoch.seq.in_([e.seq for e in retiring]), KeyEpoch.state == EpochState.RETIRING
+            )
+            .values(state=EpochState.DESTROYED, destroyed_at=lease.clock.now())
         )
         s.commit()
     return [keys.epoch(e.seq) or e for e in retiring]

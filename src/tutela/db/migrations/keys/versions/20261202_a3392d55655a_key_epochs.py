@@ -32,11 +32,19 @@ def upgrade() -> None:
         sa.Column("retiring_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("destroyed_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("rotating_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("lease_owner", sa.String(length=32), nullable=True),
         sa.PrimaryKeyConstraint("seq", name=op.f("pk_key_epochs")),
         sa.UniqueConstraint("id", name=op.f("uq_key_epochs_id")),
     )
     with op.batch_alter_table("key_epochs", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_key_epochs_state"), ["state"], unique=False)
+        batch_op.create_index(
+            "uq_key_epochs_one_current",
+            ["state"],
+            unique=True,
+            postgresql_where=sa.text("state = 'current'"),
+            sqlite_where=sa.text("state = 'current'"),
+        )
 
     with op.batch_alter_table("profile_keys", schema=None) as batch_op:
         batch_op.add_column(sa.Column("epoch_id", sa.String(length=32), nullable=True))
@@ -74,6 +82,7 @@ def downgrade() -> None:
         batch_op.drop_column("epoch_id")
 
     with op.batch_alter_table("key_epochs", schema=None) as batch_op:
+        batch_op.drop_index("uq_key_epochs_one_current")
         batch_op.drop_index(batch_op.f("ix_key_epochs_state"))
 
     op.drop_table("key_epochs")
