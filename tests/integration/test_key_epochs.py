@@ -691,3 +691,61 @@ def test_one_address_signing_up_twice_across_a_rotation_gets_one_account(
         found = s.scalars(select(Account).where(Account.email_index.in_(matches))).all()
         assert len(found) == 1
         assert found[0].email_index_epoch == container.vault.keys.epochs()[-1].seq
+
+
+def test_a_notice_naming_a_child_dies_with_the_childs_keys(
+    container: Container, unique: str
+) -> None:
+    """The inactive-child notice names the child to a guardian. Its parameters are sealed
+    under the child's key, not the guardian's: a copy of the outbox row (a backup, a dead
+    tuple) stops opening with the child's erasure, though the guardian's key lives on."""
+    from tutela.households.models import Account
+    from tutela.identity.owners import Owner
+    from tutela.notices.models import OutboxMessage
+    from tutela.notices.service import NoticeKind, enqueue
+
+    home = make_home(container, tag=unique, child_name="Lily Marchetti")
+    hh, child = home.household_id, home.child_profiles[0]
+    keys = container.vault.keys
+    with container.stores.session() as s:
+        guardian = s.scalars(select(Account).where(Account.household_id == hh)).first()
+        assert guardian is not None
+        owner = Owner.account(hh, guardian.id, guardian.profile_id)
+        notice_id = enqueue(
+            s,
+            keys,
+            kind=NoticeKind.INACTIVE_CHILD,
+            owner=owner,
+            params={
+                "at": container.clock.now().isoformat(),
+                "profile": "Lily Marchetti",
+                "erase_on": "2027-03-01",
+            },
+            now=container.clock.now(),
+            about_profile_id=child,
+        )
+        s.commit()
+        backup = s.get(OutboxMessage, notice_id)
+        assert backup is not None
+        sealed = backup.params_sealed
+
+    def opens(key: bytes) -> bool:
+        aad = (
+            b"tutela:notice:"
+            + notice_id.bytes
+            + f":inactive_child:{owner.ref}".encode()
+            + b":about:"
+            + child.bytes
+        )
+        try:
+            return b"Lily Marchetti" in crypto.open_sealed(key, sealed, aad=aad)
+        except IntegrityFailure:
+            return False
+
+    assert opens(keys.profile_key(household_id=hh, profile_id=child))
+    assert not opens(keys.profile_key(household_id=hh, profile_id=guardian.profile_id))
+    _erase(container, Scope(ScopeKind.PROFILE, hh, profile_id=child))
+    _pass_the_window(container)
+    guardian_key = keys.profile_key(household_id=hh, profile_id=guardian.profile_id)
+    assert not opens(guardian_key)
+    assert all(not opens(k) for k in keyprobe.live_keks(keys.source))

@@ -363,15 +363,27 @@ def _check_params(kind: NoticeKind, owner: Owner | None, params: Mapping[str, st
 # --- queueing --------------------------------------------------------------------------
 
 
-def _aad(message_id: uuid.UUID, kind: str, owner: Owner | None) -> bytes:
-    """Binds sealed parameters to their row, their kind and their recipient."""
+def _aad(
+    message_id: uuid.UUID, kind: str, owner: Owner | None, about: uuid.UUID | None = None
+) -> bytes:
+    """Binds sealed parameters to their row, their kind, their recipient and whom they
+    are about."""
     recipient = owner.ref if owner is not None else "team"
-    return b"tutela:notice:" + message_id.bytes + f":{kind}:{recipient}".encode()
+    bound = b"tutela:notice:" + message_id.bytes + f":{kind}:{recipient}".encode()
+    return bound if about is None else bound + b":about:" + about.bytes
 
 
-def _key(keys: KeyStore, owner: Owner | None, *, now: datetime) -> bytes:
+def _key(
+    keys: KeyStore, owner: Owner | None, *, now: datetime, about: uuid.UUID | None = None
+) -> bytes:
+    """The key a notice's parameters are sealed under: the team's service key; else, for a
+    notice about another profile of the home (an inactive child, named to a guardian), that
+    profile's key, so the parameters (the child's name) die with the child's keys, in every
+    copy of the outbox too (S6); else the recipient's own key."""
     if owner is None:
         return keys.service_key(NOTICES_KEY, now=now)
+    if about is not None and owner.household_id is not None:
+        return keys.profile_key(household_id=owner.household_id, profile_id=about)
     return owner.sealing_key(keys, now=now)
 
 
@@ -394,10 +406,11 @@ def enqueue(
     """
     _check_params(kind, owner, params)
     message_id = uuid7()
+    about = about_profile_id if owner is not None else None
     sealed = crypto.seal(
-        _key(keys, owner, now=now),
+        _key(keys, owner, now=now, about=about),
         json.dumps(dict(params), sort_keys=True).encode(),
-        aad=_aad(message_id, kind, owner),
+        aad=_aad(message_id, kind, owner, about),
     )
     columns = (
         owner.columns()
@@ -412,7 +425,7 @@ def enqueue(
             created_at=now,
             next_attempt_at=now,
             attempts=0,
-            about_profile_id=about_profile_id if owner is not None else None,
+            about_profile_id=about,
             **columns,
         )
     )
@@ -523,7 +536,7 @@ def _deliver_one(
             if row.account_id is not None or row.staff_id is not None
             else None
         )
-        key = _key(keys, owner, now=now)
+        key = _key(keys, owner, now=now, about=row.about_profile_id)
         to = (
             settings.security_alert_email
             if owner is None
@@ -536,7 +549,9 @@ def _deliver_one(
     try:
         kind = NoticeKind(row.kind)
         params = json.loads(
-            crypto.open_sealed(key, row.params_sealed, aad=_aad(row.id, row.kind, owner))
+            crypto.open_sealed(
+                key, row.params_sealed, aad=_aad(row.id, row.kind, owner, row.about_profile_id)
+            )
         )
         subject, body = render(kind, params, settings)
     except (IntegrityFailure, ValueError, KeyError, TypeError) as exc:
