@@ -51,6 +51,7 @@ bench: install
 	$(BIN)/python bench/stuffing.py
 	$(BIN)/python bench/erasure.py
 	$(BIN)/python bench/retention.py
+	$(BIN)/python bench/epochs.py
 
 bench-quick: install
 	$(BIN)/python bench/vault.py --quick
@@ -58,6 +59,7 @@ bench-quick: install
 	$(BIN)/python bench/stuffing.py --quick
 	$(BIN)/python bench/erasure.py --quick
 	$(BIN)/python bench/retention.py --quick
+	$(BIN)/python bench/epochs.py --quick
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache

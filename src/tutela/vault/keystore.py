@@ -158,6 +158,11 @@ class KeyStore:
             raise KeyUnavailable("A profile key has no wrapping key.")
         return self.source.key(master_key_id)
 
+    def wrapping_key(self, *, epoch_id: str | None, master_key_id: str | None) -> bytes:
+        """The key that wraps a `profile_keys` row's keys: its epoch's, or (rows from before
+        key epochs) a master key."""
+        return self._kek(epoch_id, master_key_id)
+
     def unwrap_profile_row(self, row: Any) -> tuple[bytes, bytes]:
         """(profile key, item-wrapping key) of a `profile_keys` row."""
         kek = self._kek(row.epoch_id, row.master_key_id)

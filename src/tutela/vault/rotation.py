@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_, select, text, update
+from sqlalchemy import String, bindparam, func, or_, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from tutela.core.clock import Clock
@@ -343,55 +343,108 @@ def _rekey_profiles(lease: _Lease, *, batch_size: int) -> tuple[int, int]:
         after = batch[-1]
 
 
+_REWRAP = (
+    update(ProfileKey)
+    .where(
+        ProfileKey.household_id == bindparam("row_household"),
+        ProfileKey.profile_id == bindparam("row_profile"),
+        ProfileKey.generation == bindparam("read_generation"),
+        ProfileKey.epoch_id.is_not_distinct_from(bindparam("read_epoch", type_=String)),
+    )
+    .values(
+        wrapped=bindparam("new_wrapped"),
+        items_wrapped=bindparam("new_items_wrapped"),
+        epoch_id=bindparam("new_epoch"),
+        master_key_id=None,
+        # Older copies of a row from before epochs are under a master key. (SET reads the
+        # row as it was before this statement.)
+        legacy=or_(ProfileKey.legacy, ProfileKey.epoch_id.is_(None)),
+    )
+)
+_PROFILE_ROW = (
+    ProfileKey.household_id,
+    ProfileKey.profile_id,
+    ProfileKey.wrapped,
+    ProfileKey.epoch_id,
+    ProfileKey.master_key_id,
+    ProfileKey.items_wrapped,
+    ProfileKey.generation,
+)
+
+
 def _rewrap_profiles(lease: _Lease, *, batch_size: int) -> int:
-    """Re-wrap every profile's keys not yet under the lease's epoch; each batch commits
-    alone, each row is written only if no re-key changed it since it was read."""
+    """Re-wrap every profile's keys not yet under the lease's epoch, in key order; each
+    batch commits alone, the lease renewed and checked first. A row skipped by the guard
+    (changed since it was read) is left for `_destroy_retired`, which runs this again until
+    no row is left under an old epoch."""
     keys, epoch = lease.keys, lease.epoch
     kek = keys.source.epoch_key(epoch.id)
     done = 0
     stale = or_(ProfileKey.epoch_id.is_(None), ProfileKey.epoch_id != epoch.id)
+    after: tuple[uuid.UUID, uuid.UUID] | None = None
     while True:
+        # Keyset order, not "the first stale rows" again: rows already done are never
+        # scanned again (dead tuples on PostgreSQL, updated rows on SQLite). A row-value
+        # comparison, which PostgreSQL's planner turns into an index bound (the OR form
+        # becomes a filter over the index from its start).
+        query = (
+            select(*_PROFILE_ROW)
+            .where(stale)
+            .order_by(ProfileKey.household_id, ProfileKey.profile_id)
+            .limit(batch_size)
+        )
+        if after is not None:
+            query = query.where(tuple_(ProfileKey.household_id, ProfileKey.profile_id) > after)
         with keys.sessions() as s:
             lease.renew(s)
-            rows = s.scalars(select(ProfileKey).where(stale).limit(batch_size)).all()
+            rows = s.execute(query).all()
             if not rows:
                 s.commit()
                 return done
-            for row in rows:
+            values = []
+            keks: dict[tuple[str | None, str | None], bytes] = {}
+            # The rows unpacked and unwrapped here rather than through
+            # `KeyStore.unwrap_profile_row`: at a rotation's scale, attribute access on a
+            # Row and building each context twice cost as much as the AES-GCM itself.
+            for hh, pid, wrapped, epoch_id, master_key_id, items_wrapped, generation in rows:
+                profile_ctx, items_ctx = profile_context(hh, pid), items_context(hh, pid)
                 try:
-                    profile_key, items_key = keys.unwrap_profile_row(row)
+                    old = keks.get((epoch_id, master_key_id))
+                    if old is None:
+                        old = keys.wrapping_key(epoch_id=epoch_id, master_key_id=master_key_id)
+                        keks[(epoch_id, master_key_id)] = old
                 except KeyUnavailable as exc:
                     # Wrapped under an epoch that is already gone: nothing can read it, and
                     # no rotation can finish until an operator looks.
                     raise IntegrityFailure(
                         "A profile key is wrapped under a destroyed key epoch."
                     ) from exc
-                hh, pid = row.household_id, row.profile_id
-                values = {
-                    "wrapped": crypto.wrap_key(kek, profile_key, context=profile_context(hh, pid)),
-                    "items_wrapped": (
-                        None
-                        if row.items_wrapped is None
-                        else crypto.wrap_key(kek, items_key, context=items_context(hh, pid))
-                    ),
-                    "epoch_id": epoch.id,
-                    "master_key_id": None,
-                    # Older copies of a row from before epochs are under a master key.
-                    "legacy": row.legacy or row.epoch_id is None,
-                }
-                s.execute(
-                    update(ProfileKey)
-                    .where(
-                        ProfileKey.household_id == hh,
-                        ProfileKey.profile_id == pid,
-                        ProfileKey.generation == row.generation,
-                        ProfileKey.epoch_id.is_not_distinct_from(row.epoch_id),
-                    )
-                    .values(**values)
-                    .execution_options(synchronize_session=False)
+                profile_key = crypto.unwrap_key(old, wrapped, context=profile_ctx)
+                values.append(
+                    {
+                        "row_household": hh,
+                        "row_profile": pid,
+                        "read_generation": generation,
+                        "read_epoch": epoch_id,
+                        "new_wrapped": crypto.wrap_key(kek, profile_key, context=profile_ctx),
+                        # None: the item keys are under the profile key itself (rows from
+                        # before key epochs), and stay so.
+                        "new_items_wrapped": (
+                            None
+                            if items_wrapped is None
+                            else crypto.wrap_key(
+                                kek,
+                                crypto.unwrap_key(old, items_wrapped, context=items_ctx),
+                                context=items_ctx,
+                            )
+                        ),
+                        "new_epoch": epoch.id,
+                    }
                 )
-                done += 1
+            s.connection().execute(_REWRAP, values)
             s.commit()
+        done += len(rows)
+        after = (rows[-1].household_id, rows[-1].profile_id)
 
 
 def _destroy_retired(lease: _Lease, *, batch_size: int) -> list[Epoch]:
