@@ -373,3 +373,14 @@ def test_stream_rejects_bad_header() -> None:
 def test_sealer_rejects_chunk_size_out_of_range(chunk_size: int) -> None:
     with pytest.raises(ValueError, match="chunk size"):
         StreamSealer(KEY, aad=AAD, chunk_size=chunk_size)
+
+
+def test_a_key_wrapper_reads_and_writes_what_wrap_key_does() -> None:
+    kek, key = crypto.new_key(), crypto.new_key()
+    wrapper = crypto.KeyWrapper(kek)
+    assert crypto.unwrap_key(kek, wrapper.wrap(key, context=b"a"), context=b"a") == key
+    assert wrapper.unwrap(crypto.wrap_key(kek, key, context=b"a"), context=b"a") == key
+    with pytest.raises(IntegrityFailure):
+        wrapper.unwrap(wrapper.wrap(key, context=b"a"), context=b"b")
+    with pytest.raises(IntegrityFailure):
+        crypto.KeyWrapper(crypto.new_key()).unwrap(wrapper.wrap(key, context=b"a"), context=b"a")

@@ -63,6 +63,24 @@ def unwrap_key(kek: bytes, wrapped: bytes, *, context: bytes) -> bytes:
         raise IntegrityFailure("A wrapped key failed its integrity check.") from exc
 
 
+class KeyWrapper:
+    """`wrap_key` and `unwrap_key` under one key-encryption key, its AES-GCM state made
+    once: for re-wrapping many keys in a row (a key epoch's rotation)."""
+
+    def __init__(self, kek: bytes) -> None:
+        self._aead = AESGCM(kek)
+
+    def wrap(self, key: bytes, *, context: bytes) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        return nonce + self._aead.encrypt(nonce, key, context)
+
+    def unwrap(self, wrapped: bytes, *, context: bytes) -> bytes:
+        try:
+            return self._aead.decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], context)
+        except (InvalidTag, ValueError) as exc:
+            raise IntegrityFailure("A wrapped key failed its integrity check.") from exc
+
+
 def seal(key: bytes, plaintext: bytes, *, aad: bytes) -> bytes:
     """Encrypt a small personal field (a name, a transcript) bound to `aad`."""
     nonce = os.urandom(NONCE_BYTES)

@@ -163,6 +163,18 @@ class KeyStore:
         key epochs) a master key."""
         return self._kek(epoch_id, master_key_id)
 
+    def unwrap_items_key(self, row: Any) -> bytes:
+        """The item-wrapping key of a `profile_keys` row (the profile key itself for rows
+        from before key epochs)."""
+        kek = self._kek(row.epoch_id, row.master_key_id)
+        if row.items_wrapped is None:
+            return crypto.unwrap_key(
+                kek, row.wrapped, context=profile_context(row.household_id, row.profile_id)
+            )
+        return crypto.unwrap_key(
+            kek, row.items_wrapped, context=items_context(row.household_id, row.profile_id)
+        )
+
     def unwrap_profile_row(self, row: Any) -> tuple[bytes, bytes]:
         """(profile key, item-wrapping key) of a `profile_keys` row."""
         kek = self._kek(row.epoch_id, row.master_key_id)
@@ -290,7 +302,7 @@ class KeyStore:
                 if row is None:
                     raise KeyUnavailable("This profile's key has been destroyed.")
                 try:
-                    items_key = self.unwrap_profile_row(row)[1]
+                    items_key = self.unwrap_items_key(row)
                 except KeyUnavailable:
                     continue
                 values = {
@@ -352,7 +364,7 @@ class KeyStore:
             if row is None:
                 raise KeyUnavailable("This item's key has been destroyed.")
             try:
-                items_key = self.unwrap_profile_row(row)[1]
+                items_key = self.unwrap_items_key(row)
             except KeyUnavailable:
                 if attempt:
                     raise

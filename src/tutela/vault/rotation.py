@@ -283,6 +283,10 @@ def rekey_profile(lease: _Lease, *, household_id: uuid.UUID, profile_id: uuid.UU
         # old copies of them stay readable while those live, whatever the epochs do.
         legacy = row.legacy or row.epoch_id is None or row.items_wrapped is None
         new_items_key = crypto.new_key()
+        old_wrapper, new_wrapper = (
+            crypto.KeyWrapper(old_items_key),
+            crypto.KeyWrapper(new_items_key),
+        )
         rewrapped = []
         for item_id, wrapped in s.execute(
             select(ItemKey.item_id, ItemKey.wrapped).where(
@@ -290,12 +294,12 @@ def rekey_profile(lease: _Lease, *, household_id: uuid.UUID, profile_id: uuid.UU
             )
         ):
             context = item_context(household_id, item_id)
-            key = crypto.unwrap_key(old_items_key, wrapped, context=context)
+            key = old_wrapper.unwrap(wrapped, context=context)
             rewrapped.append(
                 {
                     "household_id": household_id,
                     "item_id": item_id,
-                    "wrapped": crypto.wrap_key(new_items_key, key, context=context),
+                    "wrapped": new_wrapper.wrap(key, context=context),
                 }
             )
         if rewrapped:
@@ -378,7 +382,7 @@ def _rewrap_profiles(lease: _Lease, *, batch_size: int) -> int:
     (changed since it was read) is left for `_destroy_retired`, which runs this again until
     no row is left under an old epoch."""
     keys, epoch = lease.keys, lease.epoch
-    kek = keys.source.epoch_key(epoch.id)
+    new = crypto.KeyWrapper(keys.source.epoch_key(epoch.id))
     done = 0
     stale = or_(ProfileKey.epoch_id.is_(None), ProfileKey.epoch_id != epoch.id)
     after: tuple[uuid.UUID, uuid.UUID] | None = None
@@ -402,7 +406,7 @@ def _rewrap_profiles(lease: _Lease, *, batch_size: int) -> int:
                 s.commit()
                 return done
             values = []
-            keks: dict[tuple[str | None, str | None], bytes] = {}
+            keks: dict[tuple[str | None, str | None], crypto.KeyWrapper] = {}
             # The rows unpacked and unwrapped here rather than through
             # `KeyStore.unwrap_profile_row`: at a rotation's scale, attribute access on a
             # Row and building each context twice cost as much as the AES-GCM itself.
@@ -411,7 +415,9 @@ def _rewrap_profiles(lease: _Lease, *, batch_size: int) -> int:
                 try:
                     old = keks.get((epoch_id, master_key_id))
                     if old is None:
-                        old = keys.wrapping_key(epoch_id=epoch_id, master_key_id=master_key_id)
+                        old = crypto.KeyWrapper(
+                            keys.wrapping_key(epoch_id=epoch_id, master_key_id=master_key_id)
+                        )
                         keks[(epoch_id, master_key_id)] = old
                 except KeyUnavailable as exc:
                     # Wrapped under an epoch that is already gone: nothing can read it, and
@@ -419,23 +425,21 @@ def _rewrap_profiles(lease: _Lease, *, batch_size: int) -> int:
                     raise IntegrityFailure(
                         "A profile key is wrapped under a destroyed key epoch."
                     ) from exc
-                profile_key = crypto.unwrap_key(old, wrapped, context=profile_ctx)
+                profile_key = old.unwrap(wrapped, context=profile_ctx)
                 values.append(
                     {
                         "row_household": hh,
                         "row_profile": pid,
                         "read_generation": generation,
                         "read_epoch": epoch_id,
-                        "new_wrapped": crypto.wrap_key(kek, profile_key, context=profile_ctx),
+                        "new_wrapped": new.wrap(profile_key, context=profile_ctx),
                         # None: the item keys are under the profile key itself (rows from
                         # before key epochs), and stay so.
                         "new_items_wrapped": (
                             None
                             if items_wrapped is None
-                            else crypto.wrap_key(
-                                kek,
-                                crypto.unwrap_key(old, items_wrapped, context=items_ctx),
-                                context=items_ctx,
+                            else new.wrap(
+                                old.unwrap(items_wrapped, context=items_ctx), context=items_ctx
                             )
                         ),
                         "new_epoch": epoch.id,
