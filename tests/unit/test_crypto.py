@@ -17,6 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from tutela.core.errors import IntegrityFailure
+from tutela.vault import crypto
 from tutela.vault.crypto import (
     KEY_BYTES,
     STREAM_HEADER,
