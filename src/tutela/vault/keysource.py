@@ -215,7 +215,25 @@ class EpochFile:
         self._cache = None
 
 
-class FileKeySource:
+class _EpochsInFile:
+    """The epoch half of a `KeySource`: epoch keys in an `EpochFile`."""
+
+    epochs: EpochFile
+
+    def epoch_ids(self) -> list[str]:
+        return self.epochs.ids()
+
+    def epoch_key(self, epoch_id: str) -> bytes:
+        return self.epochs.key(epoch_id)
+
+    def new_epoch(self) -> str:
+        return self.epochs.create()
+
+    def destroy_epoch(self, epoch_id: str) -> None:
+        self.epochs.destroy(epoch_id)
+
+
+class FileKeySource(_EpochsInFile):
     """Master keys in a JSON key file, created with mode 0600 on first use.
 
     The file holds the current key and, during a rotation, the keys being replaced.
@@ -293,20 +311,8 @@ class FileKeySource:
             data["keys"] = [e for e in data["keys"] if e["id"] != key_id]
             self._save(data)
 
-    def epoch_ids(self) -> list[str]:
-        return self.epochs.ids()
 
-    def epoch_key(self, epoch_id: str) -> bytes:
-        return self.epochs.key(epoch_id)
-
-    def new_epoch(self) -> str:
-        return self.epochs.create()
-
-    def destroy_epoch(self, epoch_id: str) -> None:
-        self.epochs.destroy(epoch_id)
-
-
-class StaticKeySource:
+class StaticKeySource(_EpochsInFile):
     """One master key given from outside (`TUTELA_MASTER_KEY`, base64 of 32 bytes).
 
     Rotation is done where the key lives (a secret manager or KMS), so it is refused here.
@@ -343,18 +349,6 @@ class StaticKeySource:
 
     def retire(self, key_id: str) -> None:
         self.begin_rotation()
-
-    def epoch_ids(self) -> list[str]:
-        return self.epochs.ids()
-
-    def epoch_key(self, epoch_id: str) -> bytes:
-        return self.epochs.key(epoch_id)
-
-    def new_epoch(self) -> str:
-        return self.epochs.create()
-
-    def destroy_epoch(self, epoch_id: str) -> None:
-        self.epochs.destroy(epoch_id)
 
 
 def _entry(key: bytes) -> dict[str, str]:

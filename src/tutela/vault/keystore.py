@@ -64,6 +64,30 @@ def service_context(name: str) -> bytes:
     return b"tutela:service-key:" + name.encode()
 
 
+def _insert_if(conn: Connection, model: Any, values: dict[str, Any], condition: Any) -> bool:
+    """INSERT one row of `values` only if `condition` holds as the statement runs (one
+    statement: atomic on both stores); whether it was written. RETURNING, not rowcount:
+    psycopg reports no count for INSERT ... SELECT."""
+    statement = (
+        insert(model)
+        .from_select(list(values), select(*values.values()).where(condition))
+        .returning(literal(1))
+    )
+    return len(conn.execute(statement).all()) == 1
+
+
+PROFILE_ROW = (
+    ProfileKey.household_id,
+    ProfileKey.profile_id,
+    ProfileKey.wrapped,
+    ProfileKey.epoch_id,
+    ProfileKey.master_key_id,
+    ProfileKey.items_wrapped,
+    ProfileKey.generation,
+)
+"""The columns of a `profile_keys` row that unwrapping its keys needs."""
+
+
 @dataclass(frozen=True)
 class Epoch:
     """A key epoch as the key store knows it (its key is the key source's alone)."""
@@ -225,16 +249,8 @@ class KeyStore:
                 KeyEpoch.id == epoch.id, KeyEpoch.state == EpochState.CURRENT
             )
             with self._engine.begin() as conn:
-                # RETURNING, not rowcount: psycopg reports no count for INSERT ... SELECT.
-                inserted = len(
-                    conn.execute(
-                        insert(ProfileKey)
-                        .from_select(list(values), select(*values.values()).where(still_current))
-                        .returning(ProfileKey.profile_id)
-                    ).all()
-                )
-            if inserted == 1:
-                return key
+                if _insert_if(conn, ProfileKey, values, still_current):
+                    return key
         raise ServiceUnavailable("The key epoch kept changing; try again.", code="key_epoch")
 
     def profile_key(self, *, household_id: uuid.UUID, profile_id: uuid.UUID) -> bytes:
@@ -282,16 +298,7 @@ class KeyStore:
         profile's row is also held `FOR SHARE` until the insert commits.
         """
         key = crypto.new_key()
-        columns = (
-            ProfileKey.household_id,
-            ProfileKey.profile_id,
-            ProfileKey.wrapped,
-            ProfileKey.epoch_id,
-            ProfileKey.master_key_id,
-            ProfileKey.items_wrapped,
-            ProfileKey.generation,
-        )
-        query = select(*columns).where(
+        query = select(*PROFILE_ROW).where(
             ProfileKey.household_id == household_id, ProfileKey.profile_id == profile_id
         )
         if self.postgresql:
@@ -322,15 +329,8 @@ class KeyStore:
                     ProfileKey.profile_id == profile_id,
                     ProfileKey.generation == row.generation,
                 )
-                inserted = len(
-                    conn.execute(
-                        insert(ItemKey)
-                        .from_select(list(values), select(*values.values()).where(same_generation))
-                        .returning(ItemKey.item_id)
-                    ).all()
-                )
-            if inserted == 1:
-                return key
+                if _insert_if(conn, ItemKey, values, same_generation):
+                    return key
         raise ServiceUnavailable("The profile's keys kept changing; try again.", code="key_epoch")
 
     def _upload_connection(self) -> AbstractContextManager[Connection]:

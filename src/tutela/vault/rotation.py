@@ -38,6 +38,7 @@ from tutela.core.errors import IntegrityFailure, KeyUnavailable
 from tutela.db.engine import purge_journal
 from tutela.vault import crypto
 from tutela.vault.keystore import (
+    PROFILE_ROW,
     Epoch,
     KeyStore,
     item_context,
@@ -365,15 +366,6 @@ _REWRAP = (
         legacy=or_(ProfileKey.legacy, ProfileKey.epoch_id.is_(None)),
     )
 )
-_PROFILE_ROW = (
-    ProfileKey.household_id,
-    ProfileKey.profile_id,
-    ProfileKey.wrapped,
-    ProfileKey.epoch_id,
-    ProfileKey.master_key_id,
-    ProfileKey.items_wrapped,
-    ProfileKey.generation,
-)
 
 
 def _rewrap_profiles(lease: _Lease, *, batch_size: int) -> int:
@@ -392,7 +384,7 @@ def _rewrap_profiles(lease: _Lease, *, batch_size: int) -> int:
         # comparison, which PostgreSQL's planner turns into an index bound (the OR form
         # becomes a filter over the index from its start).
         query = (
-            select(*_PROFILE_ROW)
+            select(*PROFILE_ROW)
             .where(stale)
             .order_by(ProfileKey.household_id, ProfileKey.profile_id)
             .limit(batch_size)
