@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session
 
 from tutela.audit.service import AuditTag, record
 from tutela.core.clock import Clock
+from tutela.core.errors import TutelaError
 from tutela.core.ids import uuid7
 from tutela.db import registry  # noqa: F401 (every part's tables in Base.metadata)
 from tutela.db.engine import Stores
@@ -55,8 +56,8 @@ from tutela.erasure.jobs import (
     Report,
     StepHook,
 )
-from tutela.erasure.models import ErasureRequest, RequestStatus, Step
-from tutela.erasure.scope import ERASURE_KEY, Requester, Scope
+from tutela.erasure.models import ErasureRequest, RequestStatus, ScopeKind, Step
+from tutela.erasure.scope import ERASURE_KEY, BatchOutcome, Member, Requester, Scope
 from tutela.notices.mail import mailer_from_settings
 from tutela.notices.port import Notices, OutboxNotices
 from tutela.settings import Settings
@@ -134,6 +135,34 @@ class ErasureEngine:
         return intake.request(
             self, scope, requester, idempotency_key=idempotency_key, hold=hold, deadline=deadline
         )
+
+    def request_batch(
+        self,
+        members: Sequence[Member],
+        requester: Requester,
+        *,
+        hold: intake.Hold | None = None,
+    ) -> BatchOutcome:
+        """Request the erasure of `members` (items named one by one, across profiles and
+        households) as batch jobs of up to `erasure_batch_size` items; members under a
+        legal hold are left out and counted (A6, C9)."""
+        outcome = BatchOutcome()
+        groups: dict[tuple[uuid.UUID, uuid.UUID], list[uuid.UUID]] = {}
+        for m in members:
+            groups.setdefault((m.household_id, m.profile_id), []).append(m.item_id)
+        for (household_id, profile_id), ids in groups.items():
+            scope = Scope(
+                ScopeKind.ITEMS, household_id, profile_id=profile_id, item_ids=tuple(sorted(ids))
+            )
+            try:
+                row = self.request(scope, requester, hold=hold)
+            except TutelaError as exc:
+                log.info("batch erasure left out members: %s", exc.code)
+                outcome.held += len(ids)
+                continue
+            if row.id not in outcome.requests:
+                outcome.requests.append(row.id)
+        return outcome
 
     def idempotent(self, ref: str, idempotency_key: str, scope: Scope) -> ErasureRequest | None:
         """The request this requester made with this key, if any; see `intake.idempotent`."""

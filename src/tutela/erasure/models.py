@@ -28,6 +28,10 @@ class ScopeKind(StrEnum):
     """A profile's items of some kinds, in a time range, or named one by one."""
     PROFILE = "profile"
     HOUSEHOLD = "household"
+    BATCH = "batch"
+    """Up to `erasure_batch_size` items named one by one, across profiles and households:
+    a retention sweep's batch, an automatic-deletion pass, a disgorgement. One job, one
+    receipt with counts per subject under the subjects' digests."""
 
 
 class RequesterKind(StrEnum):

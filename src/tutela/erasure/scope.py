@@ -102,6 +102,24 @@ class Scope:
         return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":")).encode()
 
 
+@dataclass(frozen=True, order=True)
+class Member:
+    """One item of a batch erasure, with the household and profile it belongs to."""
+
+    household_id: uuid.UUID
+    profile_id: uuid.UUID
+    item_id: uuid.UUID
+
+
+@dataclass
+class BatchOutcome:
+    """What `ErasureEngine.request_batch` did: the requests made, and how many of the
+    members a legal hold (or a subject erased meanwhile) kept out of them."""
+
+    requests: list[uuid.UUID] = field(default_factory=list)
+    held: int = 0
+
+
 @dataclass(frozen=True)
 class Requester:
     """Who asked: its kind (adult, guardian, a rule, an officer) and a reference."""
