@@ -26,7 +26,7 @@ from tutela.audit.models import AuditEvent
 from tutela.container import Container
 from tutela.core.clock import FakeClock
 from tutela.core.errors import KeyUnavailable
-from tutela.erasure import receipts
+from tutela.erasure import pipeline, receipts
 from tutela.erasure.jobs import MAX_VERIFY_FAILURES
 from tutela.erasure.models import ErasureRequest, RequesterKind, ScopeKind, Step
 from tutela.erasure.scope import Requester, Scope
@@ -36,6 +36,8 @@ from tutela.vault.models import MediaItem
 
 GUARDIAN = Requester(RequesterKind.GUARDIAN, "account:test")
 STEPS = [s for s in Step if s is not Step.DONE]
+SELF_RECORDED = (Step.MARK, Step.KEYS, Step.COLLECT, Step.DERIVED, Step.ROWS)
+"""Steps that record their completion in the transaction of their own work."""
 
 # A worker is a process of its own, killed with SIGKILL at a chosen point: right after a
 # step's work and before that step is recorded (the engine's `after_step` hook), inside
@@ -75,7 +77,7 @@ _LAUNCHER = textwrap.dedent(
         container.erasure.after_step = after_step
         if order["where"].startswith("audit:"):
             # As the audit event of an outcome is written, before it commits.
-            from tutela.erasure import engine
+            from tutela.erasure import lease as engine
 
             record, tag_to_kill = engine.record, order["where"][len("audit:"):]
 
@@ -85,6 +87,17 @@ _LAUNCHER = textwrap.dedent(
                 record(session, tag=tag, **rest)
 
             engine.record = killed_at_the_event
+        elif order["where"] == "in-transaction":
+            # Inside the step's own transaction, its completion written, not committed.
+            advance = container.erasure.leases.advance
+
+            def advanced_then_killed(job, done, following, **values):
+                recorded = advance(job, done, following, **values)
+                if done == target and values.get("session") is not None:
+                    die()
+                return recorded
+
+            container.erasure.leases.advance = advanced_then_killed
         elif order["where"] == "remnant-check":
             # Inside verify: the remnant check has run, its outcome is not recorded yet.
             check = remnants.check
@@ -247,17 +260,49 @@ def test_a_worker_killed_after_a_step_leaves_a_job_the_next_worker_completes(
     if step == Step.VERIFY:
         # The verify step records the completion itself; the hook runs after that.
         assert stopped.status == "completed"
+    elif step in SELF_RECORDED:
+        # Recorded with its own work: the next worker goes on from the step after it.
+        assert stopped.status == "running"
+        assert stopped.step == pipeline.following(Step(step))
     else:
         assert stopped.status == "running"
         assert stopped.step == step, "the killed step must not be recorded as done"
         assert stopped.receipt is None and stopped.completed_at is None
-    # From the keys step on, the child is unreadable, whoever finishes the job (S6).
-    left = container.vault.keys.remaining_keys(household_id=household_id, profile_ids=[child])
-    assert (left > 0) if step == Step.MARK else (left == 0)
+    # From the keys step on, the child is unreadable, whoever finishes the job (S6): its
+    # profile key is gone, and with it every item key (their rows go at `rows`).
+    keys = container.vault.keys
+    if step == Step.MARK:
+        assert keys.profile_key(household_id=household_id, profile_id=child)
+    else:
+        with pytest.raises(KeyUnavailable):
+            keys.profile_key(household_id=household_id, profile_id=child)
+        for item_id in items:
+            with pytest.raises(KeyUnavailable):
+                keys.item_key(household_id=household_id, item_id=item_id)
 
     clock.advance(timedelta(seconds=settings.erasure_lease_seconds + 60))
     report = container.erasure.run_pending()
     assert report.completed == (0 if step == Step.VERIFY else 1)
+    _assert_erased_with_a_valid_receipt(container, request_id, household_id, child, counts, items)
+
+
+@pytest.mark.parametrize("step", [s.value for s in SELF_RECORDED])
+def test_a_worker_killed_inside_a_steps_transaction_leaves_neither_work_nor_record(
+    container: Container, settings: Settings, clock: FakeClock, launcher: Launcher, step: str
+) -> None:
+    """A step's work and the record of it commit together (A5, A8): killed in between,
+    the step is still to do, and the next worker does it and completes the job."""
+    request_id, household_id, child, counts, items = _seeded_request(container, f"tx{step}")
+    if step != Step.MARK:
+        container.erasure.run_request(request_id, until=pipeline.following(Step(step), back=1))
+        clock.advance(timedelta(seconds=1))
+
+    launcher.run_killed(settings, step, where="in-transaction")
+
+    stopped = _row(container, request_id)
+    assert (stopped.status, stopped.step) == ("running", step)
+    clock.advance(timedelta(seconds=settings.erasure_lease_seconds + 60))
+    assert container.erasure.run_pending().completed == 1
     _assert_erased_with_a_valid_receipt(container, request_id, household_id, child, counts, items)
 
 

@@ -146,8 +146,8 @@ def tell_household(
 ) -> int:
     """Queue the erasure notice to every adult with an account, in the request's own
     transaction; returns how many were queued (none when the household is not told)."""
-    if not tells_household(scope.kind.value, requester.kind.value):
-        return 0
+    if scope.household_id is None or not tells_household(scope.kind.value, requester.kind.value):
+        return 0  # a batch (a sweep's, a disgorgement's) is no one household's request
     accounts = session.scalars(
         select(Account).where(Account.household_id == scope.household_id).order_by(Account.id)
     ).all()

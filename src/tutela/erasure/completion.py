@@ -20,7 +20,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from tutela.audit.service import AuditTag
 from tutela.core.clock import as_utc
 from tutela.db.engine import purge_journal
-from tutela.erasure import copies, receipts, remnants
+from tutela.erasure import copies, receipts, remnants, steps
 from tutela.erasure import downstream as consumers
 from tutela.erasure.jobs import MAX_VERIFY_FAILURES, Job, chunks
 from tutela.erasure.models import ErasureRequest, RequestStatus, ScopeKind, Step, Tombstone
@@ -34,34 +34,40 @@ log = logging.getLogger("tutela.erasure")
 
 def downstream(engine: ErasureEngine, job: Job) -> str:
     scope, now = job.scope, engine.clock.now()
-    item_ids = [uuid.UUID(i) for i in job.fp.item_ids]
     profile_ids = [uuid.UUID(p) for p in job.fp.profile_ids]
+    if scope.household_id is not None:
+        homes = {scope.household_id: [uuid.UUID(i) for i in job.fp.item_ids]}
+    else:  # a batch: each household's items apart
+        homes = job.fp.by_household()
     for hook in engine.lineage_hooks:
-        hook.erased(
-            request_id=job.row.id,
-            household_id=scope.household_id,
-            profile_ids=profile_ids,
-            item_ids=item_ids,
-        )
-    payload = {
+        for household_id, item_ids in homes.items():
+            hook.erased(
+                request_id=job.row.id,
+                household_id=household_id,
+                profile_ids=profile_ids,
+                item_ids=item_ids,
+            )
+    payload: dict[str, Any] = {
         "type": "tutela.erasure",
         "request_id": str(job.row.id),
         "scope": scope.kind.value,
-        "household_id": str(scope.household_id),
+        "household_id": str(scope.household_id) if scope.household_id else None,
         "profile_ids": job.fp.profile_ids,
         "item_ids": job.fp.item_ids,
     }
+    if scope.household_id is None:
+        payload["households"] = {str(h): [str(i) for i in ids] for h, ids in homes.items()}
     with engine.stores.session() as session:
         consumers.enqueue(session, engine.keys, request_id=job.row.id, payload=payload, now=now)
     consumers.deliver_due(engine.stores, engine.keys, engine.sender, now=now, request_id=job.row.id)
     with engine.stores.session() as session:
         state = consumers.pending(session, request_id=job.row.id)
     if state.dead:
-        engine.release(job, status=RequestStatus.BLOCKED, error="downstream_dead_letter")
+        engine.leases.release(job, status=RequestStatus.BLOCKED, error="downstream_dead_letter")
         return RequestStatus.BLOCKED
     if state.waiting:
         wait = (state.next_attempt_at or now) - now
-        engine.release(job, delay=max(wait, timedelta(seconds=1)))
+        engine.leases.release(job, delay=max(wait, timedelta(seconds=1)))
         return "wait"
     return "next"
 
@@ -89,6 +95,8 @@ def tombstones(engine: ErasureEngine, job: Job) -> str:
 
 
 def verify(engine: ErasureEngine, job: Job) -> str:
+    if steps.grew(engine, job):
+        return "again"
     now = engine.clock.now()
     if job.scope.kind is ScopeKind.HOUSEHOLD:
         with engine.stores.session() as session:
@@ -111,12 +119,12 @@ def verify(engine: ErasureEngine, job: Job) -> str:
         findings = json.dumps([f.__dict__ for f in result.findings], sort_keys=True)
         log.warning("remnant check found %d remnants", sum(f.count for f in result.findings))
         if failures >= MAX_VERIFY_FAILURES:
-            failed = engine.fail(
+            failed = engine.leases.fail(
                 job, error="remnants_found", findings=findings, verify_failures=failures
             )
             return RequestStatus.FAILED if failed else "lost"
         job.row.verify_failures = failures
-        engine.advance(
+        engine.leases.advance(
             job,
             Step.VERIFY,
             Step.KEYS,
@@ -124,7 +132,7 @@ def verify(engine: ErasureEngine, job: Job) -> str:
             verify_failures=failures,
             copies_unreadable_at=None,  # something was found: claim nothing until keys again
         )
-        engine.release(job, delay=timedelta(seconds=5 * failures))
+        engine.leases.release(job, delay=timedelta(seconds=5 * failures))
         return "wait"
     times = json.loads(job.row.step_times or "{}")
     times[Step.VERIFY.value] = now.isoformat()
@@ -134,7 +142,7 @@ def verify(engine: ErasureEngine, job: Job) -> str:
     )
     body = _receipt_body(engine, job, times, result, unreadable, now)
     receipt = receipts.sign_receipt(engine.keys, body, now=now)
-    done = engine.advance(
+    done = engine.leases.advance(
         job,
         Step.VERIFY,
         Step.DONE,
@@ -163,6 +171,20 @@ def verify(engine: ErasureEngine, job: Job) -> str:
     return "done"
 
 
+def _subjects(job: Job, salt: bytes) -> dict[str, Any]:
+    """A batch's counts per subject, each under sha256(salt || profile id text): a
+    customer who knows their profile's id finds their own line, and nobody else can
+    tell whose a line is (A8, C9)."""
+    if job.scope.kind is not ScopeKind.BATCH:
+        return {}
+    return {
+        "subjects": {
+            hashlib.sha256(salt + profile.encode()).hexdigest(): dict(sorted(counts.items()))
+            for profile, counts in sorted(job.fp.subjects.items())
+        }
+    }
+
+
 def _receipt_body(
     engine: ErasureEngine,
     job: Job,
@@ -189,6 +211,7 @@ def _receipt_body(
         },
         "requested_by": job.row.requester_kind,
         "counts": json.loads(job.row.counts or "{}"),
+        **_subjects(job, salt),
         "steps": times,
         "remnant_check": {
             # Clean in the live stores: no row, blob, key or notice left, and in the

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -20,10 +21,11 @@ from sqlalchemy.orm import Session
 from tutela.audit.service import AuditTag, record
 from tutela.core.errors import Conflict, NotFound, ServiceUnavailable
 from tutela.core.ids import uuid7
-from tutela.erasure import announce, deadlines, recovery, steps
+from tutela.db.idsets import any_of, pair_in
+from tutela.erasure import announce, deadlines, recovery
 from tutela.erasure.jobs import chunks
 from tutela.erasure.models import ErasureRequest, RequestStatus, ScopeKind, Step
-from tutela.erasure.scope import Requester, Scope, digest
+from tutela.erasure.scope import BatchOutcome, Member, Requester, Scope, digest
 from tutela.households.models import Account, Household, Profile
 from tutela.vault.models import ItemState, MediaItem
 
@@ -40,7 +42,7 @@ def request(
     requester: Requester,
     *,
     idempotency_key: str | None = None,
-    hold: Callable[[uuid.UUID, uuid.UUID | None, datetime], object | None] | None = None,
+    hold: Hold | None = None,
     deadline: datetime | None = None,
 ) -> ErasureRequest:
     """Record an erasure request (it is confirmed by being answered: S8's 10 days).
@@ -77,7 +79,12 @@ def request(
             session.refresh(running)
             return running
         held_profile = check_scope(session, scope)
-        if hold is not None and hold(scope.household_id, held_profile, now) is not None:
+        # A batch's holds are looked up per member, before it is made (`request_batch`).
+        if (
+            hold is not None
+            and scope.household_id is not None
+            and hold(scope.household_id, held_profile, now) is not None
+        ):
             raise Conflict(
                 "A legal hold suspends deletion of this data for now.", code="legal_hold"
             )
@@ -119,18 +126,16 @@ def request(
             warn_at=due.warn_at,
         )
         session.add(row)
-        if scope.item_ids:
+        named = _named_items(scope, postgresql=engine.postgresql)
+        if named is not None:
             # Named items leave every listing (and the next sweep's selection) with
             # the request itself, not only once a worker reaches `mark`.
-            for part in chunks(scope.item_ids):
-                session.execute(
-                    update(MediaItem)
-                    .where(
-                        MediaItem.household_id == scope.household_id,
-                        MediaItem.id.in_(part),
-                    )
-                    .values(state=ItemState.UNDER_ERASURE)
-                )
+            session.execute(
+                update(MediaItem)
+                .where(named)
+                .values(state=ItemState.UNDER_ERASURE)
+                .execution_options(synchronize_session=False)
+            )
         record(
             session,
             tag=AuditTag.ERASURE_REQUESTED,
@@ -160,6 +165,51 @@ def request(
             assert existing is not None
             return existing
         return row
+
+
+def _named_items(scope: Scope, *, postgresql: bool) -> Any:
+    if scope.members:
+        pairs = [(m.household_id, m.item_id) for m in scope.members]
+        return pair_in(MediaItem.household_id, MediaItem.id, pairs, postgresql=postgresql)
+    if scope.item_ids:
+        return (MediaItem.household_id == scope.household_id) & any_of(
+            MediaItem.id, scope.item_ids, postgresql=postgresql
+        )
+    return None
+
+
+def request_batch(
+    engine: ErasureEngine,
+    members: Sequence[Member],
+    requester: Requester,
+    *,
+    hold: Hold | None = None,
+) -> BatchOutcome:
+    """Request the erasure of items named one by one, across profiles and households, as
+    batch jobs of up to `erasure_batch_size` items (A6, C9): what a retention sweep, an
+    automatic-deletion pass or a disgorgement asks for.
+
+    A member whose household and profile a legal hold covers is left out and counted
+    (`held`); the hold is looked up once per profile. Each batch is one request, with one
+    receipt that counts each subject apart.
+    """
+    now = engine.clock.now()
+    outcome = BatchOutcome()
+    held: dict[tuple[uuid.UUID, uuid.UUID], bool] = {}
+    kept: list[Member] = []
+    for m in sorted(set(members)):
+        key = (m.household_id, m.profile_id)
+        if key not in held:
+            held[key] = hold is not None and hold(m.household_id, m.profile_id, now) is not None
+        if held[key]:
+            outcome.held += 1
+        else:
+            kept.append(m)
+    for part in chunks(kept, engine.settings.erasure_batch_size):
+        row = request(engine, Scope.batch(part), requester)
+        if row.id not in outcome.requests:
+            outcome.requests.append(row.id)
+    return outcome
 
 
 def idem_digest(engine: ErasureEngine, ref: str, idempotency_key: str) -> str:
@@ -205,31 +255,24 @@ def start(
     requester: Requester,
     *,
     idempotency_key: str | None = None,
-    hold: Callable[[uuid.UUID, uuid.UUID | None, datetime], object | None] | None = None,
+    hold: Hold | None = None,
 ) -> ErasureRequest:
     """Request an erasure and destroy its keys before returning (S6): what a person's
     request does, so the data is unreadable by the time they see the answer."""
     row = engine.request(scope, requester, idempotency_key=idempotency_key, hold=hold)
     if row.step not in (Step.MARK, Step.KEYS):
         return row
-    keys_gone = False
     if engine.run_request(row.id, until=Step.KEYS) is None:
-        # Another worker holds the job (it may be anywhere in mark or keys): both
-        # steps are idempotent, so do them here too rather than answer before the
-        # keys are gone.
-        job = engine.load(row.id)
-        try:
-            steps.mark(engine, job)
-            steps.destroy_keys(engine, job)
-            keys_gone = True
-        except Exception as exc:
-            log.warning("erasure keys not destroyed inline: %s", type(exc).__name__)
+        # Another worker holds the job: it is in mark or keys right now. Wait for it,
+        # briefly, rather than answer before the keys are gone.
+        _wait_past_keys(engine, row.id)
     with engine.stores.session() as session:
         fresh = session.get(ErasureRequest, row.id)
         assert fresh is not None
-    if not keys_gone and fresh.step in (Step.MARK, Step.KEYS):
-        # The keys could not be destroyed just now (a store failed): never answer as
-        # if they were. The job stays queued; a worker finishes it.
+    if fresh.step in (Step.MARK, Step.KEYS):
+        # The keys could not be destroyed just now (a store failed, or the worker that
+        # holds the job stalled): never answer as if they were. The job stays queued; a
+        # worker finishes it.
         raise ServiceUnavailable(
             "The erasure is queued but could not start yet; it will run shortly.",
             code="erasure_queued",
@@ -238,9 +281,28 @@ def start(
     return fresh
 
 
+START_WAIT_SECONDS = 5.0
+
+
+def _wait_past_keys(engine: ErasureEngine, request_id: uuid.UUID) -> None:
+    deadline = time.monotonic() + START_WAIT_SECONDS
+    pause = 0.005
+    while time.monotonic() < deadline:
+        with engine.stores.session() as session:
+            step = session.scalar(
+                select(ErasureRequest.step).where(ErasureRequest.id == request_id)
+            )
+        if step not in (Step.MARK, Step.KEYS):
+            return
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
+
+
 def check_scope(session: Session, scope: Scope) -> uuid.UUID | None:
     """Refuse a scope that names nothing of the household; return the profile a
     legal hold would be looked up for (None: the whole household)."""
+    if scope.household_id is None:
+        return None  # a batch: its members are found (or not) by `mark`
     household = session.get(Household, scope.household_id)
     if household is None:
         raise NotFound("No such household.", code="household_not_found")
@@ -264,7 +326,7 @@ def check_scope(session: Session, scope: Scope) -> uuid.UUID | None:
                 code="profile_has_account",
             )
     if scope.kind is ScopeKind.ITEM:
-        item = session.get(MediaItem, (scope.household_id, scope.item_id))
+        item = session.get(MediaItem, (scope.hh, scope.item_id))
         if item is None:
             raise NotFound("No such item.", code="item_not_found")
         return item.profile_id

@@ -57,6 +57,24 @@ class Fingerprints:
     legacy_keys: bool = False
     notices: list[str] = field(default_factory=list)
     """Outbox ids of the notices erased with the subject: their mailed copies' references."""
+    members: list[list[str]] = field(default_factory=list)
+    """For item scopes and batches: each item as [household, profile, item] (hex), with
+    its derived artifacts; the ids every later step works on, so no step runs the scope's
+    query again."""
+    subjects: dict[str, dict[str, int]] = field(default_factory=dict)
+    """For a batch: counts by kind per profile, under the profile's keyed digest."""
+    collected: bool = False
+    """Whether the rows were read and fingerprinted (`collect`; `mark` for item scopes)."""
+
+    def pairs(self) -> list[tuple[uuid.UUID, uuid.UUID]]:
+        """(household, item) of every member: the items' primary keys."""
+        return [(uuid.UUID(h), uuid.UUID(i)) for h, _, i in self.members]
+
+    def by_household(self) -> dict[uuid.UUID, list[uuid.UUID]]:
+        groups: dict[uuid.UUID, list[uuid.UUID]] = {}
+        for h, _, i in self.members:
+            groups.setdefault(uuid.UUID(h), []).append(uuid.UUID(i))
+        return groups
 
     def to_bytes(self) -> bytes:
         return json.dumps(self.__dict__, separators=(",", ":")).encode()

@@ -59,6 +59,7 @@ class RequestStatus(StrEnum):
 class Step(StrEnum):
     MARK = "mark"
     KEYS = "keys"
+    COLLECT = "collect"
     BLOBS = "blobs"
     DERIVED = "derived"
     ROWS = "rows"

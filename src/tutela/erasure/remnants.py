@@ -27,7 +27,8 @@ from sqlalchemy.orm import Session
 from tutela.audit.models import AuditEvent
 from tutela.db.base import Base
 from tutela.db.engine import purge_journal, rewrite_free_space
-from tutela.erasure import downstream, pagescan, rawscan, selection, steps
+from tutela.db.idsets import pair_in
+from tutela.erasure import downstream, pagescan, rawscan, removal, selection
 from tutela.erasure.models import ScopeKind
 from tutela.households.models import Household
 from tutela.notices.models import OutboxMessage
@@ -68,42 +69,53 @@ def _count(session: Session, query: Any) -> int:
 
 
 def check(engine: ErasureEngine, job: Job) -> Result:
-    scope, fp = job.scope, job.fp
+    scope, fp, pg = job.scope, job.fp, engine.postgresql
     result = Result()
-    item_ids = [uuid.UUID(i) for i in fp.item_ids]
+    pairs = fp.pairs()
+    partial = scope.kind not in (ScopeKind.PROFILE, ScopeKind.HOUSEHOLD)
     with engine.stores.session() as session:
         # Rows: the items the job set out to erase, and anything the scope names now.
-        left = 0
-        for start in range(0, len(item_ids), 500):
-            left += _count(
+        if partial:
+            left = _count(
+                session,
+                select(func.count())
+                .select_from(MediaItem)
+                .where(pair_in(MediaItem.household_id, MediaItem.id, pairs, postgresql=pg)),
+            )
+            derived = _count(
                 session,
                 select(func.count())
                 .select_from(MediaItem)
                 .where(
-                    MediaItem.household_id == scope.household_id,
-                    MediaItem.id.in_(item_ids[start : start + 500]),
+                    pair_in(MediaItem.household_id, MediaItem.source_item_id, pairs, postgresql=pg)
                 ),
             )
+            result.add("derived artifacts", "transcripts and thumbnails", derived)
+        else:
+            # Every item of the profile or household is counted by the scope's own query
+            # below; its derived artifacts are all of them that have a source.
+            left = 0
+            derived = _count(
+                session,
+                select(func.count())
+                .select_from(MediaItem)
+                .where(
+                    selection.primary(scope, postgresql=pg),
+                    MediaItem.source_item_id.is_not(None),
+                ),
+            )
+            result.add("derived artifacts", "transcripts and thumbnails", derived)
         now_in_scope = _count(
-            session, select(func.count()).select_from(selection.items_query(scope).subquery())
+            session,
+            select(func.count()).select_from(
+                selection.items_query(scope, postgresql=pg).subquery()
+            ),
         )
         result.add("main database", "items", left + now_in_scope)
-        derived = 0
-        for start in range(0, len(item_ids), 500):
-            derived += _count(
-                session,
-                select(func.count())
-                .select_from(MediaItem)
-                .where(
-                    MediaItem.household_id == scope.household_id,
-                    MediaItem.source_item_id.in_(item_ids[start : start + 500]),
-                ),
-            )
-        result.add("derived artifacts", "transcripts and thumbnails", derived)
         if scope.kind is ScopeKind.HOUSEHOLD:
-            _household_rows(session, scope.household_id, result)
+            _household_rows(session, scope.hh, result)
         elif scope.kind is ScopeKind.PROFILE:
-            _profile_rows(session, scope.household_id, scope.profile_id, result)
+            _profile_rows(session, scope.hh, scope.profile_id, result)
         _notices(engine, job, session, result)
         erased_refs = [f"profile:{p}" for p in fp.profile_ids] + [
             f"account:{a}" for a in fp.account_ids
@@ -121,21 +133,21 @@ def check(engine: ErasureEngine, job: Job) -> Result:
         result.add("downstream consumers", "unconfirmed notices", state.waiting + state.dead)
     # Keys.
     if scope.kind is ScopeKind.HOUSEHOLD:
-        keys_left = engine.keys.remaining_keys(household_id=scope.household_id)
+        keys_left = engine.keys.remaining_keys(household_id=scope.hh)
     elif scope.kind is ScopeKind.PROFILE:
         assert scope.profile_id is not None
         keys_left = engine.keys.remaining_keys(
-            household_id=scope.household_id, profile_ids=[scope.profile_id]
+            household_id=scope.hh, profile_ids=[scope.profile_id]
         )
     else:
-        keys_left = engine.keys.remaining_keys(household_id=scope.household_id, item_ids=item_ids)
+        keys_left = engine.keys.remaining_item_keys(pairs)
     result.add("key store", "keys", keys_left)
     # Blobs.
     blobs = engine.vault.blobs
     if scope.kind is ScopeKind.HOUSEHOLD:
-        blobs_left = sum(1 for _ in blobs.keys(f"{scope.household_id}/"))
+        blobs_left = sum(1 for _ in blobs.keys(f"{scope.hh}/"))
     elif scope.kind is ScopeKind.PROFILE:
-        blobs_left = sum(1 for _ in blobs.keys(f"{scope.household_id}/{scope.profile_id}/"))
+        blobs_left = sum(1 for _ in blobs.keys(f"{scope.hh}/{scope.profile_id}/"))
     else:
         blobs_left = sum(1 for key in fp.blob_keys if blobs.exists(key))
     result.add("blob store", "blobs", blobs_left)
@@ -156,13 +168,13 @@ def stale_copies(engine: ErasureEngine, job: Job) -> dict[str, int] | None:
     if not (pagescan.available(stores.keys) and pagescan.available(stores.main)):
         return None
     if scope.kind is ScopeKind.HOUSEHOLD:
-        ids = [scope.household_id]
+        ids = [scope.hh]
     elif scope.kind is ScopeKind.PROFILE:
         ids = [uuid.UUID(p) for p in fp.profile_ids] or [scope.subject()[1]]
     else:
         ids = [uuid.UUID(i) for i in fp.item_ids]
     tables = [t.name for t in Base.metadata.sorted_tables if "household_id" in t.c]
-    engine.renew(job)  # reading every page can take longer than a lease
+    engine.leases.renew(job)  # reading every page can take longer than a lease
     return {
         "key store": pagescan.occurrences(stores.keys, pagescan.KEY_TABLES, ids),
         "main database": pagescan.occurrences(stores.main, tables, ids),
@@ -174,7 +186,7 @@ def _notices(engine: ErasureEngine, job: Job, session: Session, result: Result) 
     kept, the mailer holds none of the erased notices' copies, and no file in the mail
     folder names an erased id (A5). Items are named by no notice: only a household's and
     a profile's erasures look in the mail folder."""
-    which = steps.notices_of(job.scope)
+    which = removal.notices_of(job.scope)
     queued = 0
     if which is not None:
         queued = _count(session, select(func.count()).select_from(OutboxMessage).where(which))
@@ -314,7 +326,7 @@ def raw_scan(
     job: Job,
 ) -> dict[str, int]:
     """Hits per named database file, counting the file and its WAL together."""
-    engine.renew(job)  # reading a large file can take longer than a lease
+    engine.leases.renew(job)  # reading a large file can take longer than a lease
     paths = {name: (path, path.with_name(path.name + "-wal")) for name, path in files.items()}
     found = rawscan.scan(
         [p for pair in paths.values() for p in pair],

@@ -24,6 +24,15 @@ ERASURE_KEY: Final = "erasure"
 """Service key sealing a running request's scope and fingerprints."""
 
 
+@dataclass(frozen=True, order=True)
+class Member:
+    """One item of a batch erasure, with the household and profile it belongs to."""
+
+    household_id: uuid.UUID
+    profile_id: uuid.UUID
+    item_id: uuid.UUID
+
+
 @dataclass(frozen=True)
 class Scope:
     """One item (with its derived artifacts); a profile's items by kind, time or id; a
@@ -33,18 +42,36 @@ class Scope:
     name them); with none of them it is every kind of the profile's items up to the
     request: "erase everything about me" for an adult, whose profile signs in to an
     account and so cannot be erased as a profile (C6, C10: the account stays signed in).
+
+    A `batch` names its items one by one (`members`), across profiles and households, and
+    has no household of its own (`Scope.batch`).
     """
 
     kind: ScopeKind
-    household_id: uuid.UUID
+    household_id: uuid.UUID | None
     profile_id: uuid.UUID | None = None
     item_id: uuid.UUID | None = None
     kinds: tuple[str, ...] = ()
     since: datetime | None = None
     until: datetime | None = None
     item_ids: tuple[uuid.UUID, ...] = field(default=(), repr=False)
+    members: tuple[Member, ...] = field(default=(), repr=False)
+
+    @classmethod
+    def batch(cls, members: Iterable[Member]) -> Scope:
+        return cls(ScopeKind.BATCH, None, members=tuple(sorted(set(members))))
+
+    @property
+    def hh(self) -> uuid.UUID:
+        """The household of a scope that has one (every kind but a batch)."""
+        assert self.household_id is not None, "a batch has no household of its own"
+        return self.household_id
 
     def __post_init__(self) -> None:
+        if (self.kind is ScopeKind.BATCH) != (self.household_id is None):
+            raise InvalidInput("Only a batch has no household.", code="invalid_scope")
+        if self.kind is ScopeKind.BATCH and not self.members:
+            raise InvalidInput("A batch names its items.", code="invalid_scope")
         if self.kind is ScopeKind.ITEM and self.item_id is None:
             raise InvalidInput("An item erasure names its item.", code="invalid_scope")
         if self.kind in (ScopeKind.ITEMS, ScopeKind.PROFILE) and self.profile_id is None:
@@ -58,7 +85,10 @@ class Scope:
     def subject(self) -> tuple[str, uuid.UUID]:
         """The one subject a tombstone and a receipt name for this scope."""
         if self.kind is ScopeKind.HOUSEHOLD:
-            return "household", self.household_id
+            return "household", self.hh
+        if self.kind is ScopeKind.BATCH:
+            # Named by its first member; the receipt counts every subject under its digest.
+            return "batch", self.members[0].item_id
         if self.kind is ScopeKind.ITEM:
             assert self.item_id is not None
             return "item", self.item_id
@@ -68,13 +98,22 @@ class Scope:
     def to_json(self) -> dict[str, Any]:
         return {
             "kind": self.kind.value,
-            "household_id": str(self.household_id),
+            "household_id": str(self.household_id) if self.household_id else None,
             "profile_id": str(self.profile_id) if self.profile_id else None,
             "item_id": str(self.item_id) if self.item_id else None,
             "kinds": sorted(self.kinds),
             "since": as_utc(self.since).isoformat() if self.since else None,
             "until": as_utc(self.until).isoformat() if self.until else None,
             "item_ids": sorted(str(i) for i in self.item_ids),
+            **(
+                {
+                    "members": [
+                        [m.household_id.hex, m.profile_id.hex, m.item_id.hex] for m in self.members
+                    ]
+                }
+                if self.members
+                else {}
+            ),
         }
 
     @classmethod
@@ -85,30 +124,23 @@ class Scope:
         def _at(v: str | None) -> datetime | None:
             return datetime.fromisoformat(v) if v else None
 
-        household = _id(data["household_id"])
-        assert household is not None
         return cls(
             kind=ScopeKind(data["kind"]),
-            household_id=household,
+            household_id=_id(data["household_id"]),
             profile_id=_id(data.get("profile_id")),
             item_id=_id(data.get("item_id")),
             kinds=tuple(data.get("kinds") or ()),
             since=_at(data.get("since")),
             until=_at(data.get("until")),
             item_ids=tuple(uuid.UUID(i) for i in data.get("item_ids") or ()),
+            members=tuple(
+                Member(uuid.UUID(h), uuid.UUID(p), uuid.UUID(i))
+                for h, p, i in data.get("members") or ()
+            ),
         )
 
     def canonical(self) -> bytes:
         return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":")).encode()
-
-
-@dataclass(frozen=True, order=True)
-class Member:
-    """One item of a batch erasure, with the household and profile it belongs to."""
-
-    household_id: uuid.UUID
-    profile_id: uuid.UUID
-    item_id: uuid.UUID
 
 
 @dataclass

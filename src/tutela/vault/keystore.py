@@ -31,6 +31,7 @@ from sqlalchemy import (
     insert,
     literal,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -39,6 +40,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tutela.core.errors import KeyUnavailable, ServiceUnavailable
 from tutela.core.types import Binary, UTCDateTime
 from tutela.db.engine import purge_journal
+from tutela.db.idsets import pair_in
 from tutela.vault import crypto
 from tutela.vault.keysource import KeySource
 from tutela.vault.models import EpochState, ItemKey, KeyEpoch, ProfileKey, ServiceKey
@@ -402,12 +404,15 @@ class KeyStore:
         purge_journal(self._engine)
         return int(getattr(result, "rowcount", 0) or 0)
 
-    def destroy_profile_key(self, *, household_id: uuid.UUID, profile_id: uuid.UUID) -> bool:
-        """Destroy a profile's keys, then its items' keys (and any orphan among them).
+    def destroy_profile_key(
+        self, *, household_id: uuid.UUID, profile_id: uuid.UUID, items: bool = True
+    ) -> bool:
+        """Destroy a profile's keys, then (unless `items` is False) its items' keys.
 
         The profile's row goes in a transaction of its own, first: once it commits every
         item key under it is unusable, so the profile is unreadable at once (S6) however
-        many items it has.
+        many items it has. The erasure engine leaves the item keys for its `rows` step
+        (`destroy_item_keys_of`), so the first step's time does not grow with the items.
         """
         with self.sessions() as s:
             result = s.execute(
@@ -416,26 +421,80 @@ class KeyStore:
                 )
             )
             s.commit()
-        with self.sessions() as s:
-            s.execute(
-                delete(ItemKey).where(
-                    ItemKey.household_id == household_id, ItemKey.profile_id == profile_id
-                )
-            )
-            s.commit()
-        purge_journal(self._engine)
+        if items:
+            self.destroy_item_keys_of(household_id=household_id, profile_id=profile_id)
+        else:
+            purge_journal(self._engine)
         return bool(getattr(result, "rowcount", 0))
 
-    def destroy_household_keys(self, *, household_id: uuid.UUID) -> int:
-        """Destroy every profile and item key of a household (account closure, C10)."""
+    def destroy_household_keys(self, *, household_id: uuid.UUID, items: bool = True) -> int:
+        """Destroy every profile key of a household (account closure, C10), then (unless
+        `items` is False) every item key, unusable from the first commit on."""
         with self.sessions() as s:
             result = s.execute(delete(ProfileKey).where(ProfileKey.household_id == household_id))
             s.commit()
+        if items:
+            self.destroy_item_keys_of(household_id=household_id)
+        else:
+            purge_journal(self._engine)
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    def destroy_item_keys_of(
+        self, *, household_id: uuid.UUID, profile_id: uuid.UUID | None = None
+    ) -> int:
+        """Every item key of a household, or of one of its profiles: one statement."""
+        query = delete(ItemKey).where(ItemKey.household_id == household_id)
+        if profile_id is not None:
+            query = query.where(ItemKey.profile_id == profile_id)
         with self.sessions() as s:
-            s.execute(delete(ItemKey).where(ItemKey.household_id == household_id))
+            result = s.execute(query)
             s.commit()
         purge_journal(self._engine)
         return int(getattr(result, "rowcount", 0) or 0)
+
+    def destroy_item_key_pairs(self, pairs: Iterable[tuple[uuid.UUID, uuid.UUID]]) -> int:
+        """Destroy the keys of items named by (household, item), across households (a
+        batch): one UPDATE marking their profiles for a new item-wrapping key (as
+        `destroy_item_keys`) and one DELETE, in one transaction, whatever the number."""
+        named = list(pairs)
+        if not named:
+            return 0
+        which = pair_in(ItemKey.household_id, ItemKey.item_id, named, postgresql=self.postgresql)
+        with self.sessions() as s:
+            owners = select(ItemKey.household_id, ItemKey.profile_id).where(which).distinct()
+            s.execute(
+                update(ProfileKey)
+                .where(tuple_(ProfileKey.household_id, ProfileKey.profile_id).in_(owners))
+                .values(rekey_due=True)
+                .execution_options(synchronize_session=False)
+            )
+            result = s.execute(delete(ItemKey).where(which))
+            s.commit()
+        purge_journal(self._engine)
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    def remaining_item_keys(self, pairs: Iterable[tuple[uuid.UUID, uuid.UUID]]) -> int:
+        """How many of these (household, item) keys are left (the remnant check, A8)."""
+        named = list(pairs)
+        if not named:
+            return 0
+        which = pair_in(ItemKey.household_id, ItemKey.item_id, named, postgresql=self.postgresql)
+        with self.sessions() as s:
+            return int(s.scalar(select(func.count()).select_from(ItemKey).where(which)) or 0)
+
+    def legacy_among(self, pairs: Iterable[tuple[uuid.UUID, uuid.UUID]]) -> bool:
+        """`legacy_profiles` for (household, profile) pairs across households (a batch)."""
+        named = sorted(set(pairs))
+        if not named:
+            return False
+        which = pair_in(
+            ProfileKey.household_id, ProfileKey.profile_id, named, postgresql=self.postgresql
+        )
+        query = select(func.count()).where(
+            which, (ProfileKey.legacy.is_(True)) | ProfileKey.epoch_id.is_(None)
+        )
+        with self.sessions() as s:
+            return bool(s.scalar(query))
 
     def remaining_keys(
         self,
