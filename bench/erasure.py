@@ -278,18 +278,18 @@ def time_steps(engine: Any) -> dict[str, float]:
     """Wrap each step function of the engine's step table to add up its own time (s)."""
     spent: dict[str, float] = {}
 
-    def timed(step: str, run: Callable[[Any], str]) -> Callable[[Any], str]:
-        def wrapper(job: Any) -> str:
+    def timed(step: str, run: Callable[[Any, Any], str]) -> Callable[[Any, Any], str]:
+        def wrapper(engine: Any, job: Any) -> str:
             started = time.perf_counter()
             try:
-                return run(job)
+                return run(engine, job)
             finally:
                 spent[step] = spent.get(step, 0.0) + time.perf_counter() - started
 
         return wrapper
 
-    for step, run in list(engine._steps.items()):
-        engine._steps[step] = timed(step.value, run)
+    for step, run in list(engine.step_functions.items()):
+        engine.step_functions[step] = timed(step.value, run)
     return spent
 
 

@@ -100,13 +100,13 @@ _LAUNCHER = textwrap.dedent(
             container.erasure.leases.advance = advanced_then_killed
         elif order["where"] == "remnant-check":
             # Inside verify: the remnant check has run, its outcome is not recorded yet.
-            check = remnants.check
+            check = remnants.check_all
 
-            def checked_then_killed(engine, job):
-                check(engine, job)
+            def checked_then_killed(engine, jobs):
+                check(engine, jobs)
                 die()
 
-            remnants.check = checked_then_killed
+            remnants.check_all = checked_then_killed
         container.erasure.run_pending()
         print("the worker was not killed", file=sys.stderr, flush=True)
 

@@ -20,6 +20,7 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from tests.conftest import _empty
@@ -30,6 +31,7 @@ from tutela.audit.models import AuditEvent
 from tutela.audit.service import AuditTag
 from tutela.container import Container, build
 from tutela.core.clock import FakeClock
+from tutela.core.errors import KeyUnavailable
 from tutela.db.base import Base, KeyBase
 from tutela.erasure import receipts
 from tutela.erasure.models import ErasureRequest, RequesterKind, ScopeKind, Step
@@ -451,7 +453,7 @@ def test_a_closure_tells_every_adult_before_the_keys_go(
         mail.household_id = hh
         ana_email, ana = adult(home, "ana")
         bruno_email, _ = adult(home, "bruno")
-        seed_media(container, home, voices=1, clips=0)
+        made = seed_media(container, home, voices=1, clips=0)
 
         row = container.erasure.start(
             Scope(ScopeKind.HOUSEHOLD, hh), as_account(RequesterKind.ACCOUNT_CLOSURE, ana)
@@ -460,7 +462,10 @@ def test_a_closure_tells_every_adult_before_the_keys_go(
         # Both were handed to the mail server inside `mark`, while every key still existed.
         assert sorted(m["To"] for m in mail.sent) == sorted([ana_email, bruno_email])
         assert all(left > 0 for left in mail.keys_left)
-        assert container.vault.keys.remaining_keys(household_id=hh) == 0
+        # Answered once the household's profile keys were gone: no item key unwraps.
+        for item_id in (i for ids in made.values() for i in ids):
+            with pytest.raises(KeyUnavailable):
+                container.vault.keys.item_key(household_id=hh, item_id=item_id)
         (to_bruno,) = to(mail.sent, bruno_email)
         assert "Asked by: Ana Marchetti" in to_bruno
         assert "your household's account" in to_bruno

@@ -95,9 +95,33 @@ def tombstones(engine: ErasureEngine, job: Job) -> str:
 
 
 def verify(engine: ErasureEngine, job: Job) -> str:
-    if steps.grew(engine, job):
-        return "again"
-    now = engine.clock.now()
+    """The remnant check of one job, and its outcome (`verify_all` of one)."""
+    return verify_all(engine, [job])[0]
+
+
+def verify_all(engine: ErasureEngine, jobs: list[Job]) -> list[str]:
+    """The last step of several jobs at once (a worker pass's jobs that reached it): one
+    remnant check (`remnants.check_all`: the raw bytes read once for all of them), then
+    each job's own outcome and receipt, in job order. "again" for a job whose scope grew
+    (its steps run again from `keys`)."""
+    outcomes: dict[int, str] = {}
+    checked: list[Job] = []
+    for k, job in enumerate(jobs):
+        if steps.grew(engine, job):
+            outcomes[k] = "again"
+        else:
+            _before_check(engine, job)
+            checked.append(job)
+    results = iter(remnants.check_all(engine, checked) if checked else [])
+    for k, job in enumerate(jobs):
+        if k not in outcomes:
+            outcomes[k] = _conclude(engine, job, next(results))
+    return [outcomes[k] for k in range(len(jobs))]
+
+
+def _before_check(engine: ErasureEngine, job: Job) -> None:
+    """A closed household's own request stops naming it and its adults before the check
+    looks for them."""
     if job.scope.kind is ScopeKind.HOUSEHOLD:
         with engine.stores.session() as session:
             session.execute(
@@ -112,7 +136,9 @@ def verify(engine: ErasureEngine, job: Job) -> str:
                 )
             )
             session.commit()
-    result = remnants.check(engine, job)
+
+
+def _conclude(engine: ErasureEngine, job: Job, result: remnants.Result) -> str:
     now = engine.clock.now()  # the check can take seconds: the receipt says when it ended
     if not result.clean:
         failures = job.row.verify_failures + 1

@@ -72,13 +72,25 @@ def _probe(engine: Engine) -> bool:
 def occurrences(engine: Engine, tables: Iterable[str], ids: Iterable[uuid.UUID]) -> int:
     """How many times any of `ids` (as the 16 bytes PostgreSQL stores a uuid in) appears in
     the raw pages of `tables` and their indexes: live rows, dead tuples and free space."""
+    return occurrences_by(engine, tables, [list(ids)])[0]
+
+
+def occurrences_by(
+    engine: Engine, tables: Iterable[str], sets: Sequence[Sequence[uuid.UUID]]
+) -> list[int]:
+    """`occurrences` for several sets of ids at once (several erasures verified
+    together): every page is read once, and each hit counts for each set its id is in."""
     automaton = ahocorasick.Automaton()
-    for value in ids:
-        automaton.add_word(value.bytes.decode("latin-1"), 1)
+    owners: dict[uuid.UUID, list[int]] = {}
+    for k, ids in enumerate(sets):
+        for value in ids:
+            owners.setdefault(value, []).append(k)
+    for value in owners:
+        automaton.add_word(value.bytes.decode("latin-1"), value)
+    found = [0] * len(sets)
     if len(automaton) == 0:
-        return 0
+        return found
     automaton.make_automaton()
-    found = 0
     with engine.connect() as conn:
         for relation, blocks in _relations(conn, list(tables)):
             if not blocks:
@@ -88,5 +100,7 @@ def occurrences(engine: Engine, tables: Iterable[str], ids: Iterable[uuid.UUID])
                 {"rel": relation, "last": blocks - 1},
             )
             for (page,) in pages:
-                found += sum(1 for _ in automaton.iter(bytes(page).decode("latin-1")))
+                for _, value in automaton.iter(bytes(page).decode("latin-1")):
+                    for k in owners[value]:
+                        found[k] += 1
     return found

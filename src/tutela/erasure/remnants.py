@@ -69,6 +69,25 @@ def _count(session: Session, query: Any) -> int:
 
 
 def check(engine: ErasureEngine, job: Job) -> Result:
+    """One job's remnant check (`check_all` of one)."""
+    return check_all(engine, [job])[0]
+
+
+def check_all(engine: ErasureEngine, jobs: list[Job]) -> list[Result]:
+    """The remnant check of several jobs at once: each job's live stores apart, and the
+    raw bytes (the SQLite files, PostgreSQL's pages) read ONCE for all of them, since
+    reading them costs the same for one job as for many. Hits are told apart per job
+    only when there are any (a second read of the files that still hold some)."""
+    results = [check_live(engine, job) for job in jobs]
+    if engine.settings.erasure_raw_scan:
+        _raw_files(engine, jobs, results)
+        for result, stale in zip(results, stale_copies(engine, jobs), strict=True):
+            result.stale_copies = stale
+    return results
+
+
+def check_live(engine: ErasureEngine, job: Job) -> Result:
+    """What the live stores still hold of the job's scope: rows, keys, blobs, notices."""
     scope, fp, pg = job.scope, job.fp, engine.postgresql
     result = Result()
     pairs = fp.pairs()
@@ -151,34 +170,33 @@ def check(engine: ErasureEngine, job: Job) -> Result:
     else:
         blobs_left = sum(1 for key in fp.blob_keys if blobs.exists(key))
     result.add("blob store", "blobs", blobs_left)
-    # Raw bytes of the embedded store's files.
-    if engine.settings.erasure_raw_scan:
-        _raw_files(engine, job, result)
-    if engine.settings.erasure_raw_scan:
-        result.stale_copies = stale_copies(engine, job)
     return result
 
 
-def stale_copies(engine: ErasureEngine, job: Job) -> dict[str, int] | None:
-    """On PostgreSQL: how often the erased subject's ids still appear in the raw pages of
-    the key store and of the main store (dead tuples, free space, index entries), by store;
-    None where the pages cannot be read (no pageinspect, or not a superuser)."""
-    scope, fp = job.scope, job.fp
+def stale_copies(engine: ErasureEngine, jobs: list[Job]) -> list[dict[str, int] | None]:
+    """On PostgreSQL: how often each job's erased subject's ids still appear in the raw
+    pages of the key store and of the main store (dead tuples, free space, index
+    entries), by store, every page read once for all the jobs; None where the pages
+    cannot be read (no pageinspect, or not a superuser)."""
     stores = engine.stores
     if not (pagescan.available(stores.keys) and pagescan.available(stores.main)):
-        return None
-    if scope.kind is ScopeKind.HOUSEHOLD:
-        ids = [scope.hh]
-    elif scope.kind is ScopeKind.PROFILE:
-        ids = [uuid.UUID(p) for p in fp.profile_ids] or [scope.subject()[1]]
-    else:
-        ids = [uuid.UUID(i) for i in fp.item_ids]
+        return [None] * len(jobs)
+    sets = [_subject_ids(job) for job in jobs]
     tables = [t.name for t in Base.metadata.sorted_tables if "household_id" in t.c]
-    engine.leases.renew(job)  # reading every page can take longer than a lease
-    return {
-        "key store": pagescan.occurrences(stores.keys, pagescan.KEY_TABLES, ids),
-        "main database": pagescan.occurrences(stores.main, tables, ids),
-    }
+    for job in jobs:
+        engine.leases.renew(job)  # reading every page can take longer than a lease
+    keys = pagescan.occurrences_by(stores.keys, pagescan.KEY_TABLES, sets)
+    main = pagescan.occurrences_by(stores.main, tables, sets)
+    return [{"key store": k, "main database": m} for k, m in zip(keys, main, strict=True)]
+
+
+def _subject_ids(job: Job) -> list[uuid.UUID]:
+    scope, fp = job.scope, job.fp
+    if scope.kind is ScopeKind.HOUSEHOLD:
+        return [scope.hh]
+    if scope.kind is ScopeKind.PROFILE:
+        return [uuid.UUID(p) for p in fp.profile_ids] or [scope.subject()[1]]
+    return [uuid.UUID(i) for i in fp.item_ids]
 
 
 def _notices(engine: ErasureEngine, job: Job, session: Session, result: Result) -> None:
@@ -290,31 +308,44 @@ def _profile_rows(session: Session, hh: uuid.UUID, pid: uuid.UUID | None, result
     result.add("main database", "rows of the profile", total)
 
 
-def _raw_files(engine: ErasureEngine, job: Job, result: Result) -> None:
-    """The raw scan of the SQLite files (main store, key store) and their WALs (C1, S6).
+def _raw_files(engine: ErasureEngine, jobs: list[Job], results: list[Result]) -> None:
+    """The raw scan of the SQLite files (main store, key store) and their WALs (C1, S6),
+    once for every job given.
 
     Each store's WAL is checkpointed and truncated first, so it holds no old page copies.
     A store whose bytes still show an erased id or ciphertext has its free space
     rewritten (`rewrite_free_space`: VACUUM, then the truncation again) and is scanned
     again. That removes the copies SQLite leaves in the unallocated space of rebalanced
     b-tree pages, which `secure_delete` never zeroes; what is still there after the
-    rewrite lies in live rows, and is reported. The files are read in a child process
-    (`erasure/rawscan.py`): closing a descriptor of a live database file here would drop
-    this process's SQLite locks on it.
+    rewrite lies in live rows, and is reported, for each job that it belongs to. The
+    files are read in a child process (`erasure/rawscan.py`): closing a descriptor of a
+    live database file here would drop this process's SQLite locks on it.
     """
     stores = {"main database file": engine.stores.main, "key store file": engine.stores.keys}
     files = {name: path for name, eng in stores.items() if (path := _sqlite_path(eng))}
-    hex_ids, needles = _id_forms(job.fp), _samples(job.fp)
+    if not files:
+        return
+    forms = [(_id_forms(job.fp), _samples(job.fp)) for job in jobs]
+    hex_ids = set().union(*(ids for ids, _ in forms))
+    needles = list(dict.fromkeys(n for _, samples in forms for n in samples))
     for name in files:
         purge_journal(stores[name])
-    hits = raw_scan(files, hex_ids, needles, engine=engine, job=job)
+    hits = raw_scan(files, hex_ids, needles, engine=engine, jobs=jobs)
     dirty = {name: files[name] for name, count in hits.items() if count}
     if dirty:
         for name in dirty:
             rewrite_free_space(stores[name])
-        hits.update(raw_scan(dirty, hex_ids, needles, engine=engine, job=job))
-    for name, count in hits.items():
-        result.add(name, "raw bytes of erased ids or ciphertext", count)
+        hits.update(raw_scan(dirty, hex_ids, needles, engine=engine, jobs=jobs))
+    found: list[dict[str, int]] = [dict.fromkeys(files, 0) for _ in jobs]
+    still = {name: files[name] for name, count in hits.items() if count}
+    if still and len(jobs) == 1:
+        found[0].update(hits)
+    elif still:
+        for k, (ids, samples) in enumerate(forms):
+            found[k].update(raw_scan(still, ids, samples, engine=engine, jobs=jobs))
+    for result, counts in zip(results, found, strict=True):
+        for name, count in counts.items():
+            result.add(name, "raw bytes of erased ids or ciphertext", count)
 
 
 def raw_scan(
@@ -323,10 +354,11 @@ def raw_scan(
     samples: list[bytes],
     *,
     engine: ErasureEngine,
-    job: Job,
+    jobs: list[Job],
 ) -> dict[str, int]:
     """Hits per named database file, counting the file and its WAL together."""
-    engine.leases.renew(job)  # reading a large file can take longer than a lease
+    for job in jobs:
+        engine.leases.renew(job)  # reading a large file can take longer than a lease
     paths = {name: (path, path.with_name(path.name + "-wal")) for name, path in files.items()}
     found = rawscan.scan(
         [p for pair in paths.values() for p in pair],
