@@ -16,6 +16,7 @@ from tests.conftest import use_home
 from tests.factories import make_home, seed_media
 from tutela.cli import app
 from tutela.container import Container, build
+from tutela.core.errors import KeyUnavailable
 from tutela.households.service import CreatedHome
 from tutela.settings import Settings
 
@@ -114,6 +115,42 @@ def test_a_request_the_cli_cannot_make_is_refused_with_a_reason(
     )
     assert "error: This profile signs in to an account" in has_account
     assert "Erasure request" not in _invoke(runner, "erasure", "list")
+
+
+def test_an_operator_disgorges_items_across_homes_in_one_batch(
+    runner: CliRunner, container: Container, tmp_path: Path
+) -> None:
+    """`erasure batch`: the recordings a model was trained on, across households, go in
+    one batch job with one receipt (A8, C9); an unknown id is counted, a bad line refused."""
+    homes = [_seeded(container, f"disgorge{n}") for n in range(2)]
+    voices = [v for _, made in homes for v in made["voice"]]
+    listing = tmp_path / "items.txt"
+    listing.write_text("# recordings in the training set\n" + "\n".join(map(str, voices)))
+    listing.write_text(listing.read_text() + f"\n{uuid.uuid4()}\n")
+
+    out = _invoke(runner, "erasure", "batch", "--items", str(listing))
+
+    assert f"1 batch requests for {len(voices)} items; 0 under a legal hold, 1 not found." in out
+    assert "1 erasures completed." in out
+    (line,) = [ln for ln in _invoke(runner, "erasure", "list").splitlines() if " batch " in ln]
+    request_id = line.split()[0]
+    shown = json.loads(_invoke(runner, "erasure", "show", request_id))
+    assert shown["status"] == "completed"
+    body = shown["receipt"]["receipt"]
+    assert body["counts"] == {"voice": len(voices), "transcript": len(voices)}
+    assert len(body["subjects"]) == 2
+    keys = container.vault.keys
+    for home, made in homes:
+        for voice in made["voice"]:
+            with pytest.raises(KeyUnavailable):
+                keys.item_key(household_id=home.household_id, item_id=voice)
+        assert keys.item_key(household_id=home.household_id, item_id=made["video"][0])
+
+    bad = tmp_path / "bad.txt"
+    bad.write_text("not-an-id\n")
+    assert "error: line 1 is not an item id" in _invoke(
+        runner, "erasure", "batch", "--items", str(bad), code=2
+    )
 
 
 def _sqlite_copy(source: Path, target: Path) -> None:

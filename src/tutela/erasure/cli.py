@@ -86,6 +86,62 @@ def request(
         container.close()
 
 
+@app.command("batch")
+def request_batch(
+    items: Annotated[
+        typer.FileText,
+        typer.Option(help="A file of item ids, one per line (- for standard input)."),
+    ],
+    wait: Annotated[bool, typer.Option(help="Run the jobs to completion here.")] = True,
+) -> None:
+    """Erase many items across households as the privacy office (a disgorgement: every
+    recording a model was trained on without consent), in batch jobs of up to
+    TUTELA_ERASURE_BATCH_SIZE items, each with one receipt counting each subject apart.
+    Items under a legal hold are left out and counted; unknown ids are counted too."""
+    from tutela.erasure.models import RequesterKind  # noqa: PLC0415
+    from tutela.erasure.scope import Member, Requester  # noqa: PLC0415
+    from tutela.vault.models import MediaItem  # noqa: PLC0415
+
+    wanted: set[uuid.UUID] = set()
+    for number, line in enumerate(items, start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        try:
+            wanted.add(uuid.UUID(text))
+        except ValueError:
+            typer.echo(f"error: line {number} is not an item id", err=True)
+            raise typer.Exit(2) from None
+    container = _container()
+    try:
+        members: list[Member] = []
+        ids = sorted(wanted)
+        with container.stores.session() as session:
+            for start in range(0, len(ids), 1000):
+                part = ids[start : start + 1000]
+                rows = session.execute(
+                    select(MediaItem.household_id, MediaItem.profile_id, MediaItem.id).where(
+                        MediaItem.id.in_(part)
+                    )
+                )
+                members += [Member(r.household_id, r.profile_id, r.id) for r in rows]
+        outcome = container.erasure.request_batch(
+            members,
+            Requester(RequesterKind.PRIVACY_OFFICER, "operator:cli"),
+            hold=container.hold,
+        )
+        typer.echo(
+            f"{len(outcome.requests)} batch requests for {len(members) - outcome.held} items; "
+            f"{outcome.held} under a legal hold, {len(wanted) - len(members)} not found."
+        )
+        for request_id in outcome.requests:
+            typer.echo(f"  {request_id}")
+        if wait:
+            typer.echo(f"{_drain(container)} erasures completed.")
+    finally:
+        container.close()
+
+
 @app.command("list")
 def list_requests(
     open_only: Annotated[bool, typer.Option("--open", help="Only requests not complete.")] = False,
