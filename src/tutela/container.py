@@ -102,7 +102,7 @@ class Container:
         """
         try:
             self.erasure.retry_downstream()
-            report = self.erasure.run_pending()
+            report = self.erasure.run_pending(limit=self.settings.erasure_pass_jobs)
             self.erasure.check_deadlines()
         except Exception as exc:
             logging.getLogger("tutela.erasure").warning(

@@ -112,6 +112,12 @@ class Settings(BaseSettings):
     erasure_warn_fraction: float = Field(default=0.8, gt=0, lt=1)
     erasure_lease_seconds: int = Field(default=120, ge=1, le=3600)
     erasure_batch_size: int = Field(default=1000, ge=1, le=100_000)
+    erasure_pass_jobs: int = Field(
+        default=50,
+        ge=1,
+        le=1000,
+        description="Jobs a worker pass runs before it verifies them together (one raw scan).",
+    )
     erasure_raw_scan: bool = Field(
         default=True, description="Scan the SQLite files for remnants before completing."
     )

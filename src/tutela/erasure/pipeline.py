@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -131,11 +132,16 @@ def run_pending(engine: ErasureEngine, *, limit: int = 10) -> Report:
     reached `verify`: one read of the raw bytes for the whole pass (A8 at scale)."""
     report = Report()
     gathered: list[Job] = []
+    renewed = time.monotonic()
     for _ in range(limit):
         claimed = engine.leases.claim()
         if claimed is None:
             break
         _tally(report, _run(engine, load(engine, claimed), gather=gathered))
+        if time.monotonic() - renewed > engine.leases.lease.total_seconds() / 4:
+            # The gathered jobs wait for the pass's end: keep them ours meanwhile.
+            gathered = [job for job in gathered if engine.leases.renew(job)]
+            renewed = time.monotonic()
     if not gathered:
         return report
     try:

@@ -182,11 +182,16 @@ def stale_copies(engine: ErasureEngine, jobs: list[Job]) -> list[dict[str, int] 
     if not (pagescan.available(stores.keys) and pagescan.available(stores.main)):
         return [None] * len(jobs)
     sets = [_subject_ids(job) for job in jobs]
+    # Items' ids are kept (as uuids) in the items and their keys alone; a profile's or a
+    # household's in every table keyed by the household.
+    whole = any(job.scope.kind in (ScopeKind.PROFILE, ScopeKind.HOUSEHOLD) for job in jobs)
     tables = [t.name for t in Base.metadata.sorted_tables if "household_id" in t.c]
+    main_tables = tables if whole else ["items"]
+    key_tables = pagescan.KEY_TABLES if whole else ("item_keys",)
     for job in jobs:
         engine.leases.renew(job)  # reading every page can take longer than a lease
-    keys = pagescan.occurrences_by(stores.keys, pagescan.KEY_TABLES, sets)
-    main = pagescan.occurrences_by(stores.main, tables, sets)
+    keys = pagescan.occurrences_by(stores.keys, key_tables, sets)
+    main = pagescan.occurrences_by(stores.main, main_tables, sets)
     return [{"key store": k, "main database": m} for k, m in zip(keys, main, strict=True)]
 
 
