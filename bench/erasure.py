@@ -539,6 +539,13 @@ def unreadable_at_scale(
         for at in range(0, len(key_rows), 5000):
             ks.execute(insert(ItemKey), key_rows[at : at + 5000])
         ks.commit()
+    # As after any bulk load (`settle`): a checkpointed WAL, fresh planner statistics.
+    settle("postgresql" if container.erasure.postgresql else "sqlite", container.settings)
+    if not container.erasure.postgresql:
+        from tutela.db.engine import purge_journal
+
+        purge_journal(container.stores.main)
+        purge_journal(container.stores.keys)
     engine, keys = container.erasure, container.vault.keys
     keys.item_key(household_id=hh, item_id=real[0])
     started = time.perf_counter()
