@@ -221,3 +221,35 @@ def test_processes_starting_together_agree_on_one_master_key(tmp_path: Path) -> 
     assert len(set(ids)) == 1
     assert FileKeySource(Path(path)).key_ids() == ids[:1]
     assert stat.S_IMODE(Path(path).stat().st_mode) == 0o600
+
+
+def test_callers_asking_for_a_new_service_key_at_once_all_get_the_same_key(
+    container: Container,
+) -> None:
+    """The first concurrent erasures of a fresh install made the tombstone key twice; the
+    loser's IntegrityError answered 500. Now one insert wins and the rest read it."""
+    import threading
+
+    stores, now = container.stores, container.clock.now()
+    # Separate key stores (each its own cache), as separate processes would be.
+    stores_keys = [KeyStore(stores.key_sessions, container.vault.keys.source) for _ in range(6)]
+    barrier = threading.Barrier(len(stores_keys))
+    got: list[bytes] = []
+    errors: list[BaseException] = []
+
+    def ask(keys: KeyStore) -> None:
+        barrier.wait()
+        try:
+            got.append(keys.service_key("fresh-race", now=now))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ask, args=(k,)) for k in stores_keys]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(got) == len(stores_keys) and len(set(got)) == 1
+    with stores.key_sessions() as s:
+        assert len(s.scalars(select(ServiceKey).where(ServiceKey.name == "fresh-race")).all()) == 1

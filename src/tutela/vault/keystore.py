@@ -540,12 +540,23 @@ class KeyStore:
     # --- the service's own keys ---------------------------------------------------------
 
     def service_key(self, name: str, *, now: datetime) -> bytes:
-        """A key of the service's own (not a subject's), made on first use and cached."""
+        """A key of the service's own (not a subject's), made on first use and cached.
+
+        Two processes (or threads) asking first at once both find no row: one insert
+        wins, and the other reads the winner's key, so everyone uses the same one.
+        """
         if name in self._service_keys:
             return self._service_keys[name]
-        with self.sessions() as s:
-            row = s.get(ServiceKey, name)
-            if row is None:
+        for _ in range(2):
+            with self.sessions() as s:
+                row = s.get(ServiceKey, name)
+                if row is not None:
+                    key = crypto.unwrap_key(
+                        self.source.key(row.master_key_id),
+                        row.wrapped,
+                        context=service_context(name),
+                    )
+                    break
                 key = crypto.new_key()
                 master_id = self.source.current_id()
                 s.add(
@@ -558,10 +569,15 @@ class KeyStore:
                         created_at=now,
                     )
                 )
-                s.commit()
-            else:
-                key = crypto.unwrap_key(
-                    self.source.key(row.master_key_id), row.wrapped, context=service_context(name)
-                )
+                try:
+                    s.commit()
+                except IntegrityError:
+                    s.rollback()  # another caller made it first: read theirs
+                    continue
+                break
+        else:
+            raise ServiceUnavailable(
+                "A service key could not be made; try again.", code="key_store"
+            )
         self._service_keys[name] = key
         return key
