@@ -29,7 +29,9 @@ in and stepped up before the clock starts; timed from the POST of `{"scope":
   rows, committed, and `shutil.rmtree` of its blob folder. The median is the floor.
 
 The server's CPU seconds (process tree) per completed closure are reported for each
-phase (PostgreSQL's own CPU is not in it). After the run, nothing of the erased
+phase (PostgreSQL's own CPU is not in it; the customer's polls are). From the signed
+receipts' step times: request to `keys` (the API's part), `keys` to `blobs` (the wait for
+the next worker pass, plus the blob deletion) and `blobs` to `verify` (the rest). After the run, nothing of the erased
 households may remain (item rows, item keys, household rows, blob files). The last line
 printed is one JSON object with every figure, the goals and `met` per goal.
 """
@@ -104,6 +106,7 @@ def summary(closures: list[api.Closure]) -> dict[str, float]:
         "accepted_p50_ms": statistics.median(accepted),
         "accepted_p95_ms": api.percentile(accepted, 0.95),
         "polls_mean": statistics.fmean(c.polls for c in closures),
+        **api.receipt_split(closures),
     }
 
 
@@ -187,6 +190,13 @@ def bench_store(store: str, plan: Plan, poll_seconds: float) -> dict[str, Any]:
                 left = homes.remaining(store, settings, erased)
             finally:
                 container.close()
+    except BaseException:
+        kept = Path(f"/tmp/tutela-bench-customers-logs-{os.getpid()}")
+        kept.mkdir(exist_ok=True)
+        for log in work.glob("*.log"):
+            shutil.copy(log, kept / f"{store}-{log.name}")
+        print(f"  failed: the server's log is in {kept}", file=sys.stderr, flush=True)
+        raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if any(left.values()):
@@ -210,6 +220,7 @@ def bench_store(store: str, plan: Plan, poll_seconds: float) -> dict[str, Any]:
     f["big_accepted_ms"] = closure.accepted_ms
     f["big_unreadable_checked_ms"] = (closure.checked["unreadable_at"] - closure.started) * 1000
     f["big_complete_ms"] = closure.receipt_ms
+    f.update({f"big_{k}": v for k, v in api.receipt_split([closure]).items()})
     f["ratio_sequential_p50"] = f["sequential_p50_ms"] / floor_ms
     f["ratio_concurrent_p50"] = f["concurrent_p50_ms"] / floor_ms
     f["ratio_concurrent_rate"] = (1000 / floor_ms) / f["concurrent_per_s"]
@@ -252,10 +263,19 @@ def report_lines(store: str, figures: dict[str, Any]) -> list[str]:
             f" {f['ratio_' + name + '_p50']:.1f}; server CPU"
             f" {f[name + '_server_cpu_s_per_erasure'] * 1000:.0f} ms per closure"
         )
+        lines.append(
+            f"{'':>10}    receipts' step times, p50: request to keys"
+            f" {f.get(name + '_receipt_keys_ms', 0):.0f} ms, keys to blobs (waiting for a"
+            f" pass + blobs) {f.get(name + '_receipt_keys_to_blobs_ms', 0):.0f} ms, blobs to"
+            f" verify {f.get(name + '_receipt_blobs_to_verify_ms', 0):.0f} ms;"
+            f" {f[name + '_polls_mean']:.0f} polls per closure"
+        )
     lines.append(
         f"{'':>10}  big customer: 202 (unreadable) after {f['big_accepted_ms']:.0f} ms (goal <="
         f" 50; KeyUnavailable checked at {f['big_unreadable_checked_ms']:.0f} ms), receipt after"
-        f" {f['big_complete_ms']:.0f} ms (goal <= 1000)"
+        f" {f['big_complete_ms']:.0f} ms (goal <= 1000); keys to blobs"
+        f" {f.get('big_receipt_keys_to_blobs_ms', 0):.0f} ms, blobs to verify"
+        f" {f.get('big_receipt_blobs_to_verify_ms', 0):.0f} ms"
     )
     return lines
 

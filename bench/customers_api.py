@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +164,8 @@ class Closure:
     polls: int
     started: float = field(repr=False)
     checked: dict[str, Any] = field(default_factory=dict)
+    steps_ms: dict[str, float] = field(default_factory=dict)
+    """Each step's end as the signed receipt records it, in ms after `requested_at`."""
 
 
 def close_account(
@@ -208,9 +211,43 @@ def close_account(
     done = time.perf_counter()
     if body.get("scope", {}).get("kind") != "household":
         raise RuntimeError(f"the receipt is not a household's: {sorted(body)}")
+    requested = datetime.fromisoformat(body["requested_at"])
+    steps = {
+        name: (datetime.fromisoformat(at) - requested).total_seconds() * 1000
+        for name, at in body.get("steps", {}).items()
+    }
     return Closure(
-        request_id, (accepted - started) * 1000, (done - started) * 1000, polls, started, checked
+        request_id,
+        (accepted - started) * 1000,
+        (done - started) * 1000,
+        polls,
+        started,
+        checked,
+        steps,
     )
+
+
+def receipt_split(closures: list[Closure]) -> dict[str, float]:
+    """Medians from the receipts' step times: the API's part (request to `keys`), the
+    worker's first step (`keys` to `blobs`: the wait for a pass, plus deleting the blobs)
+    and the worker's other steps (`blobs` to `verify`)."""
+    import statistics
+
+    out: dict[str, float] = {}
+    spans = {
+        "receipt_keys_ms": (None, "keys"),
+        "receipt_keys_to_blobs_ms": ("keys", "blobs"),
+        "receipt_blobs_to_verify_ms": ("blobs", "verify"),
+    }
+    for name, (first, last) in spans.items():
+        values = [
+            c.steps_ms[last] - (c.steps_ms[first] if first else 0.0)
+            for c in closures
+            if last in c.steps_ms and (first is None or first in c.steps_ms)
+        ]
+        if values:
+            out[name] = statistics.median(values)
+    return out
 
 
 def public_key(base: str) -> Any:
