@@ -31,9 +31,10 @@ in and stepped up before the clock starts; timed from the POST of `{"scope":
 The server's CPU seconds (process tree) per completed closure are reported for each
 phase (PostgreSQL's own CPU is not in it; the customer's polls are). From the signed
 receipts' step times: request to `keys` (the API's part), `keys` to `blobs` (the wait for
-the next worker pass, plus the blob deletion) and `blobs` to `verify` (the rest). After the run, nothing of the erased
-households may remain (item rows, item keys, household rows, blob files). The last line
-printed is one JSON object with every figure, the goals and `met` per goal.
+the next worker pass, plus the blob deletion) and `blobs` to `verify` (the rest).
+After the run, nothing of the erased households may remain (item rows, item keys,
+household rows, blob files). The last line printed is one JSON object with every
+figure, the goals and `met` per goal.
 """
 
 from __future__ import annotations
