@@ -216,20 +216,15 @@ def populate(container: Any, *, customers: int, recordings: int, big: int) -> li
         blobs = container.vault.blobs
     pool = os.urandom(4 * MiB)
     total = customers + (1 if big else 0)
-    share = -(-total // THREADS)
-
-    def homes(part: int) -> list[Customer]:
-        first = max(1, part * share)
-        return make_homes(
-            container, first, min(share, total - part * share) - (first - part * share)
-        )
-
     # The first home alone: the key store makes its service keys on first use, and two
     # threads doing that at once collide (see `KeyStore.service_key`).
     made = make_homes(container, 0, 1)
+    rest = range(1, total)
+    share = max(1, -(-len(rest) // THREADS))
+    parts = [rest[at : at + share] for at in range(0, len(rest), share)]
     with ThreadPoolExecutor(THREADS) as workers:
-        made += [c for part in workers.map(homes, range(THREADS)) for c in part]
-    made.sort(key=lambda c: c.number)
+        for part in workers.map(lambda r: make_homes(container, r.start, len(r)), parts):
+            made += part
 
     def fill(customer: Customer) -> Customer:
         count = big if big and customer.number == total - 1 else recordings
