@@ -52,6 +52,8 @@ bench: install
 	$(BIN)/python bench/erasure.py
 	$(BIN)/python bench/retention.py
 	$(BIN)/python bench/epochs.py
+	$(BIN)/python bench/customers.py
+	$(BIN)/python bench/customers.py --scale-out
 
 bench-quick: install
 	$(BIN)/python bench/vault.py --quick
@@ -60,6 +62,8 @@ bench-quick: install
 	$(BIN)/python bench/erasure.py --quick
 	$(BIN)/python bench/retention.py --quick
 	$(BIN)/python bench/epochs.py --quick
+	$(BIN)/python bench/customers.py --quick
+	$(BIN)/python bench/customers.py --quick --scale-out
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache
