@@ -52,6 +52,7 @@ bench: install
 	$(BIN)/python bench/erasure.py
 	$(BIN)/python bench/retention.py
 	$(BIN)/python bench/epochs.py
+	$(BIN)/python bench/rawscan.py
 
 bench-quick: install
 	$(BIN)/python bench/vault.py --quick
@@ -60,6 +61,7 @@ bench-quick: install
 	$(BIN)/python bench/erasure.py --quick
 	$(BIN)/python bench/retention.py --quick
 	$(BIN)/python bench/epochs.py --quick
+	$(BIN)/python bench/rawscan.py --quick
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache
