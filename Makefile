@@ -54,6 +54,7 @@ bench: install
 	$(BIN)/python bench/epochs.py
 	$(BIN)/python bench/customers.py
 	$(BIN)/python bench/customers.py --scale-out
+	$(BIN)/python bench/rawscan.py
 
 bench-quick: install
 	$(BIN)/python bench/vault.py --quick
@@ -64,6 +65,7 @@ bench-quick: install
 	$(BIN)/python bench/epochs.py --quick
 	$(BIN)/python bench/customers.py --quick
 	$(BIN)/python bench/customers.py --quick --scale-out
+	$(BIN)/python bench/rawscan.py --quick
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache

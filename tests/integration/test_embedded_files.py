@@ -84,6 +84,55 @@ def test_scanning_a_live_database_keeps_this_process_locks(tmp_path: Path) -> No
         engine.dispose()
 
 
+def test_every_kind_of_needle_is_found_in_the_file_and_in_its_wal(tmp_path: Path) -> None:
+    """An erased id as SQLite keeps it (32 hex digits) and hyphenated (a blob key), and a
+    ciphertext sample: in the WAL while the rows are only there, in the file once they
+    are checkpointed into it."""
+    db = tmp_path / "store.db"
+    erased, sample = uuid.uuid4(), os.urandom(24)
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        conn.execute("CREATE TABLE items (id TEXT, blob_key TEXT, sealed BLOB)")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.execute(
+            "INSERT INTO items VALUES (?, ?, ?)",
+            (erased.hex, f"household/{erased}/voice", os.urandom(12) + sample + os.urandom(8)),
+        )
+        wal = db.with_name("store.db-wal")
+        hex_ids, needles = {erased.hex.encode()}, [os.urandom(24), sample]
+        found = rawscan.scan(_files(db), hex_ids=hex_ids, needles=needles, timeout=60)
+        assert found == {wal: rawscan.FileHits(2, [1]), db: rawscan.FileHits(0, [])}
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        found = rawscan.scan(_files(db), hex_ids=hex_ids, needles=needles, timeout=60)
+        assert found == {wal: rawscan.FileHits(0, []), db: rawscan.FileHits(2, [1])}
+    finally:
+        conn.close()
+
+
+def test_one_scan_serves_several_sets_and_leaves_out_missing_files(tmp_path: Path) -> None:
+    """Files larger than a block, mapped and read in blocks: a needle across a block's
+    edge counts once, each set gets its own hits (a needle two jobs share counts for
+    both), an empty file has none and a missing one is not in the answer."""
+    shared, own = uuid.uuid4().hex.encode(), uuid.uuid4().hex.encode()
+    sample = os.urandom(24)
+    big = tmp_path / "big.db"
+    data = bytearray(os.urandom(5 * rawscan.BLOCK))
+    data[rawscan.BLOCK - 10 : rawscan.BLOCK + 22] = shared
+    data[3 * rawscan.BLOCK - 5 : 3 * rawscan.BLOCK + 19] = sample
+    data[4 * rawscan.BLOCK : 4 * rawscan.BLOCK + 32] = own
+    big.write_bytes(bytes(data))
+    empty = tmp_path / "empty.db-wal"
+    empty.touch()
+    missing = tmp_path / "missing.db-wal"
+    sets = [rawscan.NeedleSet({shared, own}, [sample]), rawscan.NeedleSet({shared}, [b"x" * 30])]
+    first, second = rawscan.scan_sets([big, empty, missing], sets, timeout=60)
+    assert first == {big: rawscan.FileHits(2, [0]), empty: rawscan.FileHits(0, [])}
+    assert second == {big: rawscan.FileHits(1, []), empty: rawscan.FileHits(0, [])}
+    assert rawscan.scan([missing], hex_ids={shared}, timeout=60) == {}
+
+
 def _stale_copies(engine: Engine, db: Path) -> tuple[set[bytes], set[bytes]]:
     """Rows written, grown in place and deleted one by one, household after household,
     until SQLite leaves a deleted id in a rebalanced page's unallocated space. Returns
