@@ -85,13 +85,13 @@ def test_a_batch_across_three_households_has_one_receipt_and_each_customer_their
     )
     _drain(container, clock)
     scans: list[int] = []
-    scan = rawscan.scan
+    scan = rawscan.scan_sets
 
     def counted(*args: Any, **kwargs: Any) -> Any:
         scans.append(1)
         return scan(*args, **kwargs)
 
-    monkeypatch.setattr(rawscan, "scan", counted)
+    monkeypatch.setattr(rawscan, "scan_sets", counted)
 
     outcome = container.erasure.request_batch(members, SWEEP, hold=container.hold)
     assert len(outcome.requests) == 1 and outcome.held == 0

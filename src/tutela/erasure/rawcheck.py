@@ -61,56 +61,52 @@ def raw_files(engine: ErasureEngine, jobs: list[Job], results: list[Result]) -> 
     rewritten (`rewrite_free_space`: VACUUM, then the truncation again) and is scanned
     again. That removes the copies SQLite leaves in the unallocated space of rebalanced
     b-tree pages, which `secure_delete` never zeroes; what is still there after the
-    rewrite lies in live rows, and is reported, for each job that it belongs to. The
-    files are read in a child process (`erasure/rawscan.py`): closing a descriptor of a
+    rewrite lies in live rows, and is reported, for each job that it belongs to (one
+    scan tells the jobs' hits apart: `rawscan.scan_sets`). The files are read in a child
+    process (`erasure/rawscan.py`): closing a descriptor of a
     live database file here would drop this process's SQLite locks on it.
     """
     stores = {"main database file": engine.stores.main, "key store file": engine.stores.keys}
     files = {name: path for name, eng in stores.items() if (path := _sqlite_path(eng))}
     if not files:
         return
-    forms = [(_id_forms(job.fp), _samples(job.fp)) for job in jobs]
-    hex_ids = set().union(*(ids for ids, _ in forms))
-    needles = list(dict.fromkeys(n for _, samples in forms for n in samples))
+    sets = [rawscan.NeedleSet(_id_forms(job.fp), _samples(job.fp)) for job in jobs]
     for name in files:
         purge_journal(stores[name])
-    hits = raw_scan(files, hex_ids, needles, engine=engine, jobs=jobs)
-    dirty = {name: files[name] for name, count in hits.items() if count}
+    found = raw_scan(files, sets, engine=engine, jobs=jobs)
+    dirty = {name: files[name] for name in files if any(hits[name] for hits in found)}
     if dirty:
         for name in dirty:
             rewrite_free_space(stores[name])
-        hits.update(raw_scan(dirty, hex_ids, needles, engine=engine, jobs=jobs))
-    found: list[dict[str, int]] = [dict.fromkeys(files, 0) for _ in jobs]
-    still = {name: files[name] for name, count in hits.items() if count}
-    if still and len(jobs) == 1:
-        found[0].update(hits)
-    elif still:
-        for k, (ids, samples) in enumerate(forms):
-            found[k].update(raw_scan(still, ids, samples, engine=engine, jobs=jobs))
-    for result, counts in zip(results, found, strict=True):
-        for name, count in counts.items():
+        again = raw_scan(dirty, sets, engine=engine, jobs=jobs)
+        for hits, rescanned in zip(found, again, strict=True):
+            hits.update(rescanned)
+    for result, hits in zip(results, found, strict=True):
+        for name, count in hits.items():
             result.add(name, "raw bytes of erased ids or ciphertext", count)
 
 
 def raw_scan(
     files: dict[str, Path],
-    hex_ids: set[bytes],
-    samples: list[bytes],
+    sets: list[rawscan.NeedleSet],
     *,
     engine: ErasureEngine,
     jobs: list[Job],
-) -> dict[str, int]:
-    """Hits per named database file, counting the file and its WAL together."""
+) -> list[dict[str, int]]:
+    """Hits per set and named database file (the file and its WAL together), every file
+    read once for all the sets (`rawscan.scan_sets`)."""
     for job in jobs:
         engine.leases.renew(job)  # reading a large file can take longer than a lease
     paths = {name: (path, path.with_name(path.name + "-wal")) for name, path in files.items()}
-    found = rawscan.scan(
+    found = rawscan.scan_sets(
         [p for pair in paths.values() for p in pair],
-        hex_ids=hex_ids,
-        needles=samples,
+        sets,
         timeout=engine.settings.erasure_lease_seconds,
     )
-    return {name: sum(found[p].count for p in pair if p in found) for name, pair in paths.items()}
+    return [
+        {name: sum(hits[p].count for p in pair if p in hits) for name, pair in paths.items()}
+        for hits in found
+    ]
 
 
 def _sqlite_path(engine: Engine) -> Path | None:
