@@ -58,6 +58,7 @@ from tutela.erasure.jobs import (
 )
 from tutela.erasure.models import ErasureRequest, RequestStatus, ScopeKind, Step
 from tutela.erasure.scope import ERASURE_KEY, BatchOutcome, Member, Requester, Scope
+from tutela.erasure.wake import Wakeup, wakeup_for
 from tutela.notices.mail import mailer_from_settings
 from tutela.notices.port import Notices, OutboxNotices
 from tutela.settings import Settings
@@ -101,6 +102,7 @@ class ErasureEngine:
             stores, vault.keys, mailer_from_settings(settings), settings
         )
         self.postgresql = stores.main.dialect.name == "postgresql"
+        self.wakeup: Wakeup = wakeup_for(stores.main)  # work arrived: wake a worker (wake.py)
         self._steps: dict[Step, Callable[[Job], str]] = {
             Step.MARK: lambda job: steps.mark(self, job),
             Step.KEYS: lambda job: steps.destroy_keys(self, job),
@@ -130,10 +132,17 @@ class ErasureEngine:
         idempotency_key: str | None = None,
         hold: intake.Hold | None = None,
         deadline: datetime | None = None,
+        wake: bool = True,
     ) -> ErasureRequest:
         """Record an erasure request; see `intake.request`."""
         return intake.request(
-            self, scope, requester, idempotency_key=idempotency_key, hold=hold, deadline=deadline
+            self,
+            scope,
+            requester,
+            idempotency_key=idempotency_key,
+            hold=hold,
+            deadline=deadline,
+            wake=wake,
         )
 
     def request_batch(
@@ -390,7 +399,11 @@ class ErasureEngine:
             )
             if audit is not None and getattr(result, "rowcount", 0) == 1:
                 record(session, now=now, **audit)
+            if not delay:
+                self.wakeup.announce(session)  # due at once: the next pass need not wait
             session.commit()
+        if not delay:
+            self.wakeup.local()
 
     def fail(self, job: Job, *, error: str, **values: Any) -> bool:
         """Give the job up for an operator to look at: the one way a request becomes
