@@ -23,11 +23,11 @@ from sqlalchemy import text
 from tests.factories import seed_media
 from tests.functional.conftest import owner_email
 from tests.functional.test_erasure_api import erase, public_key, stepped_up
+from tests.integration.test_erasure_wake_notify import listener_pids
 from tutela.container import Container
 from tutela.erasure import receipts
 from tutela.erasure.models import ErasureRequest, RequesterKind, RequestStatus, ScopeKind
 from tutela.erasure.scope import Requester, Scope
-from tutela.erasure.wake import LISTENER_NAME
 from tutela.households.service import CreatedHome
 from tutela.settings import Settings
 
@@ -101,24 +101,10 @@ def test_a_rules_request_wakes_the_embedded_worker_too(
     assert _completed(container, row.id)["counts"]["voice"] == 3
 
 
-def _listeners(container: Container) -> set[int]:
-    """Backends listening for erasure work on the main store, whoever opened them."""
-    with container.stores.main.connect() as conn:
-        return set(
-            conn.execute(
-                text(
-                    "SELECT pid FROM pg_stat_activity WHERE application_name = :name"
-                    " AND datname = current_database()"
-                ),
-                {"name": LISTENER_NAME},
-            ).scalars()
-        )
-
-
 def _listening(container: Container, *, not_: set[int]) -> int:
     deadline = time.monotonic() + PROMPTLY
     while time.monotonic() < deadline:
-        if fresh := _listeners(container) - not_:
+        if fresh := listener_pids(container) - not_:
             return fresh.pop()
         time.sleep(0.05)
     pytest.fail("the worker is not listening")
@@ -177,7 +163,7 @@ def test_a_worker_whose_listening_connection_is_killed_is_still_woken(
     container: Container, home: CreatedHome, worker: subprocess.Popen[bytes]
 ) -> None:
     seed_media(container, home, voices=RECORDINGS, clips=0)
-    (killed,) = _listeners(container)
+    (killed,) = listener_pids(container)
     with container.stores.main.connect() as conn:
         conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": killed})
     _listening(container, not_={killed})

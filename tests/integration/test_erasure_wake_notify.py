@@ -33,7 +33,8 @@ def listener(container: Container, backend: str) -> Iterator[Wakeup]:
     wakeup.close()
 
 
-def _listener_pids(container: Container) -> set[int]:
+def listener_pids(container: Container) -> set[int]:
+    """Backends listening for erasure work on the main store, whoever opened them."""
     with container.stores.main.connect() as conn:
         return set(
             conn.execute(
@@ -71,12 +72,12 @@ def test_a_committed_request_wakes_another_process_and_a_rolled_back_one_does_no
 def test_a_listener_whose_connection_is_killed_listens_again(
     container: Container, listener: Wakeup
 ) -> None:
-    (killed,) = _listener_pids(container)
+    (killed,) = listener_pids(container)
     with container.stores.main.connect() as conn:
         conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": killed})
     # Back, it wakes once: a notification may have come while it was away.
     assert listener.wait(LONG) is True
-    assert _listener_pids(container) - {killed}
+    assert listener_pids(container) - {killed}
 
     with container.stores.session() as session:
         container.erasure.wakeup.announce(session)
