@@ -77,18 +77,26 @@ async def _outbox_pump(container: Container) -> None:
         await asyncio.to_thread(container.deliver_notices)
 
 
-ERASURE_PASS_SECONDS = 2.0
-
-
 async def _embedded_worker(container: Container) -> None:
     """Erasure jobs, retention sweeps and key epochs in the API process (embedded mode); on
     PostgreSQL, several processes and `tutela worker`s share the jobs through their row
-    claims (turn it off with TUTELA_EMBEDDED_WORKER=false to keep them apart)."""
-    while True:
-        await asyncio.sleep(ERASURE_PASS_SECONDS)
-        await asyncio.to_thread(container.retention_pass)
-        await asyncio.to_thread(container.erasure_pass)
-        await asyncio.to_thread(container.key_epoch_pass)
+    claims (turn it off with TUTELA_EMBEDDED_WORKER=false to keep them apart).
+
+    A request recorded here or, on PostgreSQL, anywhere wakes it at once (`erasure/wake.py`);
+    otherwise it looks every `TUTELA_EMBEDDED_WORKER_POLL_SECONDS`.
+    """
+    wakeup = container.erasure.wakeup
+    try:
+        while True:
+            await asyncio.to_thread(wakeup.wait, container.settings.embedded_worker_poll_seconds)
+            report = await asyncio.to_thread(container.erasure_pass)
+            await asyncio.to_thread(container.retention_pass)
+            await asyncio.to_thread(container.key_epoch_pass)
+            if report.progressed:
+                wakeup.local()  # more may be due already: look again at once
+    except asyncio.CancelledError:
+        wakeup.local()  # the thread still in `wait` returns, so the process can exit
+        raise
 
 
 def _add_error_handlers(app: FastAPI) -> None:

@@ -20,6 +20,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(staff_app, name="staff")
 log = logging.getLogger("tutela.cli")
+STOP_CHECK_SECONDS = 0.2
+"""How soon `tutela worker` notices SIGTERM or SIGINT while it waits."""
 
 
 def _settings() -> Settings:
@@ -57,19 +59,30 @@ def serve(
 @app.command()
 def worker(
     once: Annotated[bool, typer.Option(help="Run one pass and exit.")] = False,
-    interval: Annotated[float, typer.Option(help="Seconds between passes.")] = 5.0,
+    interval: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds between passes when nothing wakes the worker "
+            "[default: TUTELA_WORKER_POLL_SECONDS, 5]."
+        ),
+    ] = None,
 ) -> None:
     """Run background work: erasure jobs, downstream retries, deadline warnings, retention
-    sweeps and queued notices. Run as many as you like on PostgreSQL: jobs are claimed."""
+    sweeps and queued notices. A new erasure request wakes it at once (NOTIFY on
+    PostgreSQL). Run as many as you like on PostgreSQL: jobs are claimed."""
     from tutela.container import build  # noqa: PLC0415
     from tutela.logging import configure  # noqa: PLC0415
 
     settings = _settings()
     configure(settings.log_level)
     container = build(settings)
+    wakeup = container.erasure.wakeup
+    poll = settings.worker_poll_seconds if interval is None else interval
     stopping = False
 
     def _stop(*_: object) -> None:
+        # A flag only: setting the wake-up's event here could deadlock on its lock, should
+        # the signal arrive while this thread holds it; the wait below is cut in slices.
         nonlocal stopping
         stopping = True
 
@@ -77,8 +90,8 @@ def worker(
     signal.signal(signal.SIGINT, _stop)
     log.info("worker started")
     while not stopping:
-        swept = container.retention_pass()
         report = container.erasure_pass()
+        swept = container.retention_pass()
         container.key_epoch_pass()
         sent = container.deliver_notices()
         if sent or report.completed or swept:
@@ -91,9 +104,12 @@ def worker(
             )
         if once:
             break
-        deadline = time.monotonic() + interval
-        while not stopping and time.monotonic() < deadline:
-            time.sleep(0.2)
+        if report.progressed:
+            continue  # more may be due already
+        deadline = time.monotonic() + poll
+        while not stopping and (left := deadline - time.monotonic()) > 0:
+            if wakeup.wait(min(left, STOP_CHECK_SECONDS)):
+                break
     container.close()
     log.info("worker stopped")
 

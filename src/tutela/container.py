@@ -199,6 +199,7 @@ class Container:
         )
 
     def close(self) -> None:
+        self.erasure.wakeup.close()
         self.stores.dispose()
 
 

@@ -124,6 +124,14 @@ class Settings(BaseSettings):
     embedded_worker: bool = Field(
         default=True, description="Run erasure jobs in the API process too (embedded mode)."
     )
+    # A new or re-queued request wakes workers at once; polling finds what no wake-up
+    # announces (a job due later, a notification lost) and what is due by the clock.
+    embedded_worker_poll_seconds: float = Field(
+        default=2.0, gt=0, le=3600, description="Seconds between the embedded worker's passes."
+    )
+    worker_poll_seconds: float = Field(
+        default=5.0, gt=0, le=3600, description="Seconds between `tutela worker` passes."
+    )
     retention_sweep_minutes: int = Field(default=60, ge=1)
     retention_batch_size: int = Field(default=1000, ge=1, le=100_000)
     webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=60)

@@ -321,6 +321,7 @@ def retry_dead(
             if request_id is not None:
                 blocked = blocked.where(ErasureRequest.id == request_id)
             session.execute(blocked.values(status=RequestStatus.RUNNING, next_run_at=now))
+            container.erasure.wakeup.announce(session)  # workers run them at once (wake.py)
             session.commit()
         typer.echo(f"{count} dead letters queued again.")
     finally:

@@ -53,6 +53,7 @@ from tutela.erasure.jobs import OPEN, Job, Report, StepHook
 from tutela.erasure.lease import Leases
 from tutela.erasure.models import ErasureRequest, Step
 from tutela.erasure.scope import ERASURE_KEY, BatchOutcome, Member, Requester, Scope
+from tutela.erasure.wake import Wakeup, wakeup_for
 from tutela.notices.mail import mailer_from_settings
 from tutela.notices.port import Notices, OutboxNotices
 from tutela.settings import Settings
@@ -96,12 +97,14 @@ class ErasureEngine:
             stores, vault.keys, mailer_from_settings(settings), settings
         )
         self.postgresql = stores.main.dialect.name == "postgresql"
+        self.wakeup: Wakeup = wakeup_for(stores.main)  # work arrived: wake a worker (wake.py)
         self.leases = Leases(
             stores,
             vault.keys,
             clock,
             self.worker_id,
             timedelta(seconds=settings.erasure_lease_seconds),
+            wakeup=self.wakeup,
         )
         self.step_functions = dict(pipeline.STEP_FUNCTIONS)
 
@@ -119,10 +122,17 @@ class ErasureEngine:
         idempotency_key: str | None = None,
         hold: intake.Hold | None = None,
         deadline: datetime | None = None,
+        wake: bool = True,
     ) -> ErasureRequest:
         """Record an erasure request; see `intake.request`."""
         return intake.request(
-            self, scope, requester, idempotency_key=idempotency_key, hold=hold, deadline=deadline
+            self,
+            scope,
+            requester,
+            idempotency_key=idempotency_key,
+            hold=hold,
+            deadline=deadline,
+            wake=wake,
         )
 
     def request_batch(

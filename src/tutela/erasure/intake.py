@@ -44,8 +44,13 @@ def request(
     idempotency_key: str | None = None,
     hold: Hold | None = None,
     deadline: datetime | None = None,
+    wake: bool = True,
 ) -> ErasureRequest:
     """Record an erasure request (it is confirmed by being answered: S8's 10 days).
+
+    Its commit wakes the workers (`erasure/wake.py`), unless `wake` is False: `start`
+    runs the first steps itself and wakes them when it hands the job on, so that no
+    worker races it for the job meanwhile.
 
     The same idempotency key from the same requester answers the first request; an
     identical scope already being erased answers that request, and one whose erasure
@@ -74,8 +79,11 @@ def request(
             return existing
     with engine.stores.session() as session:
         running = recovery.reopen(session, subject=subject, asked=asked, by=requester.ref, now=now)
+        if running is not None:
+            engine.wakeup.announce(session)  # it may be a failed request, run again now
         session.commit()
         if running is not None:
+            engine.wakeup.local()
             session.refresh(running)
             return running
         held_profile = check_scope(session, scope)
@@ -154,6 +162,8 @@ def request(
             now=now,
         )
         try:
+            if wake:
+                engine.wakeup.announce(session)  # a worker starts at the commit (wake.py)
             session.commit()
         except IntegrityError:
             session.rollback()
@@ -164,6 +174,8 @@ def request(
             )
             assert existing is not None
             return existing
+        if wake:
+            engine.wakeup.local()
         return row
 
 
@@ -259,7 +271,7 @@ def start(
 ) -> ErasureRequest:
     """Request an erasure and destroy its keys before returning (S6): what a person's
     request does, so the data is unreadable by the time they see the answer."""
-    row = engine.request(scope, requester, idempotency_key=idempotency_key, hold=hold)
+    row = engine.request(scope, requester, idempotency_key=idempotency_key, hold=hold, wake=False)
     if row.step not in (Step.MARK, Step.KEYS):
         return row
     if engine.run_request(row.id, until=Step.KEYS) is None:

@@ -105,5 +105,10 @@ class Report:
     waiting: int = 0
     failed: int = 0
 
+    @property
+    def progressed(self) -> bool:
+        """A job completed or moved on: the next pass may find more at once."""
+        return bool(self.completed or self.advanced)
+
 
 StepHook = Callable[[uuid.UUID, Step], None]

@@ -24,6 +24,7 @@ from tutela.core.clock import Clock
 from tutela.db.engine import Stores
 from tutela.erasure.jobs import CLAIMABLE, Job
 from tutela.erasure.models import ErasureRequest, RequestStatus, Step
+from tutela.erasure.wake import Wakeup
 from tutela.vault.keystore import KeyStore
 
 log = logging.getLogger("tutela.erasure")
@@ -33,8 +34,16 @@ class Leases:
     """Claims, step records and releases of erasure jobs for one worker (`worker_id`)."""
 
     def __init__(
-        self, stores: Stores, keys: KeyStore, clock: Clock, worker_id: str, lease: timedelta
+        self,
+        stores: Stores,
+        keys: KeyStore,
+        clock: Clock,
+        worker_id: str,
+        lease: timedelta,
+        *,
+        wakeup: Wakeup | None = None,
     ) -> None:
+        self.wakeup = wakeup
         self.stores = stores
         self.keys = keys
         self.clock = clock
@@ -167,7 +176,11 @@ class Leases:
             )
             if getattr(result, "rowcount", 0) == 1 and audit is not None:
                 record(session, now=now, **audit)
+            if not delay and self.wakeup is not None:
+                self.wakeup.announce(session)  # due at once: the next pass need not wait
             session.commit()
+        if not delay and self.wakeup is not None:
+            self.wakeup.local()
         for name, value in values.items():
             setattr(job.row, name, value)
 

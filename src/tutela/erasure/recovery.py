@@ -95,7 +95,9 @@ def retry(engine: ErasureEngine, request_id: uuid.UUID, *, by: str) -> ErasureRe
                 "is run again.",
                 code="erasure_not_retryable",
             )
+        engine.wakeup.announce(session)  # a worker runs it at once (wake.py)
         session.commit()
+        engine.wakeup.local()
         session.refresh(row)
         return row
 
