@@ -177,6 +177,7 @@ def record_voice(
                 "profile_id": profile_id,
                 "device_id": customer.device_id,
                 "kind": "voice",
+                "subject_class": "adult",  # the customer is the household's owner
                 "media_type": "audio/wav",
                 "captured_at": captured,
                 "received_at": captured + timedelta(seconds=2),

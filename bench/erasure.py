@@ -224,6 +224,7 @@ def populate(
             "id": item_id,
             "profile_id": profile_id,
             "kind": upload.kind,
+            "subject_class": "child",  # every profile this bench fills is a child's
             "media_type": upload.media_type,
             "captured_at": captured,
             "received_at": captured + timedelta(seconds=5),
@@ -515,6 +516,7 @@ def unreadable_at_scale(
             "id": i,
             "profile_id": child,
             "kind": "location",
+            "subject_class": "child",
             "media_type": "application/json",
             "captured_at": now - timedelta(seconds=n),
             "received_at": now,

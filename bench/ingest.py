@@ -278,7 +278,8 @@ def floor_ddl(store: str) -> tuple[str, str]:
     items = (
         f"CREATE TABLE bench_floor_items (household_id {uid} NOT NULL, id {uid} NOT NULL,"
         f" profile_id {uid} NOT NULL, device_id {uid}, source_item_id {uid},"
-        f" kind varchar(16) NOT NULL, media_type varchar(64) NOT NULL,"
+        f" kind varchar(16) NOT NULL, subject_class varchar(8) NOT NULL,"
+        f" media_type varchar(64) NOT NULL,"
         f" captured_at {stamp} NOT NULL, received_at {stamp} NOT NULL, size bigint NOT NULL,"
         f" content_mac {blob} NOT NULL, blob_key varchar(200), sealed_size bigint NOT NULL,"
         f" sealed_fields {blob}, state varchar(16) NOT NULL, PRIMARY KEY (household_id, id))"
@@ -292,9 +293,9 @@ def floor_ddl(store: str) -> tuple[str, str]:
 
 
 FLOOR_ITEM_SQL = (
-    "INSERT INTO bench_floor_items (household_id, id, profile_id, device_id, kind, media_type,"
-    " captured_at, received_at, size, content_mac, blob_key, sealed_size, state)"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    "INSERT INTO bench_floor_items (household_id, id, profile_id, device_id, kind,"
+    " subject_class, media_type, captured_at, received_at, size, content_mac, blob_key,"
+    " sealed_size, state) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
 FLOOR_KEY_SQL = (
     "INSERT INTO bench_floor_item_keys (household_id, item_id, profile_id, wrapped, created_at)"
@@ -370,6 +371,7 @@ def floor_main() -> None:
                 profile,
                 device,
                 "voice",
+                "adult",
                 "audio/wav",
                 stamp(now - timedelta(minutes=1)),
                 stamp(now),

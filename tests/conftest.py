@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,6 +20,8 @@ from tutela.core.clock import FakeClock
 from tutela.db import migrate
 from tutela.db.base import Base, KeyBase
 from tutela.db.engine import make_engine
+from tutela.erasure.intake import Hold
+from tutela.erasure.scope import BatchOutcome, Member, Requester
 from tutela.settings import Settings
 
 PG_ADMIN_URL = os.environ.get("TUTELA_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -145,6 +147,25 @@ def container(settings: Settings, clock: FakeClock) -> Iterator[Container]:
     _empty(built.stores.main, Base.metadata)
     _empty(built.stores.keys, KeyBase.metadata)
     built.close()
+
+
+@pytest.fixture
+def batch_calls(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> list[tuple[Requester, list[Member]]]:
+    """Each `container.erasure.request_batch` call as (requester, members), in order; the
+    calls still go through."""
+    calls: list[tuple[Requester, list[Member]]] = []
+    real = container.erasure.request_batch
+
+    def spy(
+        members: Sequence[Member], requester: Requester, *, hold: Hold | None = None
+    ) -> BatchOutcome:
+        calls.append((requester, list(members)))
+        return real(members, requester, hold=hold)
+
+    monkeypatch.setattr(container.erasure, "request_batch", spy)
+    return calls
 
 
 def use_home(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:

@@ -121,3 +121,17 @@ def test_notice_refuses_a_broken_policy(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert result.stderr.startswith("policy.toml:1: no rule for kind")
     assert not out.exists()
+
+
+def test_explain_prints_the_selections_plans_on_the_configured_store() -> None:
+    from tutela.db import migrate
+    from tutela.settings import Settings
+
+    settings = Settings()
+    migrate.upgrade(settings.main_url, settings.keys_url)
+    result = CliRunner().invoke(app, ["explain"])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "rule_page:\n    SEARCH items USING INDEX ix_items_retention (kind=?" in out
+    assert "ix_items_household_profile_captured" in out
+    assert "SCAN items" not in out

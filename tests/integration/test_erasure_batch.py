@@ -189,6 +189,7 @@ def test_a_profile_of_100000_items_is_unreadable_before_the_answer(
             "id": uuid.uuid4(),
             "profile_id": child,
             "kind": "location",
+            "subject_class": "child",
             "media_type": "application/json",
             "captured_at": now - timedelta(seconds=n),
             "received_at": now,

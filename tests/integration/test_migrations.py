@@ -7,11 +7,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect, text
+from alembic import command
+from sqlalchemy import Uuid, bindparam, inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from tutela.db import migrate
 from tutela.db.engine import make_engine
 from tutela.households.models import Household
+
+BEFORE_SUBJECT_CLASS = "78a295f34e0f"
 
 
 def test_models_and_migrations_agree(store_urls: tuple[str, str]) -> None:
@@ -53,4 +57,81 @@ def test_sqlite_opens_with_secure_delete_wal_and_foreign_keys(tmp_path: object) 
         assert conn.execute(text("pragma secure_delete")).scalar() == 1
         assert conn.execute(text("pragma foreign_keys")).scalar() == 1
         assert conn.execute(text("pragma journal_mode")).scalar() == "wal"
+    engine.dispose()
+
+
+def test_items_get_their_profiles_kind_and_the_column_stays_required(
+    scratch_urls: tuple[str, str],
+) -> None:
+    """The subject-class migration fills every existing item from its profile, on SQLite
+    too with derived items present (whose foreign key on `items` forbids copying the
+    table), and goes down and up again with the rows in place."""
+    main, keys = scratch_urls
+    command.upgrade(migrate.alembic_config("keys", keys), "head")
+    command.upgrade(migrate.alembic_config("main", main), BEFORE_SUBJECT_CLASS)
+    engine = make_engine(main)
+    now = datetime.now(UTC)
+    household, adult, child = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    voice, transcript, location = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    ids = bindparam("h", type_=Uuid), bindparam("i", type_=Uuid), bindparam("p", type_=Uuid)
+    item = text(
+        "INSERT INTO items (household_id, id, profile_id, source_item_id, kind, media_type,"
+        " captured_at, received_at, size, content_mac, sealed_size, state)"
+        " VALUES (:h, :i, :p, :s, :k, 'x', :t, :t, 1, :m, 0, 'active')"
+    ).bindparams(*ids, bindparam("s", type_=Uuid))
+    with engine.begin() as conn:
+        conn.execute(
+            Household.__table__.insert().values(id=household, created_at=now, state="active")
+        )
+        for profile, kind in ((adult, "adult"), (child, "child")):
+            conn.execute(
+                text(
+                    "INSERT INTO profiles (household_id, id, kind, name_sealed, created_at,"
+                    " last_active_at, state) VALUES (:h, :i, :k, :n, :t, :t, 'active')"
+                ).bindparams(*ids[:2]),
+                {"h": household, "i": profile, "k": kind, "n": b"x", "t": now},
+            )
+        for item_id, profile, source, kind in (
+            (voice, child, None, "voice"),
+            (transcript, child, voice, "transcript"),
+            (location, adult, None, "location"),
+        ):
+            conn.execute(
+                item,
+                {
+                    "h": household,
+                    "i": item_id,
+                    "p": profile,
+                    "s": source,
+                    "k": kind,
+                    "t": now,
+                    "m": b"m",
+                },
+            )
+    for _ in range(2):  # up, then down one step and up again
+        command.upgrade(migrate.alembic_config("main", main), "head")
+        with engine.connect() as conn:
+            found = dict(conn.execute(text("SELECT kind, subject_class FROM items")).all())
+        assert found == {"voice": "child", "transcript": "child", "location": "adult"}
+        columns = {c["name"]: c for c in inspect(engine).get_columns("items")}
+        assert columns["subject_class"]["nullable"] is False
+        indexes = {i["name"] for i in inspect(engine).get_indexes("items")}
+        assert "ix_items_retention" in indexes and "ix_items_kind_captured" not in indexes
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(
+                item,
+                {
+                    "h": household,
+                    "i": uuid.uuid4(),
+                    "p": adult,
+                    "s": None,
+                    "k": "voice",
+                    "t": now,
+                    "m": b"m",
+                },
+            )
+        command.downgrade(migrate.alembic_config("main", main), BEFORE_SUBJECT_CLASS)
+        assert "subject_class" not in {c["name"] for c in inspect(engine).get_columns("items")}
+    command.upgrade(migrate.alembic_config("main", main), "head")
+    migrate.check(main, keys)
     engine.dispose()

@@ -3,15 +3,35 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, and_, create_engine, event, or_
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    Connection,
+    Dialect,
+    Engine,
+    Select,
+    String,
+    and_,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    literal_column,
+    or_,
+    select,
+    tuple_,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.expression import Executable
 
 BUSY_TIMEOUT_MS = 10_000
 """How long an SQLite statement waits for another connection's lock before failing."""
@@ -146,3 +166,58 @@ def keyset_after(household: Any, row_id: Any, cursor: tuple[Any, Any]) -> Column
     """Rows after `cursor` in (household_id, id) order: keyset pagination for sweeps that
     walk a table in short transactions."""
     return or_(household > cursor[0], and_(household == cursor[0], row_id > cursor[1]))
+
+
+def pairs_in(
+    columns: tuple[Any, Any],
+    pairs: Sequence[tuple[Any, Any]],
+    dialect: Dialect,
+    *,
+    raw: bool = False,
+) -> ColumnElement[bool]:
+    """`(a, b) IN (the pairs)`, in a form each store searches an index on (a, b) with, and
+    one statement whatever the number of pairs (compiled once, then cached).
+
+    The pairs are one bound value: on SQLite a JSON array read with `json_each` (the
+    plain row-value `IN (VALUES ...)` SQLAlchemy renders is planned as a scan of the whole
+    table), on PostgreSQL two arrays, unnested side by side. Values are given as the
+    columns' types take them, or with `raw` as the driver gives them back (a UUID as 32
+    hex digits on SQLite).
+    """
+    same: Callable[[Any], Any] = lambda v: v  # noqa: E731
+    convert = [same if raw else c.type.bind_processor(dialect) or same for c in columns]
+    found: Select[Any, Any]
+    if dialect.name == "sqlite":
+        data = json.dumps([[convert[0](a), convert[1](b)] for a, b in pairs])
+        found = select(
+            literal_column("json_extract(value, '$[0]')"),
+            literal_column("json_extract(value, '$[1]')"),
+        ).select_from(func.json_each(bindparam("pairs", data, type_=String)))
+    else:
+        found = select(
+            func.unnest(bindparam("pairs_a", [a for a, _ in pairs], type_=ARRAY(columns[0].type))),
+            func.unnest(bindparam("pairs_b", [b for _, b in pairs], type_=ARRAY(columns[1].type))),
+        )
+    return tuple_(*columns).in_(found)
+
+
+def explain(conn: Connection, statement: Executable) -> list[str]:
+    """The plan the store chooses for `statement` with its bound values, one line a step:
+    `EXPLAIN` on PostgreSQL, `EXPLAIN QUERY PLAN` on SQLite (each step's detail)."""
+    sqlite = conn.dialect.name == "sqlite"
+    prefix = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
+
+    def explained(
+        _conn: Any, _cursor: Any, sql: str, parameters: Any, _context: Any, _many: bool
+    ) -> tuple[str, Any]:
+        return prefix + sql, parameters
+
+    event.listen(conn, "before_cursor_execute", explained, retval=True)
+    try:
+        result = conn.execute(statement)
+        # The rows are the plan's, not the statement's: read them as the driver gives them.
+        rows = result.cursor.fetchall() if result.cursor is not None else []
+        result.close()
+    finally:
+        event.remove(conn, "before_cursor_execute", explained)
+    return [str(row[-1] if sqlite else row[0]) for row in rows]

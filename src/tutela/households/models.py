@@ -69,6 +69,7 @@ class Profile(Base):
         Uuid, ForeignKey("households.id"), primary_key=True
     )
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    # Fixed when the profile is made: its items carry a copy (`items.subject_class`).
     kind: Mapped[str] = mapped_column(String(8))
     name_sealed: Mapped[bytes] = mapped_column(Binary)
     birth_date_sealed: Mapped[bytes | None] = mapped_column(Binary)

@@ -63,17 +63,6 @@ def decided_by_choice(
     return effective_max_age(policy, subject, kind, choice) < policy.max_age(kind, subject)
 
 
-def shortening_choices(
-    policy: Policy, subject: ProfileKind, kind: ItemKind
-) -> dict[str, timedelta]:
-    """The choices that shorten the rule for (kind, subject), with the age each gives."""
-    return {
-        choice: effective_max_age(policy, subject, kind, choice)
-        for choice in AUTO_DELETE_CHOICES
-        if decided_by_choice(policy, subject, kind, choice)
-    }
-
-
 # --- who may manage a profile's retention ----------------------------------------------
 
 

@@ -2,12 +2,14 @@
 (A1, A2, A3, A6, C5, C9).
 
 Every deletion of personal data goes through the erasure engine and ends with a signed
-receipt (A5, A8): the sweep only finds what is due and requests its erasure, one
-request per profile and batch; the worker runs the requests. Only consent contacts,
-which belong to no profile, are deleted here directly (C5).
+receipt (A5, A8): the sweep only finds what is due and requests its erasure in batches
+(`ErasureEngine.request_batch`, one call per batch and kind of requester, across
+households and profiles); the worker runs the requests. Only consent contacts, which
+belong to no profile, are deleted here directly (C5).
 
-Expired items are read in keyset-paginated batches, each in its own short transaction,
-so no transaction holds locks for long. On PostgreSQL a session advisory lock makes
+Expired items are found through indexes and read in keyset-paginated batches, each in
+its own short transaction, so no transaction holds locks for long (`expire_items`;
+docs/erasure.md shows the plans). On PostgreSQL a session advisory lock makes
 the sweep run in one process at a time; the inactive-child outcomes are moreover
 changed only from `pending`, so a guardian's keep and a sweep's erasure never both win.
 """
@@ -16,16 +18,19 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import uuid
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     ColumnElement,
+    Select,
+    String,
     and_,
     delete,
     exists,
@@ -34,34 +39,38 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    tuple_,
+    type_coerce,
     update,
 )
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import Executable
 
 from tutela.audit.service import AuditTag, record
 from tutela.core.clock import as_utc
 from tutela.core.errors import Conflict, TutelaError
-from tutela.db.engine import keyset_after, purge_journal
+from tutela.db.engine import explain, keyset_after, pairs_in, purge_journal
 from tutela.erasure.models import RequesterKind, ScopeKind
-from tutela.erasure.scope import Requester, Scope
+from tutela.erasure.scope import Member, Requester, Scope
 from tutela.households import service as households
 from tutela.households.models import Account, Guardianship, Profile, ProfileKind, ProfileState
 from tutela.identity.owners import Owner
 from tutela.notices.service import NoticeKind, enqueue
 from tutela.retention.models import AutoDeleteChoice, ConsentContact, InactiveChild
-from tutela.retention.policy import Policy
+from tutela.retention.policy import AUTO_DELETE_CHOICES, Policy
 from tutela.retention.service import (
     ERASING,
     KEPT,
     OPEN_OUTCOMES,
     PENDING,
     REACTIVATED,
-    shortening_choices,
+    decided_by_choice,
+    effective_max_age,
 )
 from tutela.vault.models import ItemKind, ItemState, MediaItem
 
 if TYPE_CHECKING:
-    from sqlalchemy import Engine
+    from sqlalchemy import Connection, Dialect, Engine
 
     from tutela.container import Container
 
@@ -214,27 +223,280 @@ def _single_sweep(engine: Engine, *, wanted: bool) -> Iterator[bool]:
                 raise
 
 
-def _expired(
-    policy: Policy,
-    subject: ProfileKind,
-    kind: ItemKind,
-    item: Any,
-    choice: Any,
-    now: datetime,
-) -> ColumnElement[bool]:
-    """`item` (of `kind`, about a `subject`) is past its effective maximum age (A6, C9).
+RULE = Requester(RequesterKind.RETENTION, ACTOR)
+"""Who asks for the erasure of items past their policy rule's age (A6, C9)."""
+CHOICE = Requester(RequesterKind.AUTO_DELETE, "choice:auto-delete")
+"""Who asks for the erasure of items whose customer's choice set a shorter age (A6)."""
+_LOOKUP = 1000
+"""Pairs per batch lookup (one bound value for all of them)."""
 
-    `choice` is the outer-joined AutoDeleteChoice of the item's profile and kind; a
-    choice only ever shortens the policy's age (see `effective_max_age`).
+
+@dataclass(frozen=True)
+class _Ages:
+    """The policy's ages for one sweep: per (kind, subject, choice) the effective maximum
+    age and whether the choice decided it (`effective_max_age`), and the cutoffs at `now`."""
+
+    policy: Policy
+    now: datetime
+    table: dict[tuple[str, str, str | None], tuple[datetime, bool]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for subject in ProfileKind:
+            for kind in ItemKind:
+                for choice in (None, *AUTO_DELETE_CHOICES):
+                    age = effective_max_age(self.policy, subject, kind, choice)
+                    by_choice = decided_by_choice(self.policy, subject, kind, choice)
+                    self.table[(kind.value, subject.value, choice)] = (self.now - age, by_choice)
+
+    def rule_cutoff(self, kind: str, subject: str) -> datetime:
+        """Items of `kind` about a `subject` captured before this are past the rule."""
+        return self.table[(kind, subject, None)][0]
+
+    def of(self, kind: str, subject: str, choice: str | None) -> tuple[datetime, bool]:
+        """(cutoff, decided by the choice); a stored choice unknown here counts as none."""
+        found = self.table.get((kind, subject, choice))
+        return found if found is not None else self.table[(kind, subject, None)]
+
+    def shortening(self) -> list[str]:
+        """The choices that shorten at least one rule."""
+        return sorted({c for (_, _, c), (_, by) in self.table.items() if by and c is not None})
+
+
+def _uuid_from_hex(value: str) -> uuid.UUID:
+    """`uuid.UUID(hex=value)` for the 32 hex digits SQLAlchemy stores a UUID as on SQLite,
+    in under half its time (it skips the checks of other spellings): a sweep makes three
+    for each item it requests."""
+    made = object.__new__(uuid.UUID)
+    object.__setattr__(made, "int", int(value, 16))
+    object.__setattr__(made, "is_safe", _UNKNOWN)
+    return made
+
+
+_UNKNOWN = uuid.SafeUUID.unknown
+
+
+def _raw(column: Any) -> Any:
+    """`column` as the driver gives it, without SQLAlchemy's processing of each value (on
+    SQLite a UUID stays 32 hex digits and a time its text): a sweep reads 100,000s of
+    rows and turns into objects only what it requests (`_Sweep.uuid`, `_Sweep.time`)."""
+    return type_coerce(column, String()).label(column.key)
+
+
+# The columns a selection reads of each candidate item.
+_CANDIDATE = tuple(
+    _raw(c)
+    for c in (
+        MediaItem.household_id,
+        MediaItem.id,
+        MediaItem.profile_id,
+        MediaItem.source_item_id,
+        MediaItem.kind,
+        MediaItem.subject_class,
+        MediaItem.captured_at,
+    )
+)
+
+
+def rule_page(
+    kind: str,
+    subject: str,
+    cutoff: datetime,
+    cursor: tuple[datetime, uuid.UUID, uuid.UUID] | None,
+    limit: int,
+) -> Select[*tuple[Any, ...]]:
+    """Active items of `kind` about a `subject` captured before `cutoff`, oldest first,
+    after `cursor`: one range of `ix_items_retention`, keyset-paged on its last three
+    columns with a row-value comparison (an index bound on both stores)."""
+    query = (
+        select(*_CANDIDATE)
+        .where(
+            MediaItem.kind == kind,
+            MediaItem.subject_class == subject,
+            MediaItem.captured_at < cutoff,
+            MediaItem.state == ItemState.ACTIVE,
+        )
+        .order_by(MediaItem.captured_at, MediaItem.household_id, MediaItem.id)
+        .limit(limit)
+    )
+    if cursor is not None:
+        keys = tuple_(MediaItem.captured_at, MediaItem.household_id, MediaItem.id)
+        query = query.where(keys > tuple_(*cursor))
+    return query
+
+
+def choice_page(
+    household_id: uuid.UUID,
+    profile_id: uuid.UUID,
+    kind: str,
+    since: datetime,
+    before: datetime,
+    cursor: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> Select[*tuple[Any, ...]]:
+    """Active items of one profile and kind captured in [since, before), oldest first,
+    after `cursor`: one range of `ix_items_household_profile_captured`.
+
+    The keyset is written as one lower bound on `captured_at` and an OR for its ties:
+    with a row-value comparison on (captured_at, id), whose second column that index
+    lacks, or with two lower bounds, SQLite's planner (which has no statistics: Tutela
+    never runs ANALYZE) prefers `ix_items_household_captured` and filters the household's
+    other profiles' items (`tests/integration/test_retention_selection.py` checks the
+    plans).
     """
-    chosen = func.coalesce(choice.choice, "")
-    shorter = shortening_choices(policy, subject, kind)
-    by_rule = item.captured_at < now - policy.max_age(kind, subject)
-    branches = [and_(chosen.not_in(list(shorter)), by_rule) if shorter else by_rule]
-    branches += [
-        and_(chosen == name, item.captured_at < now - age) for name, age in shorter.items()
-    ]
-    return or_(*branches)
+    query = (
+        select(*_CANDIDATE)
+        .where(
+            MediaItem.household_id == household_id,
+            MediaItem.profile_id == profile_id,
+            MediaItem.captured_at >= (since if cursor is None else max(since, cursor[0])),
+            MediaItem.captured_at < before,
+            MediaItem.kind == kind,
+            MediaItem.state == ItemState.ACTIVE,
+        )
+        .order_by(MediaItem.captured_at, MediaItem.id)
+        .limit(limit)
+    )
+    if cursor is not None:
+        at, last = cursor
+        query = query.where(
+            or_(MediaItem.captured_at > at, and_(MediaItem.captured_at == at, MediaItem.id > last))
+        )
+    return query
+
+
+def choices_page(
+    names: list[str], cursor: tuple[uuid.UUID, uuid.UUID, str] | None, limit: int
+) -> Select[*tuple[Any, ...]]:
+    """Auto-delete choices of active profiles that may shorten a rule, with the profile's
+    kind, in primary-key order after `cursor`."""
+    query = (
+        select(
+            AutoDeleteChoice.household_id,
+            AutoDeleteChoice.profile_id,
+            AutoDeleteChoice.kind,
+            AutoDeleteChoice.choice,
+            Profile.kind.label("subject"),
+        )
+        .join(
+            Profile,
+            and_(
+                Profile.household_id == AutoDeleteChoice.household_id,
+                Profile.id == AutoDeleteChoice.profile_id,
+            ),
+        )
+        .where(AutoDeleteChoice.choice.in_(names), Profile.state == ProfileState.ACTIVE)
+        .order_by(AutoDeleteChoice.household_id, AutoDeleteChoice.profile_id, AutoDeleteChoice.kind)
+        .limit(limit)
+    )
+    if cursor is not None:
+        keys = tuple_(
+            AutoDeleteChoice.household_id, AutoDeleteChoice.profile_id, AutoDeleteChoice.kind
+        )
+        query = query.where(keys > tuple_(*cursor))
+    return query
+
+
+Pairs = Sequence[tuple[Any, Any]]
+"""(household_id, id) pairs as the driver gives them (`_raw`)."""
+
+
+def owners_of(pairs: Pairs, dialect: Dialect) -> Select[*tuple[Any, ...]]:
+    """Kind and state of the named profiles, with each of their auto-delete choices (one
+    row per choice, one with none for a profile without): primary-key searches of both
+    tables, per profile of the batch."""
+    return (
+        select(
+            _raw(Profile.household_id),
+            _raw(Profile.id),
+            Profile.kind,
+            Profile.state,
+            AutoDeleteChoice.kind.label("chosen_kind"),
+            AutoDeleteChoice.choice,
+        )
+        .outerjoin(
+            AutoDeleteChoice,
+            and_(
+                AutoDeleteChoice.household_id == Profile.household_id,
+                AutoDeleteChoice.profile_id == Profile.id,
+            ),
+        )
+        .where(pairs_in((Profile.household_id, Profile.id), pairs, dialect, raw=True))
+    )
+
+
+def items_of(pairs: Pairs, dialect: Dialect) -> Select[*tuple[Any, ...]]:
+    """The named items (primary-key searches): the sources of derived candidates."""
+    return select(
+        _raw(MediaItem.household_id),
+        _raw(MediaItem.id),
+        _raw(MediaItem.profile_id),
+        MediaItem.kind,
+        _raw(MediaItem.captured_at),
+    ).where(pairs_in((MediaItem.household_id, MediaItem.id), pairs, dialect, raw=True))
+
+
+def _looked_up(
+    session: Session,
+    query: Callable[[Pairs, Dialect], Select[*tuple[Any, ...]]],
+    pairs: set[tuple[Any, Any]],
+) -> list[Any]:
+    ordered, dialect = list(pairs), session.get_bind().dialect
+    found: list[Any] = []
+    for at in range(0, len(ordered), _LOOKUP):
+        found += session.connection().execute(query(ordered[at : at + _LOOKUP], dialect)).all()
+    return found
+
+
+def explain_selection(
+    conn: Connection,
+    policy: Policy,
+    now: datetime,
+    *,
+    batch_size: int = 1000,
+    kind: ItemKind = ItemKind.VOICE,
+) -> dict[str, list[str]]:
+    """The store's plans for each statement of the expired-item selection, with values
+    of a sweep at `now` for items of `kind` (a child's by rule, an adult's by a 3-month
+    choice; cursors in mid-walk, `batch_size` made-up pairs per lookup): what `tutela
+    retention explain` prints and docs/erasure.md shows. None should read `items` whole."""
+    ages = _Ages(policy, now)
+    child, adult = ProfileKind.CHILD.value, ProfileKind.ADULT.value
+    cutoff = ages.rule_cutoff(kind.value, child)
+    ids = [uuid.UUID(int=n * 7919 + 1) for n in range(2 * min(batch_size, _LOOKUP))]
+    raw = _Sweep.raw_uuid(conn.dialect)
+    pairs = [(raw(a), raw(b)) for a, b in zip(ids[::2], ids[1::2], strict=True)]
+    since = ages.rule_cutoff(kind.value, adult)
+    statements: dict[str, Executable] = {
+        "rule_page": rule_page(
+            kind.value, child, cutoff, (cutoff - timedelta(days=1), ids[0], ids[1]), batch_size
+        ),
+        "choices_page": choices_page(
+            ages.shortening() or ["3m"], (ids[0], ids[1], kind.value), batch_size
+        ),
+        "choice_page": choice_page(
+            ids[0],
+            ids[1],
+            kind.value,
+            since,
+            max(ages.of(kind.value, adult, "3m")[0], since + timedelta(days=2)),
+            (since + timedelta(days=1), ids[2]),
+            batch_size,
+        ),
+        "owners_of": owners_of(pairs, conn.dialect),
+        "items_of": items_of(pairs, conn.dialect),
+    }
+    return {
+        name: [_LONG_ARRAY.sub(_count_values, line) for line in explain(conn, statement)]
+        for name, statement in statements.items()
+    }
+
+
+# An array literal of many values in PostgreSQL's plans: shown as its count.
+_LONG_ARRAY = re.compile(r"'\{([^}]{80,})\}'")
+
+
+def _count_values(found: re.Match[str]) -> str:
+    return f"'{{{found.group(1).count(',') + 1} values}}'"
 
 
 class _Sweep:
@@ -254,6 +516,18 @@ class _Sweep:
         self.now = now
         self.batch_size = batch_size
         self.dry_run = dry_run
+        self.ages = _Ages(policy, now)
+        dialect = self.stores.main.dialect
+        self.uuid, self.time = self.from_raw(dialect)
+        raw = self.raw_uuid(dialect)
+        # Households with a legal hold in force now: only their items need `hold_for`.
+        self._held = {raw(h.household_id) for h in policy.active_holds(now)}
+        self._to_request: dict[RequesterKind, list[Member]] = {
+            RULE.kind: [],
+            CHOICE.kind: [],
+        }
+        self._requested: set[uuid.UUID] = set()
+        self._left: int | None = None
 
     def _request(
         self,
@@ -282,118 +556,249 @@ class _Sweep:
             return None
         return row.id
 
+    @staticmethod
+    def from_raw(
+        dialect: Dialect,
+    ) -> tuple[Callable[[Any], uuid.UUID], Callable[[Any], datetime]]:
+        """Turn a raw UUID and a raw time (`_raw`) into objects: on SQLite they are text
+        (SQLAlchemy keeps times as naive UTC); psycopg gives objects already."""
+        if dialect.name == "sqlite":
+            return _uuid_from_hex, lambda v: datetime.fromisoformat(v).replace(tzinfo=UTC)
+        return (lambda v: v), (lambda v: v)
+
+    @staticmethod
+    def raw_uuid(dialect: Dialect) -> Callable[[uuid.UUID], Any]:
+        """A UUID as the driver gives it back (`_raw`)."""
+        return (lambda u: u.hex) if dialect.name == "sqlite" else (lambda u: u)
+
+    def _add_request(self, request_id: uuid.UUID) -> None:
+        if request_id not in self._requested:
+            self._requested.add(request_id)
+            self.report.requests.append(request_id)
+
     # -- expired items (A6, C9) --
 
     def expire_items(self, max_batches: int | None) -> None:
-        batches = 0
+        """Find the active items past their effective maximum age and request their erasure
+        in batches, one `request_batch` call per batch and kind of requester.
+
+        A choice only ever shortens the policy's age, so an item past its rule's age is
+        expired whatever its profile's choice: those are read through `ix_items_retention`
+        per (kind, subject class). Then each choice that shortens a rule gets one range of
+        `ix_items_household_profile_captured`: its profile's items of that kind past the
+        choice's age but within the rule's. Neither selection joins anything per row;
+        each batch read is checked with one lookup per table over the batch (`_admit`).
+        `max_batches` bounds the rows read to that many batches' worth.
+        """
+        self._left = None if max_batches is None else max_batches * self.batch_size
+        self._expired_by_rule()
+        self._expired_by_choice()
+        for kind in self._to_request:
+            self._send(kind)
+
+    def _limit(self) -> int:
+        """How many rows the next read may take (0: this run's reading is done)."""
+        return self.batch_size if self._left is None else min(self.batch_size, self._left)
+
+    def _read(self, count: int) -> None:
+        if self._left is not None:
+            self._left -= count
+
+    def _expired_by_rule(self) -> None:
         for subject in ProfileKind:
             for kind in ItemKind:
-                cursor: tuple[uuid.UUID, uuid.UUID] | None = None
-                while max_batches is None or batches < max_batches:
-                    rows = self._expired_batch(subject, kind, cursor)
-                    if not rows:
+                cutoff = self.ages.rule_cutoff(kind.value, subject.value)
+                cursor: tuple[datetime, uuid.UUID, uuid.UUID] | None = None
+                while (limit := self._limit()) > 0:
+                    with self.stores.session() as session:
+                        query = rule_page(kind.value, subject.value, cutoff, cursor, limit)
+                        rows = list(session.connection().execute(query).all())
+                        self._read(len(rows))
+                        admitted = self._admit(session, rows, by_rule=True)
+                    self._queue(admitted)
+                    if len(rows) < limit:
                         break
-                    batches += 1
-                    cursor = (rows[-1].household_id, rows[-1].id)
-                    self._request_batch(subject, kind, rows)
-                    if len(rows) < self.batch_size:
+                    last = rows[-1]
+                    cursor = (
+                        self.time(last.captured_at),
+                        self.uuid(last.household_id),
+                        self.uuid(last.id),
+                    )
+
+    def _expired_by_choice(self) -> None:
+        names = self.ages.shortening()
+        if not names:
+            return
+        pending: list[Any] = []
+        cursor: tuple[uuid.UUID, uuid.UUID, str] | None = None
+        while self._limit() > 0:
+            # One session for a page of choices and their ranges; its read transaction
+            # ends before each batch is checked and requested.
+            with self.stores.session() as session:
+                choices = list(session.execute(choices_page(names, cursor, self.batch_size)))
+                for row in choices:
+                    if self._limit() <= 0:
                         break
+                    pending += self._chosen_items(session, row)
+                    if len(pending) >= self.batch_size:
+                        session.commit()
+                        self._take(pending)
+                        pending = []
+            if len(choices) < self.batch_size:
+                break
+            cursor = (choices[-1].household_id, choices[-1].profile_id, choices[-1].kind)
+        if pending:
+            self._take(pending)
 
-    def _expired_batch(
-        self, subject: ProfileKind, kind: ItemKind, cursor: tuple[uuid.UUID, uuid.UUID] | None
-    ) -> list[Any]:
-        """The next batch of active items of `kind` about a `subject` past their age.
-
-        A derived artifact (a transcript, a thumbnail) whose source is expired too goes
-        with its source (the engine erases derived artifacts with their items), so it is
-        selected here only when its own age runs out first.
-        """
-        item, source = MediaItem, aliased(MediaItem)
-        choice, source_choice = aliased(AutoDeleteChoice), aliased(AutoDeleteChoice)
-        source_expired = or_(
-            *(
-                and_(
-                    source.kind == k.value,
-                    _expired(self.policy, subject, k, source, source_choice, self.now),
+    def _chosen_items(self, session: Session, choice: Any) -> list[Any]:
+        """The items one choice expires that the rule does not (yet)."""
+        if (choice.kind, choice.subject, None) not in self.ages.table:
+            return []  # a kind this Tutela does not know
+        before, by_choice = self.ages.of(choice.kind, choice.subject, choice.choice)
+        if not by_choice:
+            return []
+        since = self.ages.rule_cutoff(choice.kind, choice.subject)
+        found: list[Any] = []
+        cursor: tuple[datetime, uuid.UUID] | None = None
+        while (limit := self._limit()) > 0:
+            rows = list(
+                session.connection()
+                .execute(
+                    choice_page(
+                        choice.household_id,
+                        choice.profile_id,
+                        choice.kind,
+                        since,
+                        before,
+                        cursor,
+                        limit,
+                    )
                 )
-                for k in ItemKind
+                .all()
             )
-        )
-        query = (
-            select(item.household_id, item.id, item.profile_id, choice.choice)
-            .join(
-                Profile,
-                and_(Profile.household_id == item.household_id, Profile.id == item.profile_id),
-            )
-            .outerjoin(
-                choice,
-                and_(
-                    choice.household_id == item.household_id,
-                    choice.profile_id == item.profile_id,
-                    choice.kind == item.kind,
-                ),
-            )
-            .outerjoin(
-                source,
-                and_(source.household_id == item.household_id, source.id == item.source_item_id),
-            )
-            .outerjoin(
-                source_choice,
-                and_(
-                    source_choice.household_id == source.household_id,
-                    source_choice.profile_id == source.profile_id,
-                    source_choice.kind == source.kind,
-                ),
-            )
-            .where(
-                item.kind == kind.value,
-                item.state == ItemState.ACTIVE,
-                Profile.kind == subject.value,
-                Profile.state == ProfileState.ACTIVE,
-                _expired(self.policy, subject, kind, item, choice, self.now),
-                or_(
-                    source.id.is_(None),
-                    source.state != ItemState.ACTIVE,
-                    not_(source_expired),
-                ),
-            )
-            .order_by(item.household_id, item.id)
-            .limit(self.batch_size)
-        )
-        if cursor is not None:
-            query = query.where(keyset_after(item.household_id, item.id, cursor))
-        with self.stores.session() as session:
-            return list(session.execute(query).all())
+            self._read(len(rows))
+            found += rows
+            if len(rows) < limit:
+                break
+            cursor = (self.time(rows[-1].captured_at), self.uuid(rows[-1].id))
+        return found
 
-    def _request_batch(self, subject: ProfileKind, kind: ItemKind, rows: list[Any]) -> None:
-        """One erasure per (household, profile) of the batch, unless a legal hold covers it."""
-        self.report.expired_items += len(rows)
-        groups: dict[tuple[uuid.UUID, uuid.UUID], list[uuid.UUID]] = {}
-        choices: dict[tuple[uuid.UUID, uuid.UUID], str | None] = {}
-        for row in rows:
-            groups.setdefault((row.household_id, row.profile_id), []).append(row.id)
-            choices[(row.household_id, row.profile_id)] = row.choice
-        shorter = shortening_choices(self.policy, subject, kind)
-        for (household_id, profile_id), ids in groups.items():
-            if self.policy.hold_for(household_id, profile_id, self.now) is not None:
-                self.report.held += len(ids)
-                continue
-            if self.dry_run:
-                continue
-            choice = choices[(household_id, profile_id)]
-            requester = (
-                Requester(RequesterKind.AUTO_DELETE, f"choice:{kind.value}")
-                if choice in shorter
-                else Requester(RequesterKind.RETENTION, f"rule:{kind.value}/{subject.value}")
+    def _take(self, rows: list[Any]) -> None:
+        with self.stores.session() as session:
+            admitted = self._admit(session, rows, by_rule=False)
+        self._queue(admitted)
+
+    def _admit(
+        self, session: Session, rows: list[Any], *, by_rule: bool
+    ) -> list[tuple[RequesterKind, Member]]:
+        """The candidates to request, with who requests each; counts found and held ones.
+
+        One lookup per table over the whole batch, by primary key: the profiles (only
+        active ones, and their kind decides the rule) with their choices, and the sources
+        of derived artifacts. A candidate of a choice is checked again against the choice
+        as read now (a choice changed since wins); one past its rule's age (`by_rule`) is
+        expired whatever the choice. A derived artifact whose source is expired too goes
+        with its source (the engine erases derived artifacts with their items), so it is
+        taken here only when its own age runs out first. Expired items under a legal hold
+        are counted and left for a later sweep. Values stay as the driver gives them
+        (`_raw`) until a member is made.
+        """
+        if not rows:
+            return []
+        sourced = {(r[0], r[3]) for r in rows if r[3]}
+        sources = (
+            {(s.household_id, s.id): s for s in _looked_up(session, items_of, sourced)}
+            if sourced
+            else {}
+        )
+        owners = {(r[0], r[2]) for r in rows}
+        owners.update((s.household_id, s.profile_id) for s in sources.values())
+        # The kind of each active profile, and each profile's choices by kind.
+        profiles: dict[tuple[Any, Any], str] = {}
+        chosen: dict[tuple[Any, Any], dict[str, str]] = {}
+        active = ProfileState.ACTIVE.value
+        for household, profile_id, kind, state, chosen_kind, choice in _looked_up(
+            session, owners_of, owners
+        ):
+            if state == active:
+                profiles[(household, profile_id)] = kind
+            if chosen_kind is not None:
+                chosen.setdefault((household, profile_id), {})[chosen_kind] = choice
+        made: dict[tuple[Any, Any], tuple[uuid.UUID, uuid.UUID] | None] = {}
+        admitted: list[tuple[RequesterKind, Member]] = []
+        ages, uuid_of = self.ages.table, self.uuid
+        found = held = 0
+        for household, item, profile_id, source_id, kind, subject, captured in rows:
+            owner = (household, profile_id)
+            profile_kind = profiles.get(owner)
+            if profile_kind is None:
+                continue  # gone, or under erasure
+            choices = chosen.get(owner)
+            choice = choices.get(kind) if choices else None
+            cutoff, by_choice = (
+                ages.get((kind, profile_kind, choice)) or ages[(kind, profile_kind, None)]
             )
-            scope = Scope(
-                ScopeKind.ITEMS, household_id, profile_id=profile_id, item_ids=tuple(sorted(ids))
-            )
-            request_id = self._request(scope, requester)
-            if request_id is None:
-                self.report.held += len(ids)
-            elif request_id not in self.report.requests:
-                self.report.requests.append(request_id)
+            if profile_kind != subject:
+                # Never expected: a profile keeps its kind. Its own kind decides.
+                log.warning("an item's subject class differs from its profile's kind")
+            if (not by_rule or profile_kind != subject) and not self.time(captured) < cutoff:
+                continue
+            if source_id:
+                source = sources.get((household, source_id))
+                if source is not None and self._expired_source(source, profiles, chosen):
+                    continue
+            found += 1
+            if owner not in made:
+                pair = uuid_of(household), uuid_of(profile_id)
+                hold = household in self._held and self.policy.hold_for(*pair, self.now)
+                made[owner] = None if hold else pair
+            ids = made[owner]
+            if ids is None:
+                held += 1
+                continue
+            admitted.append(((CHOICE if by_choice else RULE).kind, Member(*ids, uuid_of(item))))
+        self.report.expired_items += found
+        self.report.held += held
+        return admitted
+
+    def _expired_source(
+        self,
+        source: Any,
+        profiles: dict[tuple[Any, Any], str],
+        chosen: dict[tuple[Any, Any], dict[str, str]],
+    ) -> bool:
+        """The source is past its own effective age (whether or not its erasure is asked
+        for already: either way the derived artifact goes with it)."""
+        owner = (source.household_id, source.profile_id)
+        profile_kind = profiles.get(owner)
+        if profile_kind is None or (source.kind, profile_kind, None) not in self.ages.table:
+            return False
+        choices = chosen.get(owner)
+        cutoff, _ = self.ages.of(
+            source.kind, profile_kind, choices.get(source.kind) if choices else None
+        )
+        return self.time(source.captured_at) < cutoff
+
+    def _queue(self, admitted: list[tuple[RequesterKind, Member]]) -> None:
+        if self.dry_run:
+            return
+        for kind, member in admitted:
+            waiting = self._to_request[kind]
+            waiting.append(member)
+            if len(waiting) >= self.batch_size:
+                self._send(kind)
+
+    def _send(self, kind: RequesterKind) -> None:
+        """One batch request of what waits for this kind of requester."""
+        members, self._to_request[kind] = self._to_request[kind], []
+        if not members:
+            return
+        outcome = self.container.erasure.request_batch(
+            members, RULE if kind is RULE.kind else CHOICE, hold=self.container.hold
+        )
+        self.report.held += outcome.held
+        for request_id in outcome.requests:
+            self._add_request(request_id)
 
     # -- inactive children (A1-A3) --
 
@@ -533,8 +938,7 @@ class _Sweep:
                         update(InactiveChild).where(where).values(request_id=request_id)
                     )
                     self.report.inactive_erasing += 1
-                    if request_id not in self.report.requests:
-                        self.report.requests.append(request_id)
+                    self._add_request(request_id)
                 session.commit()
 
     def _identify(self) -> None:

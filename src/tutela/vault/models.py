@@ -57,9 +57,10 @@ class MediaItem(Base):
         Index("ix_items_household_profile_captured", "household_id", "profile_id", "captured_at"),
         Index("ix_items_household_captured", "household_id", "captured_at"),
         Index("ix_items_household_source", "household_id", "source_item_id"),
-        # Retention sweeps find expired items by kind and age (A6, C9); on a sharded
-        # store this index is local to each shard like the others.
-        Index("ix_items_kind_captured", "kind", "captured_at"),
+        # Retention sweeps find expired items by kind, subject class and age, oldest
+        # first, keyset-paged on the last three columns (A6, C9); on a sharded store this
+        # index is local to each shard like the others.
+        Index("ix_items_retention", "kind", "subject_class", "captured_at", "household_id", "id"),
     )
 
     household_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
@@ -68,6 +69,10 @@ class MediaItem(Base):
     device_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     source_item_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     kind: Mapped[str] = mapped_column(String(16))
+    # The kind of the profile the item is about (adult, child): its copy, so the sweep
+    # finds what the policy's (kind, subject) rules expire through one index. Set at
+    # ingestion from the profile, which never changes kind.
+    subject_class: Mapped[str] = mapped_column(String(8))
     media_type: Mapped[str] = mapped_column(String(64))
     captured_at: Mapped[datetime] = mapped_column(UTCDateTime)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
