@@ -143,6 +143,9 @@ def test_keyset_pages_find_each_expired_item_once_across_households(
     assert len(named) == len(set(named)) and set(named) == expired
     assert all(len(members) <= 2 for _, members in batch_calls)
     assert len(batch_calls) == len(expired) // 2
+    # Requested in key order (household, profile, item), whatever the pages' order.
+    flat = [m for _, members in batch_calls for m in members]
+    assert flat == sorted(flat, key=lambda m: (m.household_id.int, m.profile_id.int, m.item_id.int))
     # What was asked for leaves the selection at once (its state), whatever the page.
     assert run_sweep(container, batch_size=2).expired_items == 0
 

@@ -229,6 +229,8 @@ CHOICE = Requester(RequesterKind.AUTO_DELETE, "choice:auto-delete")
 """Who asks for the erasure of items whose customer's choice set a shorter age (A6)."""
 _LOOKUP = 1000
 """Pairs per batch lookup (one bound value for all of them)."""
+_SORTED_BATCHES, _SORTED_MOST = 100, 100_000
+"""Found items are requested in key order, up to this many batches (or items) at a time."""
 
 
 @dataclass(frozen=True)
@@ -527,6 +529,8 @@ class _Sweep:
             CHOICE.kind: [],
         }
         self._requested: set[uuid.UUID] = set()
+        # Members wait, per kind of requester, until this many are found (or the end).
+        self._held_back = max(batch_size, min(batch_size * _SORTED_BATCHES, _SORTED_MOST))
         self._left: int | None = None
 
     def _request(
@@ -580,7 +584,9 @@ class _Sweep:
 
     def expire_items(self, max_batches: int | None) -> None:
         """Find the active items past their effective maximum age and request their erasure
-        in batches, one `request_batch` call per batch and kind of requester.
+        in batches: one `request_batch` call per `batch_size` items and kind of requester,
+        across households and profiles. Found items wait until 100 batches' worth are
+        found (or the end) and are then requested in (household, profile, item) order.
 
         A choice only ever shortens the policy's age, so an item past its rule's age is
         expired whatever its profile's choice: those are read through `ix_items_retention`
@@ -785,20 +791,24 @@ class _Sweep:
         for kind, member in admitted:
             waiting = self._to_request[kind]
             waiting.append(member)
-            if len(waiting) >= self.batch_size:
+            if len(waiting) >= self._held_back:
                 self._send(kind)
 
     def _send(self, kind: RequesterKind) -> None:
-        """One batch request of what waits for this kind of requester."""
+        """Request what waits for this kind of requester: in (household, profile, item)
+        order, one `request_batch` call per `batch_size` of it."""
         members, self._to_request[kind] = self._to_request[kind], []
-        if not members:
-            return
-        outcome = self.container.erasure.request_batch(
-            members, RULE if kind is RULE.kind else CHOICE, hold=self.container.hold
-        )
-        self.report.held += outcome.held
-        for request_id in outcome.requests:
-            self._add_request(request_id)
+        # Pages come in capture-time order, items of hundreds of profiles each; in this
+        # order a call names few profiles and a batch job meets its rows in key order.
+        members.sort(key=lambda m: (m.household_id.int, m.profile_id.int, m.item_id.int))
+        requester = RULE if kind is RULE.kind else CHOICE
+        for at in range(0, len(members), self.batch_size):
+            outcome = self.container.erasure.request_batch(
+                members[at : at + self.batch_size], requester, hold=self.container.hold
+            )
+            self.report.held += outcome.held
+            for request_id in outcome.requests:
+                self._add_request(request_id)
 
     # -- inactive children (A1-A3) --
 
