@@ -406,3 +406,56 @@ def test_a_worker_killed_as_it_fails_a_request_leaves_it_audited(
             )
         ).all()
     assert len(events) == 1
+
+
+BATCH_STEPS = [s.value for s in STEPS if s is not Step.COLLECT]
+"""A batch reads its items in `mark`: it has no `collect` step."""
+
+
+@pytest.mark.parametrize("step", BATCH_STEPS)
+def test_a_worker_killed_after_a_step_of_a_batch_job_leaves_it_to_the_next_worker(
+    container: Container, settings: Settings, clock: FakeClock, launcher: Launcher, step: str
+) -> None:
+    """A batch across two households (a sweep's, A6, C9), the worker killed after each
+    step in turn: another worker completes it, with one receipt and nothing left."""
+    from tutela.erasure.scope import Member
+
+    homes = [make_home(container, tag=f"b{step}{n}") for n in range(2)]
+    made = [seed_media(container, home, voices=2, clips=0) for home in homes]
+    members = [
+        Member(home.household_id, home.child_profiles[0], voice)
+        for home, items in zip(homes, made, strict=True)
+        for voice in items["voice"]
+    ]
+    sweep = Requester(RequesterKind.RETENTION, "rule:retention")
+    (request_id,) = container.erasure.request_batch(members, sweep).requests
+
+    launcher.run_killed(settings, step)
+
+    stopped = _row(container, request_id)
+    if step == Step.VERIFY:
+        assert stopped.status == "completed"
+    else:
+        assert stopped.status == "running" and stopped.receipt is None
+    clock.advance(timedelta(seconds=settings.erasure_lease_seconds + 60))
+    container.erasure.run_pending()
+    done = _row(container, request_id)
+    assert (done.status, done.step) == ("completed", "done"), (done.step, done.last_error)
+    public = receipts.signing_key(container.vault.keys, now=container.clock.now()).public_key()
+    body = receipts.verify(json.loads(done.receipt or "{}"), public)
+    assert body["counts"] == {"voice": 4, "transcript": 4}
+    assert len(body["subjects"]) == 2
+    keys = container.vault.keys
+    for home, items in zip(homes, made, strict=True):
+        for item_id in items["voice"] + items["transcript"]:
+            with pytest.raises(KeyUnavailable):
+                keys.item_key(household_id=home.household_id, item_id=item_id)
+        assert keys.item_key(household_id=home.household_id, item_id=items["location"][0])
+    with container.stores.session() as s:
+        completions = s.scalars(
+            select(AuditEvent.id).where(
+                AuditEvent.tag == "erasure:request:complete",
+                AuditEvent.subject == f"erasure:{request_id}",
+            )
+        ).all()
+    assert len(completions) == 1
