@@ -1,0 +1,244 @@
+"""The second step of a sign-in: a TOTP code, a recovery code, a WebAuthn assertion, or
+the emailed link (R4-R6, S2, S4)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from tutela.audit.service import AuditTag, record
+from tutela.core.errors import (
+    InvalidCredentials,
+    InvalidInput,
+    NotAuthenticated,
+    TooManyAttempts,
+)
+from tutela.identity import factors
+from tutela.identity.logins import MAX_FACTOR_TRIES, Client, GateCore, Login, SignInOutcome
+from tutela.identity.models import (
+    ChallengePurpose,
+    FactorKind,
+    SessionKind,
+    SignInChallenge,
+)
+from tutela.identity.staff import needs_webauthn
+from tutela.identity.throttle import Attempt
+from tutela.notices.service import NoticeKind, enqueue
+
+log = logging.getLogger("tutela.identity")
+
+
+class SecondStep(GateCore):
+    """The second step: a factor or the emailed link."""
+
+    def verify_factor(
+        self,
+        session: Session,
+        login: Login,
+        *,
+        code: str | None,
+        recovery_code: str | None,
+        webauthn: dict[str, Any] | str | None,
+        webauthn_challenge: bytes | None,
+        now: datetime,
+    ) -> str | None:
+        """The kind of factor that was presented and accepted, or None."""
+        owner = login.owner
+        webauthn_only = login.staff is not None and needs_webauthn(login.roles)
+        if webauthn is not None and webauthn_challenge is not None:
+            try:
+                factors.verify_assertion(
+                    session,
+                    owner,
+                    challenge=webauthn_challenge,
+                    credential=webauthn,
+                    rp_id=self.settings.rp_id,
+                    origin=self.settings.origin,
+                    now=now,
+                )
+            except InvalidInput:
+                return None
+            return FactorKind.WEBAUTHN
+        if webauthn_only:
+            return None
+        if code is not None:  # one kind of code per attempt, never both
+            found = factors.verify_totp(session, self.keys, owner, code, now=now)
+            return FactorKind.TOTP if found is not None else None
+        if recovery_code is not None and factors.use_recovery_code(
+            session, self.keys, owner, recovery_code, now=now
+        ):
+            record(
+                session,
+                tag=AuditTag.RECOVERY_CODE_USED,
+                actor=owner.ref,
+                now=now,
+                household_id=owner.household_id,
+            )
+            enqueue(
+                session,
+                self.keys,
+                kind=NoticeKind.RECOVERY_CODE_USED,
+                owner=owner,
+                params={
+                    "at": now.isoformat(),
+                    "count": str(factors.recovery_codes_left(session, owner)),
+                },
+                now=now,
+            )
+            return "recovery_code"
+        return None
+
+    def complete_factor(
+        self,
+        session: Session,
+        *,
+        challenge: str,
+        code: str | None,
+        recovery_code: str | None,
+        webauthn: dict[str, Any] | str | None,
+        client: Client,
+        now: datetime,
+    ) -> SignInOutcome:
+        """The second step: a TOTP code, a recovery code or a WebAuthn assertion.
+
+        Every wrong code counts as a failure of the account and of the source (S2), and
+        each try is reserved atomically before it is checked, so concurrent guesses on one
+        challenge cannot exceed MAX_FACTOR_TRIES.
+        """
+        row = self._challenge(session, challenge, ChallengePurpose.SECOND_FACTOR, now)
+        login = self._login_of_row(session, row)
+        owner = login.owner
+        known = self._known_device(session, login, client.device_token, now)
+        attempt = Attempt(
+            account=self._account_for_owner(session, login, now),
+            source=client.address,
+            known_device=known is not None,
+        )
+        verdict = self.throttle.check(attempt, now.timestamp())
+        if not verdict.allowed:
+            raise TooManyAttempts(
+                "Too many failed attempts from your network. Wait a little and try again.",
+                retry_after=round(verdict.retry_after, 1),
+            )
+        # At the account's limit (S2) only the holder's own device, or a sign-in that came
+        # through the emailed link, may still present a factor: never the open internet.
+        if verdict.password_locked and not row.via_link:
+            self.close_challenges(session, owner, now)
+            session.commit()
+            raise NotAuthenticated(
+                "This sign-in has expired; start again.", code="challenge_expired"
+            )
+        reserved = session.execute(
+            update(SignInChallenge)
+            .where(
+                SignInChallenge.id == row.id,
+                SignInChallenge.consumed_at.is_(None),
+                SignInChallenge.attempts < MAX_FACTOR_TRIES,
+            )
+            .values(attempts=SignInChallenge.attempts + 1)
+        )
+        session.commit()
+        if getattr(reserved, "rowcount", 0) != 1:
+            raise NotAuthenticated(
+                "This sign-in has expired; start again.", code="challenge_expired"
+            )
+        accepted = self.verify_factor(
+            session,
+            login,
+            code=code,
+            recovery_code=recovery_code,
+            webauthn=webauthn,
+            webauthn_challenge=row.webauthn_challenge,
+            now=now,
+        )
+        if accepted is None:
+            record(
+                session,
+                tag=AuditTag.SECOND_FACTOR_FAILURE,
+                actor=owner.ref,
+                now=now,
+                household_id=owner.household_id,
+            )
+            queued = self._first_failure_notice(session, owner, now)
+            if queued:  # S4, at most one such notice per 15 minutes
+                enqueue(
+                    session,
+                    self.keys,
+                    kind=NoticeKind.SECOND_FACTOR_FAILED,
+                    owner=owner,
+                    params={
+                        "at": now.isoformat(),
+                        "address": client.address,
+                        "device": client.user_agent[:120],
+                    },
+                    now=now,
+                )
+            if self.throttle.record_failure(attempt, now.timestamp()):
+                self._defended_alert(session, now=now)
+                queued = True
+            session.commit()
+            wrong = InvalidCredentials("That code is not right.", code="invalid_second_factor")
+            wrong.notices_queued = queued
+            raise wrong
+        self._consume(session, row, now)
+        stage = self.stage_for(session, login, breached=row.breached)
+        outcome = self._complete(
+            session,
+            login,
+            attempt=attempt,
+            known=known,
+            kind=SessionKind(row.session_kind),
+            client=client,
+            stage=stage,
+            stepped_up=True,
+            now=now,
+        )
+        session.commit()
+        outcome.notices = True
+        return outcome
+
+    def complete_link(
+        self, session: Session, *, token: str, client: Client, now: datetime
+    ) -> SignInOutcome:
+        """The emailed link: it stands in for the password (or proves the mailbox on a
+        risky sign-in). An owner with a second factor must still present it."""
+        row = self._challenge(session, token, ChallengePurpose.EMAIL_LINK, now)
+        login = self._login_of_row(session, row)
+        if login.staff is not None:
+            raise NotAuthenticated(
+                "This sign-in has expired; start again.", code="challenge_expired"
+            )
+        self._consume(session, row, now)
+        if factors.has_second_factor(session, login.owner):
+            outcome = self._factor_challenge(
+                session,
+                login,
+                kind=SessionKind(row.session_kind),
+                breached=row.breached,
+                now=now,
+                via_link=True,
+            )
+            session.commit()
+            return outcome
+        attempt = Attempt(
+            account=self._account_for_owner(session, login, now), source=client.address
+        )
+        known = self._known_device(session, login, client.device_token, now)
+        stage = self.stage_for(session, login, breached=row.breached)
+        outcome = self._complete(
+            session,
+            login,
+            attempt=attempt,
+            known=known,
+            kind=SessionKind(row.session_kind),
+            client=client,
+            stage=stage,
+            stepped_up=False,
+            now=now,
+        )
+        session.commit()
+        return outcome

@@ -1,0 +1,86 @@
+"""Sign-up: a household and its owner's account (S1, R7), without revealing who has one."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from tutela.core.errors import (
+    TooManyAttempts,
+)
+from tutela.households import service as households
+from tutela.identity import password_rules
+from tutela.identity.logins import Client, GateCore
+from tutela.identity.owners import Owner
+from tutela.identity.throttle import Attempt
+from tutela.notices.service import NoticeKind, enqueue
+
+log = logging.getLogger("tutela.identity")
+
+
+class SignUp(GateCore):
+    """Opening a household."""
+
+    def sign_up(
+        self,
+        session: Session,
+        *,
+        name: str,
+        email: str,
+        password: str,
+        client: Client,
+        now: datetime,
+    ) -> None:
+        """Open a household with its owner's account (S1, R7).
+
+        The new password is checked in full (length, breached and common passwords, the
+        service's name, the email) and refused with the reason. An address that already
+        has an account gets the same answer, the same hashing work, and a notice instead:
+        sign-up does not reveal who has an account (OWASP).
+        """
+        from tutela.households.models import AccountRole  # noqa: PLC0415
+        from tutela.households.rules import check_email  # noqa: PLC0415
+
+        address = check_email(email)
+        normalised = password_rules.check_new_password(
+            password, email=address, breaches=self.breaches.within(session)
+        )
+        attempt = Attempt(
+            account=self._account_key(address, staff=False, now=now), source=client.address
+        )
+        verdict = self.throttle.check(attempt, now.timestamp())
+        if not verdict.allowed:
+            raise TooManyAttempts(
+                "Too many attempts from your network. Wait a little and try again.",
+                retry_after=round(verdict.retry_after, 1),
+            )
+        password_hash = self.hasher.hash(normalised)
+        existing = households.find_account(session, self.keys, email=address, now=now)
+        if existing is not None:
+            enqueue(
+                session,
+                self.keys,
+                kind=NoticeKind.SIGN_UP_EXISTING,
+                owner=Owner.account(existing.household_id, existing.id, existing.profile_id),
+                params={"at": now.isoformat(), "address": client.address},
+                now=now,
+            )
+            session.commit()
+            return
+        households.create_home(
+            session,
+            self.keys,
+            spec=households.HomeSpec(
+                adults=(
+                    households.AdultSpec(
+                        name=name,
+                        email=address,
+                        password_hash=password_hash,
+                        role=AccountRole.OWNER,
+                    ),
+                )
+            ),
+            now=now,
+        )
