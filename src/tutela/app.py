@@ -26,6 +26,7 @@ from tutela.core.errors import TutelaError
 from tutela.erasure.api import router as erasure_router
 from tutela.households.api import router as households_router
 from tutela.identity.api import router as identity_router
+from tutela.identity.passkey_api import router as passkey_router
 from tutela.retention.api import router as retention_router
 from tutela.settings import Settings
 from tutela.vault.api import ingest as ingest_router
@@ -336,6 +337,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
 
     for router in (
         identity_router,
+        passkey_router,
         households_router,
         ingest_router,
         items_router,
