@@ -17,8 +17,28 @@
     if (out) { out.textContent = message; out.hidden = false; }
   }
 
+  function assertion(got) {
+    return JSON.stringify({
+      id: got.id,
+      rawId: text(got.rawId),
+      type: got.type,
+      response: {
+        clientDataJSON: text(got.response.clientDataJSON),
+        authenticatorData: text(got.response.authenticatorData),
+        signature: text(got.response.signature),
+        userHandle: got.response.userHandle ? text(got.response.userHandle) : null
+      },
+      clientExtensionResults: got.getClientExtensionResults()
+    });
+  }
+
   async function register(button) {
-    var answer = await fetch("/api/v1/factors/webauthn/options", { method: "POST" });
+    var kind = button.dataset.kind || "security_key";
+    var answer = await fetch("/api/v1/factors/webauthn/options", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ kind: kind })
+    });
     var body = await answer.json();
     if (!answer.ok) { say("webauthn-error", body.detail || "That did not work."); return; }
     var options = body.options;
@@ -37,7 +57,7 @@
       headers: { "content-type": "application/json" },
       body: JSON.stringify({
         ceremony: body.ceremony,
-        label: (label && label.value) || "Passkey",
+        label: (label && label.value.trim()) || (kind === "passkey" ? "Passkey" : "Security key"),
         credential: {
           id: made.id,
           rawId: text(made.rawId),
@@ -66,18 +86,27 @@
       say("webauthn-error", "The security key did not answer."); return;
     }
     var form = document.getElementById("webauthn-form");
-    form.elements.webauthn.value = JSON.stringify({
-      id: got.id,
-      rawId: text(got.rawId),
-      type: got.type,
-      response: {
-        clientDataJSON: text(got.response.clientDataJSON),
-        authenticatorData: text(got.response.authenticatorData),
-        signature: text(got.response.signature),
-        userHandle: got.response.userHandle ? text(got.response.userHandle) : null
-      },
-      clientExtensionResults: got.getClientExtensionResults()
-    });
+    form.elements.webauthn.value = assertion(got);
+    form.submit();
+  }
+
+  // Usernameless: fresh options with no credential list, so the browser offers whichever
+  // passkey this device holds for the site.
+  async function passkey(button) {
+    var answer = await fetch(button.dataset.options, { method: "POST" });
+    var body = await answer.json();
+    if (!answer.ok) { say("webauthn-error", body.detail || "That did not work."); return; }
+    var options = body.options;
+    options.challenge = bytes(options.challenge);
+    (options.allowCredentials || []).forEach(function (c) { c.id = bytes(c.id); });
+    var got;
+    try {
+      got = await navigator.credentials.get({ publicKey: options });
+    } catch (e) {
+      say("webauthn-error", "No passkey answered. Sign in with your email and password instead."); return;
+    }
+    var form = document.getElementById("passkey-form");
+    form.elements.credential.value = assertion(got);
     form.submit();
   }
 
@@ -85,6 +114,9 @@
     var target = event.target.closest("[data-webauthn]");
     if (!target) { return; }
     event.preventDefault();
-    if (target.dataset.webauthn === "register") { register(target); } else { authenticate(target); }
+    var action = target.dataset.webauthn;
+    if (action === "register") { register(target); }
+    else if (action === "passkey") { passkey(target); }
+    else { authenticate(target); }
   });
 })();
