@@ -302,3 +302,34 @@ def test_a_security_key_registered_before_user_handles_still_signs_in(
         credential.user_handle = account_id.bytes
     started = sign_in(client, email)
     signed_in(second_factor(client, started.json()["challenge"], webauthn=assertion(key, started)))
+
+
+def test_the_console_signs_in_with_a_passkey_same_origin_only(
+    client: TestClient, home: CreatedHome
+) -> None:
+    """The login page's passkey button posts here; a cross-site form is refused (login
+    CSRF), a refused passkey shows the sign-in page again with the reason."""
+    _, key = customer_with_passkey(client, home)
+    cross = client.post(
+        "/login/passkey",
+        data={"credential": json.dumps(key.get(passkey_options(client)))},
+        headers={"sec-fetch-site": "cross-site"},
+        follow_redirects=False,
+    )
+    assert cross.status_code == 403
+
+    bad = key.get(passkey_options(client), origin="https://evil.example")
+    page = client.post(
+        "/login/passkey", data={"credential": json.dumps(bad)}, follow_redirects=False
+    )
+    assert page.status_code == 401
+    assert "This passkey was not accepted." in page.text
+
+    done = client.post(
+        "/login/passkey",
+        data={"credential": json.dumps(key.get(passkey_options(client)))},
+        follow_redirects=False,
+    )
+    assert done.status_code == 303
+    assert done.headers["location"] == "/"
+    assert "tutela_session" in done.cookies

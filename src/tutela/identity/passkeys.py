@@ -51,9 +51,6 @@ from tutela.identity.throttle import Attempt
 
 PASSKEY_INVALID = "passkey_invalid"
 PASSKEY_CHALLENGE_EXPIRED = "passkey_challenge_expired"
-# Ceremonies are deleted this long after they expire: a late answer still gets the
-# "expired" refusal rather than looking unknown, and the table stays small.
-CEREMONY_GRACE = timedelta(hours=1)
 # The throttle's account key for an answer that names no credential at all.
 _NO_CREDENTIAL = "pk:none"
 
@@ -87,13 +84,14 @@ class PasskeySignIn(GateCore):
     def passkey_options(self, session: Session, *, audience: PasskeyAudience, now: datetime) -> str:
         """Options for `navigator.credentials.get()`: a fresh challenge, no credential list.
 
-        Asking costs no secret and names no account; stale ceremonies are deleted here,
-        so the table holds at most the ceremonies of the last TTL and grace.
+        Asking costs no secret and names no account; expired ceremonies are deleted here,
+        so the table holds at most one challenge TTL's worth of requests (an expired or
+        unknown challenge gets the same answer).
         """
         ttl = timedelta(minutes=self.settings.challenge_ttl_minutes)
         session.execute(
             delete(PasskeyCeremony)
-            .where(PasskeyCeremony.expires_at < now - CEREMONY_GRACE)
+            .where(PasskeyCeremony.expires_at <= now)
             .execution_options(synchronize_session=False)
         )
         options = generate_authentication_options(
