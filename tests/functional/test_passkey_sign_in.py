@@ -56,17 +56,20 @@ def passkey_authenticator(**options: Any) -> SoftAuthenticator:
 
 
 def add_passkey(
-    client: TestClient, key: SoftAuthenticator, headers: dict[str, str]
+    client: TestClient,
+    key: SoftAuthenticator,
+    headers: dict[str, str],
+    *,
+    label: str | None = "Phone",
 ) -> httpx.Response:
     """Register `key` as a passkey (navigator.credentials.create with residentKey)."""
     r = client.post(f"{API}/factors/webauthn/options", json={"kind": "passkey"}, headers=headers)
     assert r.status_code == 200, r.text
     credential = key.create(json.dumps(r.json()["options"]))
-    return client.post(
-        f"{API}/factors/webauthn",
-        json={"ceremony": r.json()["ceremony"], "credential": credential, "label": "Phone"},
-        headers=headers,
-    )
+    body: dict[str, Any] = {"ceremony": r.json()["ceremony"], "credential": credential}
+    if label is not None:
+        body["label"] = label
+    return client.post(f"{API}/factors/webauthn", json=body, headers=headers)
 
 
 def customer_with_passkey(client: TestClient, home: CreatedHome) -> tuple[str, SoftAuthenticator]:
@@ -145,6 +148,9 @@ def test_registering_a_passkey_asks_for_a_resident_key_and_user_verification(
     added = add_passkey(client, no_pin, headers)
     assert added.status_code == 422
     assert added.json()["code"] == "webauthn_failed"
+    unnamed = add_passkey(client, passkey_authenticator(), headers, label=None)
+    assert unnamed.status_code == 201, unnamed.text
+    assert unnamed.json()["label"] == "Passkey"
 
 
 def test_a_replayed_challenge_is_refused(

@@ -110,7 +110,8 @@ class CodeIn(BaseModel):
 class WebAuthnIn(BaseModel):
     ceremony: str = Field(min_length=1, max_length=200)
     credential: dict[str, Any]
-    label: str = Field(default="Security key", min_length=1, max_length=64)
+    # Without one: "Passkey" or "Security key", as the ceremony was.
+    label: str | None = Field(default=None, min_length=1, max_length=64)
 
 
 class WebAuthnOptionsIn(BaseModel):

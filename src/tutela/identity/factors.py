@@ -444,15 +444,17 @@ def finish_registration(
     credential: str | dict[str, Any],
     rp_id: str,
     origin: str,
-    label: str,
+    label: str | None,
     now: datetime,
 ) -> Factor:
     """Verify the authenticator's attestation (WebAuthn §7.1) and store the credential.
 
     The ceremony's challenge is consumed first, atomically, so it serves one answer. A
-    passkey ceremony refuses a credential made without user verification.
+    passkey ceremony refuses a credential made without user verification. Without a
+    label the credential is called "Passkey" or "Security key".
     """
-    name = _clean_label(label)
+    if label is not None:
+        _clean_label(label)  # a bad name is refused before the ceremony is spent
     challenge = session.scalar(
         select(SignInChallenge).where(
             SignInChallenge.token_hash == _token_hash(token),
@@ -471,6 +473,7 @@ def finish_registration(
         raise _webauthn_failed()
     expected = challenge.webauthn_challenge
     passkey = challenge.purpose == ChallengePurpose.PASSKEY_REGISTER
+    name = _clean_label(label or ("Passkey" if passkey else "Security key"))
     handle = challenge.user_handle
     consumed = _claimed(
         session,
