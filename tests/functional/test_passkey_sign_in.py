@@ -22,6 +22,7 @@ from tests.factories import PASSWORD
 from tests.functional.conftest import owner_email
 from tests.functional.test_sign_in_api import (
     API,
+    DEVICE_HEADER,
     add_security_key,
     assertion,
     from_source,
@@ -246,6 +247,26 @@ def test_failed_passkeys_count_against_the_source(client: TestClient, home: Crea
     assert float(slowed.headers["retry-after"]) > 0
     # The holder, elsewhere, is not slowed.
     signed_in(passkey_sign_in(client, key.get(passkey_options(client))))
+
+
+def test_the_holders_own_device_is_not_slowed_by_failures_from_its_network(
+    client: TestClient, home: CreatedHome
+) -> None:
+    """S4, R6: an attacker sharing the holder's network cannot lock them out."""
+    _, key = customer_with_passkey(client, home)
+    shared = from_source(client, "203.0.113.7")
+    first = passkey_sign_in(shared, key.get(passkey_options(shared)))
+    device = first.json()["device_token"]
+    for _ in range(6):
+        bad = key.get(passkey_options(shared), origin="https://evil.example")
+        passkey_sign_in(shared, bad)
+    assert passkey_sign_in(shared, key.get(passkey_options(shared))).status_code == 429
+    again = shared.post(
+        f"{API}/auth/passkey",
+        json={"credential": key.get(passkey_options(shared))},
+        headers={DEVICE_HEADER: device},
+    )
+    signed_in(again)
 
 
 def test_a_passkey_also_serves_as_the_second_factor_after_a_password(

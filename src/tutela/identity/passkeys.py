@@ -17,7 +17,8 @@ registered with it. Unknown credential, wrong handle, bad signature, wrong origi
 ID, missing user verification and a counter that went back all get the same answer.
 
 Every refusal counts in the throttle (S2, S4) under the source and a key made from the
-credential id; a success clears the account's count like any complete sign-in.
+credential id; the owner's known device is not slowed by its network's failures; a
+success clears the account's count like any complete sign-in.
 """
 
 from __future__ import annotations
@@ -127,14 +128,19 @@ class PasskeySignIn(GateCore):
             parsed: AuthenticationCredential | None = factors.parse_assertion(assertion)
         except InvalidInput:
             parsed = None
-        attempt = self._passkey_attempt(parsed, client)
+        login, factor = (
+            (None, None) if parsed is None else self._passkey_owner(session, parsed, audience)
+        )
+        # The holder's own device (its cookie from an earlier complete sign-in of the
+        # credential's owner) is not slowed by failures from its network, as with passwords.
+        known = self._known_device(session, login, client.device_token, now)
+        attempt = self._passkey_attempt(parsed, client, known_device=known is not None)
         self._passkey_admit(attempt, now)
         if parsed is None:
             raise self._passkey_failed(session, attempt, now, refusal=passkey_refused())
         challenge = _signed_challenge(parsed)
         if challenge is None or not self._claim_ceremony(session, challenge, audience, now):
             raise self._passkey_failed(session, attempt, now, refusal=ceremony_expired())
-        login, factor = self._passkey_owner(session, parsed, audience)
         if login is None or factor is None:
             raise self._passkey_failed(session, attempt, now, refusal=passkey_refused())
         try:
@@ -156,7 +162,6 @@ class PasskeySignIn(GateCore):
             account=self._account_for_owner(session, login, now), source=client.address
         )
         self._passkey_admitted(session, account_attempt, now)
-        known = self._known_device(session, login, client.device_token, now)
         outcome = self._complete(
             session,
             login,
@@ -223,12 +228,14 @@ class PasskeySignIn(GateCore):
 
     # -- the throttle: every call it gets from a passkey sign-in is here ------------------
 
-    def _passkey_attempt(self, parsed: AuthenticationCredential | None, client: Client) -> Attempt:
-        # Keyed by credential id, known before any query: the account is not known yet.
+    def _passkey_attempt(
+        self, parsed: AuthenticationCredential | None, client: Client, *, known_device: bool
+    ) -> Attempt:
+        # Keyed by credential id: the account is not proven until the signature is.
         key = _NO_CREDENTIAL
         if parsed is not None:
             key = "pk:" + hashlib.sha256(parsed.raw_id).hexdigest()[:40]
-        return Attempt(account=key, source=client.address)
+        return Attempt(account=key, source=client.address, known_device=known_device)
 
     def _passkey_admit(self, attempt: Attempt, now: datetime) -> None:
         verdict = self.throttle.check(attempt, now.timestamp())
