@@ -88,6 +88,13 @@ def base_url(passkey_app: tuple[str, Container]) -> str:
     return passkey_app[0]
 
 
+@pytest.fixture
+def browser_context_args(base_url: str) -> dict[str, Any]:
+    """This module's server. pytest-playwright computes its own once a session, with the
+    first module's server; asking for it here would fix it to ours for the other modules."""
+    return {"base_url": base_url}
+
+
 @pytest.fixture(autouse=True)
 def _quick_failures(page: Page) -> None:
     page.set_default_timeout(5_000)
