@@ -17,7 +17,7 @@ import pyotp
 import pytest
 import uvicorn
 from playwright.sync_api import Page, expect
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from tests.functional.test_console_browser import (  # noqa: F401 (the launch fixture)
     PASSWORD,
@@ -30,7 +30,7 @@ from tutela.app import create_app
 from tutela.container import Container
 from tutela.db import migrate
 from tutela.identity import breached
-from tutela.identity.models import Factor, FactorKind
+from tutela.identity.models import Factor, FactorKind, SignInSession
 from tutela.settings import Settings
 
 pytestmark = pytest.mark.browser
@@ -124,7 +124,8 @@ def test_a_passkey_alone_signs_in_with_no_email_or_password(
     page: Page, base_url: str, passkey_app: tuple[str, Container]
 ) -> None:
     """R5: Eva adds a passkey after signing in with her password and code; later, on the
-    same phone, one button signs her in: no email, no password, no code."""
+    same phone, one button signs her in: no email, no password, no code. The passkey also
+    confirms it is her before a dangerous change (step-up, C7)."""
     phone = a_phone_with_passkeys(page)
     sign_in(page, EVA_EMAIL, PASSWORD)
     page.get_by_label("Code").fill(pyotp.TOTP(EVA_TOTP).now())
@@ -151,6 +152,15 @@ def test_a_passkey_alone_signs_in_with_no_email_or_password(
             select(Factor).where(Factor.kind == FactorKind.WEBAUTHN, Factor.label == "Eva's phone")
         ).one()
         assert passkey.last_used_at is not None
+        # Ten minutes later, say: the sign-in no longer counts as a fresh step-up (C7).
+        session.execute(update(SignInSession).values(stepped_up_at=None))
+        session.commit()
+
+    page.goto("/account/security")
+    fresh = page.get_by_text("(done: valid for a few minutes)", exact=False)
+    expect(fresh).to_have_count(0)
+    page.get_by_role("button", name="Confirm with a passkey or security key").click()
+    expect(fresh).to_have_count(1)
 
 
 def test_without_a_passkey_the_page_says_so_and_keeps_the_password_form(

@@ -110,6 +110,31 @@
     form.submit();
   }
 
+  // Step-up (a fresh second factor before changing factors or the password) with one of
+  // this account's passkeys or security keys.
+  async function stepUp(button) {
+    var answer = await fetch("/api/v1/auth/step-up/options", { method: "POST" });
+    if (answer.status === 204) { say("stepup-error", "No passkey or security key is set up."); return; }
+    var body = await answer.json();
+    if (!answer.ok) { say("stepup-error", body.detail || "That did not work."); return; }
+    var options = body.options;
+    options.challenge = bytes(options.challenge);
+    (options.allowCredentials || []).forEach(function (c) { c.id = bytes(c.id); });
+    var got;
+    try {
+      got = await navigator.credentials.get({ publicKey: options });
+    } catch (e) {
+      say("stepup-error", "The passkey or security key did not answer."); return;
+    }
+    var sent = await fetch("/api/v1/auth/step-up", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ ceremony: body.ceremony, webauthn: JSON.parse(assertion(got)) })
+    });
+    if (!sent.ok) { say("stepup-error", (await sent.json()).detail || "That was not accepted."); return; }
+    window.location.assign("/account/security");
+  }
+
   document.addEventListener("click", function (event) {
     var target = event.target.closest("[data-webauthn]");
     if (!target) { return; }
@@ -117,6 +142,7 @@
     var action = target.dataset.webauthn;
     if (action === "register") { register(target); }
     else if (action === "passkey") { passkey(target); }
+    else if (action === "step-up") { stepUp(target); }
     else { authenticate(target); }
   });
 })();
