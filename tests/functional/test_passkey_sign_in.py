@@ -37,7 +37,8 @@ from tests.functional.test_staff import (  # noqa: F401 (the runner fixture)
     staff_add,
 )
 from tests.softauthn import SoftAuthenticator
-from tutela.container import Container
+from tutela.app import create_app
+from tutela.container import Container, build
 from tutela.core.clock import FakeClock
 from tutela.households.service import CreatedHome
 from tutela.identity.models import Factor, PasskeyCeremony
@@ -168,6 +169,23 @@ def test_a_replayed_challenge_is_refused(
     with container.stores.session() as session:
         used = session.scalars(select(PasskeyCeremony)).one()
         assert used.used_at is not None
+
+
+def test_a_challenge_is_single_use_across_processes(
+    client: TestClient, container: Container, home: CreatedHome
+) -> None:
+    """Another API process over the same database refuses an answer this one accepted:
+    the claim is in the database, not in a process's memory."""
+    _, key = customer_with_passkey(client, home)
+    signed_in(passkey_sign_in(client, key.get(passkey_options(client))))
+    assert isinstance(container.clock, FakeClock)
+    other = build(container.settings, clock=container.clock)
+    try:
+        with TestClient(create_app(container=other)) as elsewhere:
+            refused(passkey_sign_in(elsewhere, key.replay()), "passkey_challenge_expired")
+            signed_in(passkey_sign_in(elsewhere, key.get(passkey_options(client))))
+    finally:
+        other.close()
 
 
 def test_an_expired_challenge_is_refused(
