@@ -243,3 +243,30 @@ def test_without_the_budget_store_unknown_devices_get_503_and_known_devices_sign
     assert answer.json()["code"] == "service_unavailable"
     assert hasher.verifies == 0
     signed_in(sign_in(client, email, device=device))
+
+
+def test_the_console_says_sign_in_is_busy(
+    client: TestClient,
+    container: Container,
+    hasher: CountingHasher,
+    admission: MemoryAdmission,
+    unique: str,
+) -> None:
+    """A person on the console is told to try again in a few seconds, not that their
+    password failed."""
+    defend(container)
+    for _ in range(POLICY.burst):
+        assert admission.take(container.clock.now().timestamp()) == 0.0
+    browser = stranger(client, 1)
+    browser.get("/login")
+    page = browser.post(
+        "/login",
+        data={
+            "email": f"rae.{unique}@example.com",
+            "password": PASSWORD,
+            "csrf": browser.cookies["tutela_csrf"],
+        },
+    )
+    assert page.status_code == 429
+    assert "Sign-in is busy for a moment" in page.text
+    assert hasher.verifies == 0
