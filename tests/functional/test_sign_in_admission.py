@@ -42,7 +42,12 @@ from tutela.identity.passwords import PasswordHasher
 
 # Three hashes for unknown devices, then one every two seconds; three slots, one reserved.
 POLICY = AdmissionPolicy(
-    hashes_per_second=0.5, burst=3, slots=3, reserved_slots=1, slot_wait_seconds=0.0
+    hashes_per_second=0.5,
+    burst=3,
+    slots=3,
+    reserved_slots=1,
+    slot_wait_seconds=0.0,
+    favoured_wait_seconds=0.0,
 )
 
 

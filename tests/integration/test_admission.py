@@ -33,7 +33,12 @@ REDIS_REQUIRED = os.environ.get("TUTELA_TEST_REDIS", "") == "required"
 T0 = 1_700_000_000.0
 # Five hashes a second, ten at once after a quiet spell; no waiting for a slot.
 POLICY = AdmissionPolicy(
-    hashes_per_second=5.0, burst=10, slots=3, reserved_slots=1, slot_wait_seconds=0.0
+    hashes_per_second=5.0,
+    burst=10,
+    slots=3,
+    reserved_slots=1,
+    slot_wait_seconds=0.0,
+    favoured_wait_seconds=0.0,
 )
 
 
@@ -183,26 +188,32 @@ def test_reserved_slots_admit_known_devices_and_second_steps_while_new_devices_a
         pass
 
 
-def test_a_waiting_caller_gets_the_slot_given_back() -> None:
+def test_a_known_device_waits_for_a_slot_given_back_while_a_new_one_is_turned_away() -> None:
     admission = MemoryAdmission(
-        AdmissionPolicy(slots=2, reserved_slots=1, slot_wait_seconds=5.0, burst=1)
+        AdmissionPolicy(slots=2, reserved_slots=1, slot_wait_seconds=0.0, burst=1)
     )
-    released = threading.Event()
-    entered = threading.Event()
+    release = threading.Event()
+    holding = threading.Barrier(3)
 
-    def holder() -> None:
-        with admission.slot(Caller.NEW_DEVICE):
-            entered.set()
-            released.wait(5)
+    def holder(caller: Caller) -> None:
+        with admission.slot(caller):
+            holding.wait(5)
+            release.wait(5)
 
-    thread = threading.Thread(target=holder)
-    thread.start()
-    entered.wait(5)
-    timer = threading.Timer(0.1, released.set)
-    timer.start()
-    with admission.slot(Caller.NEW_DEVICE):  # waits for the holder, well within 5 s
+    threads = [
+        threading.Thread(target=holder, args=(c,)) for c in (Caller.NEW_DEVICE, Caller.KNOWN_DEVICE)
+    ]
+    for t in threads:
+        t.start()
+    holding.wait(5)  # every slot is taken
+    with pytest.raises(SignInBusy), admission.slot(Caller.NEW_DEVICE):
         pass
-    thread.join()
+    timer = threading.Timer(0.1, release.set)
+    timer.start()
+    with admission.slot(Caller.KNOWN_DEVICE):  # waits (up to 5 s) for a slot given back
+        pass
+    for t in threads:
+        t.join()
     timer.join()
 
 

@@ -58,14 +58,17 @@ class AdmissionPolicy:
     slots: int = 4
     reserved_slots: int = 1
     slot_wait_seconds: float = 0.5
+    # Known devices and second steps are not turned away after the short wait of unknown
+    # devices: they wait about as long as a person would for an answer.
+    favoured_wait_seconds: float = 5.0
 
     def __post_init__(self) -> None:
         if self.hashes_per_second <= 0 or self.burst < 1:
             raise ValueError("the hash budget needs a positive rate and a burst of at least 1")
         if not 0 <= self.reserved_slots < self.slots:
             raise ValueError("need 0 <= reserved_slots < slots: new devices need one slot")
-        if self.slot_wait_seconds < 0:
-            raise ValueError("slot_wait_seconds must not be negative")
+        if min(self.slot_wait_seconds, self.favoured_wait_seconds) < 0:
+            raise ValueError("slot waits must not be negative")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AdmissionPolicy:
@@ -112,7 +115,7 @@ def busy(retry_after: float) -> SignInBusy:
 
 class Argon2Slots:
     """This process's argon2 slots: `slots` at once, the last `reserved_slots` of them
-    only for known devices and second steps."""
+    only for known devices and second steps, which also wait longer for one."""
 
     def __init__(self, policy: AdmissionPolicy) -> None:
         self._policy = policy
@@ -127,11 +130,13 @@ class Argon2Slots:
 
     @contextmanager
     def hold(self, caller: Caller) -> Iterator[None]:
-        limit = self._policy.slots if caller.reserved_ok else self._ordinary
+        policy = self._policy
+        if caller.reserved_ok:
+            limit, wait = policy.slots, max(policy.slot_wait_seconds, policy.favoured_wait_seconds)
+        else:
+            limit, wait = self._ordinary, policy.slot_wait_seconds
         with self._ready:
-            if not self._ready.wait_for(
-                lambda: self._busy < limit, timeout=self._policy.slot_wait_seconds
-            ):
+            if not self._ready.wait_for(lambda: self._busy < limit, timeout=wait):
                 raise busy(1.0)
             self._busy += 1
         try:
