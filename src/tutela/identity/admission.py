@@ -1,4 +1,4 @@
-"""Admission to argon2id work: a global hash budget for unknown devices, and slots (R6, S2).
+"""Admission to argon2id work: a global hash budget for unknown devices, and slots (R6).
 
 Credential stuffing is paid for in password hashes. Once the throttle is in defended mode,
 attempts from devices Tutela has not seen share a global budget of hashes per second (a
@@ -92,7 +92,8 @@ class Admission(Protocol):
 
     def slot(self, caller: Caller) -> AbstractContextManager[None]:
         """Hold one of this process's argon2 slots while hashing; `SignInBusy` if the
-        slots `caller` may use stay taken for `slot_wait_seconds`."""
+        slots `caller` may use stay taken for its wait (`slot_wait_seconds` for a new
+        device, `favoured_wait_seconds` for the others)."""
         ...
 
 
@@ -123,11 +124,6 @@ class Argon2Slots:
         self._busy = 0
         self._ready = threading.Condition()
 
-    @property
-    def busy(self) -> int:
-        with self._ready:
-            return self._busy
-
     @contextmanager
     def hold(self, caller: Caller) -> Iterator[None]:
         policy = self._policy
@@ -151,7 +147,7 @@ class Argon2Slots:
 def _refill(policy: AdmissionPolicy, tokens: float, last: float, now: float) -> float:
     """The bucket's tokens at `now` (the Lua script below says the same)."""
     if now <= last:
-        return tokens  # a clock behind another process's adds nothing, takes nothing
+        return tokens  # a clock behind another process's refills nothing
     return min(float(policy.burst), tokens + (now - last) * policy.hashes_per_second)
 
 
