@@ -237,7 +237,10 @@ def test_settings_choose_the_store_and_the_numbers(redis_up: bool) -> None:
     )
     assert (policy.slots, policy.reserved_slots) == (8, 3)
     assert (policy.hashes_per_second, policy.burst) == (2.5, 4)
-    assert Settings(environment="test").hash_slots == 4  # argon2_max_concurrent's default
+    defaults = Settings(environment="test")
+    assert (defaults.hash_slots, defaults.reserved_hash_slots) == (4, 1)
+    # A single slot (an existing TUTELA_ARGON2_MAX_CONCURRENT=1) still starts: none reserved.
+    assert Settings(environment="test", argon2_max_concurrent=1).reserved_hash_slots == 0
 
 
 def test_settings_refuse_reserving_every_slot() -> None:

@@ -76,7 +76,7 @@ class AdmissionPolicy:
             hashes_per_second=settings.defended_hashes_per_second,
             burst=settings.defended_hash_burst,
             slots=settings.hash_slots,
-            reserved_slots=settings.argon2_reserved_slots,
+            reserved_slots=settings.reserved_hash_slots,
             slot_wait_seconds=settings.argon2_slot_wait_seconds,
         )
 
