@@ -19,6 +19,7 @@ from tutela.core.errors import (
     InvalidCredentials,
     NotAuthenticated,
     NotFound,
+    SignInBusy,
     TooManyAttempts,
 )
 from tutela.deps import (
@@ -153,6 +154,8 @@ def login(
             client=client_of(request, container.settings),
             now=container.clock.now(),
         )
+    except SignInBusy as exc:
+        return _login_page(request, settings, error=exc.detail, status=429)
     except TooManyAttempts:
         return _login_page(
             request,
