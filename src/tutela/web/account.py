@@ -15,6 +15,7 @@ from tutela.core.errors import NotAuthenticated, TutelaError
 from tutela.deps import AppContainer, DbSession, client_of, signed_in
 from tutela.identity import factors, password_rules
 from tutela.identity import service as sessions
+from tutela.identity.key_uri import grouped_key, qr_svg
 from tutela.identity.models import SessionStage
 from tutela.identity.owners import email_of
 from tutela.identity.service import AnyPrincipal
@@ -130,7 +131,15 @@ def begin_totp(request: Request, session: DbSession, container: AppContainer) ->
             now=now,
         )
         session.commit()
-        return _page(request, session, container, principal, totp=enrolment)
+        return _page(
+            request,
+            session,
+            container,
+            principal,
+            totp=enrolment,
+            totp_qr=qr_svg(enrolment.provisioning_uri),
+            totp_key=grouped_key(enrolment.secret),
+        )
 
     return _guarded(request, session, container, act)
 
