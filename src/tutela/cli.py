@@ -30,30 +30,24 @@ def _settings() -> Settings:
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            help="Addresses to listen on, comma-separated; localhost means 127.0.0.1 and ::1 "
+            "[default: TUTELA_HOST, localhost]."
+        ),
+    ] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
     workers: Annotated[int | None, typer.Option(help="API processes.")] = None,
 ) -> None:
-    """Serve the API and the console."""
-    import uvicorn  # noqa: PLC0415
-
+    """Serve the API and the console, by default at http://localhost:8000 (127.0.0.1 and
+    ::1), where passkeys work: browsers refuse an IP address as WebAuthn's RP id."""
     from tutela.logging import configure  # noqa: PLC0415
+    from tutela.serving import serve as run  # noqa: PLC0415
 
     settings = _settings()
     configure(settings.log_level)
-    uvicorn.run(
-        "tutela.app:serve_app",
-        factory=True,
-        host=host or settings.host,
-        port=port or settings.port,
-        workers=workers or settings.api_workers,
-        access_log=False,
-        log_config=None,
-        server_header=False,
-        # X-Forwarded-For only from the proxies named in settings, never by default.
-        proxy_headers=bool(settings.trusted_proxies),
-        forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
-    )
+    run(settings, host=host, port=port, workers=workers)
 
 
 @app.command()

@@ -52,7 +52,8 @@
       })
     });
     if (!sent.ok) { say("webauthn-error", (await sent.json()).detail || "No passkey was added."); return; }
-    window.location.assign("/account/security");
+    // Back to the page that asked: the customers' or the employees' security page.
+    window.location.assign(button.dataset.next || "/account/security");
   }
 
   async function authenticate(button) {
