@@ -77,6 +77,9 @@ def qr_svg(uri: str) -> str:
         code.svg_inline(
             scale=QR_SCALE,
             border=QR_BORDER,
+            # A viewBox instead of a fixed size: the page sets the size and the whole
+            # code, quiet zone included, scales into it.
+            omitsize=True,
             title=QR_TITLE,
             svgclass="qr",
             lineclass=None,
