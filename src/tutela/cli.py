@@ -244,19 +244,28 @@ def demo(
         build_demo,
         demo_exists,
     )
+    from tutela.demo_staff import ensure_demo_staff  # noqa: PLC0415
 
-    container = build(_settings())
+    settings = _settings()
+    container = build(settings)
     try:
         if if_empty and demo_exists(container):
             typer.echo("The demo homes are already there.")
         else:
             build_demo(container, households=households, seed=seed)
+        ensure_demo_staff(container)
     finally:
         container.close()
+    console = settings.public_url.rstrip("/")
     typer.echo("Demo sign-ins (password for all: " + DEMO_PASSWORD + "):")
+    typer.echo(f"  at {console}/login")
     typer.echo("  parent@demo.tutela.test   a parent of two children, with cameras; its second")
     typer.echo(f"                            factor is the authenticator key {DEMO_TOTP_SECRET}")
     typer.echo("  parent2@demo.tutela.test  the other parent of the same home")
+    typer.echo(f"  at {console}/staff/login (employees; a second factor is set up at the first")
+    typer.echo("  sign-in, R4)")
+    typer.echo("  support@demo.tutela.test  support: adds an authenticator app from its QR code")
+    typer.echo("  privacy@demo.tutela.test  privacy officer: must add a passkey or security key")
 
 
 @staff_app.command("add")
