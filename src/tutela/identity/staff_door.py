@@ -7,7 +7,9 @@ used to hear "The email or password is not right." and nothing more. Now, once t
 password is verified, they hear where to go instead; until then the answer, and the work
 behind it, are what an unknown email gets:
 
-- one argon2id verification either way (the employee's hash instead of the dummy one);
+- the same work either way: the employee's row and throttle state are looked up for every
+  email that is no customer's, and one argon2id verification is made (the employee's
+  hash instead of the dummy one);
 - a wrong password counts on the employee's own throttle key, so guesses through either
   door add up to S2's 100 consecutive failures;
 - an employee whose password may no longer be checked from an unknown device (S2), who is
@@ -46,12 +48,14 @@ def refuse_employee(
     """Return when `email` is no employee's; otherwise raise: `UseStaffSignIn` when the
     password is right, the usual `InvalidCredentials` when it is not."""
     login = gate._login(session, email, staff=True, now=now)
-    if login is None:
-        return
     attempt = Attempt(
         account=gate._account_key(email, staff=True, now=now), source=source, known_device=False
     )
+    # Asked for every email that is no customer's, an employee's or not: the time an
+    # answer takes must not tell an employee's email from an unknown one.
     verdict = gate.throttle.check(attempt, now.timestamp())
+    if login is None:
+        return
     checkable = verdict.allowed and not verdict.password_locked
     ok = gate.hasher.verify(
         login.password_hash if checkable else None, password_rules.normalise(password)
