@@ -20,6 +20,7 @@ import pyotp
 import pytest
 import uvicorn
 from playwright.sync_api import Page, expect
+from sqlalchemy import update
 
 from tests.functional.test_console_browser import (  # noqa: F401 (fixtures)
     _quick_failures,
@@ -30,6 +31,7 @@ from tutela.app import create_app
 from tutela.container import Container
 from tutela.db import migrate
 from tutela.identity import breached
+from tutela.identity.models import SignInSession
 from tutela.identity.staff import add_staff
 from tutela.settings import Settings
 
@@ -47,6 +49,7 @@ class Staff:
     support_password: str
     door: str
     door_password: str
+    container: Container
 
 
 def _employee(container: Container, email: str, role: str) -> str:
@@ -94,6 +97,7 @@ def staff_console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
         support_password=_employee(container, "sam@operator.example", "support"),
         door="eve@operator.example",
         door_password=_employee(container, "eve@operator.example", "support"),
+        container=container,
     )
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
@@ -181,6 +185,16 @@ def test_a_privacy_officer_enrols_a_passkey_at_localhost_and_signs_in_with_it(
     expect(page).to_have_url(f"{base_url}/staff/security")
     expect(page.get_by_role("row").filter(has_text="Work laptop")).to_have_count(1)
 
+    # Step-up (C7) with the passkey once the sign-in's confirmation is stale: an account
+    # whose only factor is a passkey has no code to type.
+    with staff.container.stores.session() as s:
+        s.execute(update(SignInSession).values(stepped_up_at=None))
+        s.commit()
+    page.reload()
+    expect(page.get_by_label("Authenticator or recovery code")).to_have_count(0)
+    page.get_by_role("button", name="Confirm with your passkey or security key").click()
+    expect(page.get_by_text("(done: valid for a few minutes)")).to_be_visible()
+
 
 def test_a_support_employee_adds_an_authenticator_from_its_qr_code_and_signs_in(
     page: Page, base_url: str, staff: Staff
@@ -201,7 +215,7 @@ def test_a_support_employee_adds_an_authenticator_from_its_qr_code_and_signs_in(
     totp = pyotp.TOTP(key.replace(" ", ""))
     assert pyotp.parse_uri(uri).secret == totp.secret
     page.get_by_label("Code shown by the app").fill(totp.now())
-    page.get_by_role("button", name="Confirm").click()
+    page.get_by_role("button", name="Confirm", exact=True).click()
     expect(page.get_by_role("status")).to_have_text(
         "Authenticator app added. Save your recovery codes."
     )
