@@ -49,15 +49,18 @@ def _port_free_on_both() -> int:
 
 
 @contextmanager
-def _serve(env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
+def _serve(
+    env: dict[str, str], port: int, *, workers: int = 1
+) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tutela", "serve", "--port", str(port)],
+        [sys.executable, "-m", "tutela", "serve", "--port", str(port), "--workers", str(workers)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
     try:
-        for _ in range(100):
+        # Worker processes are spawned and import the app: allow for a loaded machine.
+        for _ in range(300):
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
                     break
@@ -71,7 +74,7 @@ def _serve(env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
         yield proc
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        proc.wait(timeout=30)
 
 
 @pytest.fixture
@@ -92,11 +95,13 @@ def test_the_defaults_are_localhost_so_passkeys_can_work(
     assert settings.origin == "http://localhost:8000"
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_serve_answers_at_localhost_and_both_loopback_addresses(
-    served_env: dict[str, str],
+    served_env: dict[str, str], workers: int
 ) -> None:
+    """Every worker process serves every address (the sockets are shared)."""
     port = _port_free_on_both()
-    with _serve(served_env, port) as proc:
+    with _serve(served_env, port, workers=workers) as proc:
         for base in (f"http://localhost:{port}", f"http://127.0.0.1:{port}"):
             r = httpx.get(base + "/login")
             assert r.status_code == 200, base
@@ -104,7 +109,7 @@ def test_serve_answers_at_localhost_and_both_loopback_addresses(
         if _has_ipv6_loopback():
             assert httpx.get(f"http://[::1]:{port}/healthz").status_code == 200
         proc.terminate()
-        proc.wait(timeout=10)
+        proc.wait(timeout=30)
         assert proc.stderr is not None
         # The default relying-party id is a host name: no warning about it.
         assert "IP address" not in proc.stderr.read().decode()
@@ -117,7 +122,7 @@ def test_serve_warns_when_the_relying_party_id_is_an_ip_address(
     env = {**served_env, "TUTELA_PUBLIC_URL": f"http://127.0.0.1:{port}"}
     with _serve(env, port) as proc:
         proc.terminate()
-        proc.wait(timeout=10)
+        proc.wait(timeout=30)
         assert proc.stderr is not None
         err = proc.stderr.read().decode()
     assert "relying-party id 127.0.0.1 is an IP address" in err
