@@ -140,8 +140,9 @@ def test_support_employee_enrols_an_authenticator_and_signs_in_with_it(
     assert "Support" in home.text
     assert 'href="/staff/security"' in home.text
     assert "Coming here" in home.text
-    # An employee session is no customer's: the household console is closed to it.
-    assert client.get("/", follow_redirects=False).headers["location"] == "/login"
+    # An employee session is no customer's: the household console sends it to its own.
+    assert client.get("/", follow_redirects=False).headers["location"] == "/staff"
+    assert client.get(f"{API}/me").json()["code"] == "customer_session_required"
 
     out = client.post("/staff/logout", follow_redirects=False)
     assert out.headers["location"] == "/staff/login"

@@ -276,8 +276,10 @@ def logout(request: Request, session: DbSession, container: AppContainer) -> Res
 def home(request: Request, session: DbSession, container: AppContainer) -> Response:
     try:
         principal = current_principal(request, session, container)
-    except NotAuthenticated:
-        return RedirectResponse("/login", status_code=303)
+    except NotAuthenticated as exc:
+        # An employee's session has its own console.
+        staff = exc.code == "customer_session_required"
+        return RedirectResponse("/staff" if staff else "/login", status_code=303)
     except Forbidden:  # enrol a factor or change the password first
         return RedirectResponse("/account/security", status_code=303)
     reader = current_reader(principal, session)
