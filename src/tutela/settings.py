@@ -50,7 +50,10 @@ class Settings(BaseSettings):
         description="Addresses whose X-Forwarded-For is believed; everyone else's is ignored.",
     )
 
-    host: str = "127.0.0.1"
+    host: str = Field(
+        default="localhost",
+        description="Addresses to serve, comma-separated; localhost: 127.0.0.1 and ::1.",
+    )
     port: int = 8000
     api_workers: int = 1
 
@@ -82,7 +85,9 @@ class Settings(BaseSettings):
     # Sign-in defences (R4-R7, S1-S5). Throttle state is shared through Redis when set.
     redis_url: str | None = Field(default=None, description="redis://host:port/db for throttles.")
     public_url: str = Field(
-        default="http://127.0.0.1:8000", description="Base of links in emails; WebAuthn origin."
+        default="http://localhost:8000",
+        description="Base of links in emails; WebAuthn origin. A host name, not an IP "
+        "address: browsers refuse an address as WebAuthn's relying-party id.",
     )
     webauthn_rp_id: str | None = Field(default=None, description="Default: public_url's host.")
     webauthn_rp_name: str = "Tutela"

@@ -57,6 +57,7 @@ from tutela.identity.models import (
 )
 from tutela.identity.signup import SignUp
 from tutela.identity.staff import ENROLMENT_WINDOW
+from tutela.identity.staff_door import refuse_employee
 from tutela.identity.throttle import Attempt
 from tutela.notices.service import NoticeKind, enqueue
 
@@ -118,6 +119,11 @@ class Gate(InSession, SignUp):
                 session.commit()
                 refused.notices_queued = True
             raise refused
+        if login is None and not staff:
+            # An employee's email at the customers' door: see identity/staff_door.py.
+            refuse_employee(
+                self, session, email=email, password=password, source=client.address, now=now
+            )
         password = password_rules.normalise(password)
         with self.admission.slot(Caller.NEW_DEVICE if known is None else Caller.KNOWN_DEVICE):
             ok = self.hasher.verify(login.password_hash if login else None, password)
