@@ -35,6 +35,7 @@ from tutela.web.account import router as account_router
 from tutela.web.privacy import router as privacy_router
 from tutela.web.routes import router as web_router
 from tutela.web.routes import static_files
+from tutela.web.staff import router as staff_console_router
 
 log = logging.getLogger("tutela.http")
 MEDIA_PATH = "/api/v1/ingest/media"
@@ -346,6 +347,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         web_router,
         account_router,
         privacy_router,
+        staff_console_router,
     ):
         app.include_router(router)
     app.mount("/static", static_files(), name="static")

@@ -159,7 +159,7 @@ def test_a_passkey_alone_signs_in_with_no_email_or_password(
     page.goto("/account/security")
     fresh = page.get_by_text("(done: valid for a few minutes)", exact=False)
     expect(fresh).to_have_count(0)
-    page.get_by_role("button", name="Confirm with a passkey or security key").click()
+    page.get_by_role("button", name="Confirm with your passkey or security key").click()
     expect(fresh).to_have_count(1)
 
 

@@ -17,22 +17,8 @@
     if (out) { out.textContent = message; out.hidden = false; }
   }
 
-  function assertion(got) {
-    return JSON.stringify({
-      id: got.id,
-      rawId: text(got.rawId),
-      type: got.type,
-      response: {
-        clientDataJSON: text(got.response.clientDataJSON),
-        authenticatorData: text(got.response.authenticatorData),
-        signature: text(got.response.signature),
-        userHandle: got.response.userHandle ? text(got.response.userHandle) : null
-      },
-      clientExtensionResults: got.getClientExtensionResults()
-    });
-  }
-
   async function register(button) {
+    // A passkey signs in on its own; a security key (the default) follows the password.
     var kind = button.dataset.kind || "security_key";
     var answer = await fetch("/api/v1/factors/webauthn/options", {
       method: "POST",
@@ -72,7 +58,8 @@
       })
     });
     if (!sent.ok) { say("webauthn-error", (await sent.json()).detail || "No passkey was added."); return; }
-    window.location.assign("/account/security");
+    // Back to the page that asked: the customers' or the employees' security page.
+    window.location.assign(button.dataset.next || "/account/security");
   }
 
   async function authenticate(button) {
@@ -86,8 +73,47 @@
       say("webauthn-error", "The security key did not answer."); return;
     }
     var form = document.getElementById("webauthn-form");
-    form.elements.webauthn.value = assertion(got);
+    form.elements.webauthn.value = JSON.stringify(assertion(got));
     form.submit();
+  }
+
+  function assertion(got) {
+    return {
+      id: got.id,
+      rawId: text(got.rawId),
+      type: got.type,
+      response: {
+        clientDataJSON: text(got.response.clientDataJSON),
+        authenticatorData: text(got.response.authenticatorData),
+        signature: text(got.response.signature),
+        userHandle: got.response.userHandle ? text(got.response.userHandle) : null
+      },
+      clientExtensionResults: got.getClientExtensionResults()
+    };
+  }
+
+  // Step-up (C7) with a passkey: for accounts whose only factor is one, such as the
+  // employees whose role requires WebAuthn (R4).
+  async function stepUp(button) {
+    var started = await fetch("/api/v1/auth/step-up/options", { method: "POST" });
+    if (started.status !== 200) { say("stepup-error", "No passkey or security key to confirm with."); return; }
+    var body = await started.json();
+    var options = body.options;
+    options.challenge = bytes(options.challenge);
+    (options.allowCredentials || []).forEach(function (c) { c.id = bytes(c.id); });
+    var got;
+    try {
+      got = await navigator.credentials.get({ publicKey: options });
+    } catch (e) {
+      say("stepup-error", "The security key did not answer."); return;
+    }
+    var sent = await fetch("/api/v1/auth/step-up", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ ceremony: body.ceremony, webauthn: assertion(got) })
+    });
+    if (!sent.ok) { say("stepup-error", (await sent.json()).detail || "That did not confirm it is you."); return; }
+    window.location.assign(button.dataset.next || "/account/security");
   }
 
   // Usernameless: fresh options with no credential list, so the browser offers whichever
@@ -106,43 +132,18 @@
       say("webauthn-error", "No passkey answered. Sign in with your email and password instead."); return;
     }
     var form = document.getElementById("passkey-form");
-    form.elements.credential.value = assertion(got);
+    form.elements.credential.value = JSON.stringify(assertion(got));
     form.submit();
-  }
-
-  // Step-up (a fresh second factor before changing factors or the password) with one of
-  // this account's passkeys or security keys.
-  async function stepUp(button) {
-    var answer = await fetch("/api/v1/auth/step-up/options", { method: "POST" });
-    if (answer.status === 204) { say("stepup-error", "No passkey or security key is set up."); return; }
-    var body = await answer.json();
-    if (!answer.ok) { say("stepup-error", body.detail || "That did not work."); return; }
-    var options = body.options;
-    options.challenge = bytes(options.challenge);
-    (options.allowCredentials || []).forEach(function (c) { c.id = bytes(c.id); });
-    var got;
-    try {
-      got = await navigator.credentials.get({ publicKey: options });
-    } catch (e) {
-      say("stepup-error", "The passkey or security key did not answer."); return;
-    }
-    var sent = await fetch("/api/v1/auth/step-up", {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ ceremony: body.ceremony, webauthn: JSON.parse(assertion(got)) })
-    });
-    if (!sent.ok) { say("stepup-error", (await sent.json()).detail || "That was not accepted."); return; }
-    window.location.assign("/account/security");
   }
 
   document.addEventListener("click", function (event) {
     var target = event.target.closest("[data-webauthn]");
     if (!target) { return; }
     event.preventDefault();
-    var action = target.dataset.webauthn;
-    if (action === "register") { register(target); }
-    else if (action === "passkey") { passkey(target); }
-    else if (action === "step-up") { stepUp(target); }
+    var kind = target.dataset.webauthn;
+    if (kind === "register") { register(target); }
+    else if (kind === "passkey") { passkey(target); }
+    else if (kind === "step-up") { stepUp(target); }
     else { authenticate(target); }
   });
 })();
