@@ -122,6 +122,13 @@ def base_url(staff_console: tuple[str, Staff]) -> str:
     return staff_console[0]
 
 
+@pytest.fixture
+def browser_context_args(base_url: str) -> dict[str, Any]:
+    """This module's server. pytest-playwright computes its own once a session, with the
+    first module's server; asking for it here would fix it to ours for the other modules."""
+    return {"base_url": base_url}
+
+
 @pytest.fixture(scope="session")
 def staff(staff_console: tuple[str, Staff]) -> Staff:
     return staff_console[1]
