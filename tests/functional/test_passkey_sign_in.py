@@ -378,3 +378,34 @@ def test_the_console_signs_in_with_a_passkey_same_origin_only(
     assert done.status_code == 303
     assert done.headers["location"] == "/"
     assert "tutela_session" in done.cookies
+
+
+def test_an_employee_signs_in_on_the_staff_console_with_a_passkey(
+    runner: CliRunner,  # noqa: F811
+    client: TestClient,
+    home: CreatedHome,
+    unique: str,
+) -> None:
+    """R4: the staff sign-in page's passkey button; a customer's passkey is refused there."""
+    email = f"oli.{unique}@operator.example"
+    initial = staff_add(runner, email, "privacy_officer")
+    headers = signed_in(sign_in(client, email, initial, staff=True), "enrol")
+    staff_key = passkey_authenticator()
+    assert add_passkey(client, staff_key, headers).status_code == 201
+    change_password(client, headers, initial)
+
+    done = client.post(
+        "/staff/login/passkey",
+        data={"credential": json.dumps(staff_key.get(passkey_options(client, staff=True)))},
+        follow_redirects=False,
+    )
+    assert done.status_code == 303, done.text
+    assert done.headers["location"] == "/staff"
+    _, customer_key = customer_with_passkey(client, home)
+    page = client.post(
+        "/staff/login/passkey",
+        data={"credential": json.dumps(customer_key.get(passkey_options(client, staff=True)))},
+        follow_redirects=False,
+    )
+    assert page.status_code == 401
+    assert "This passkey was not accepted." in page.text
