@@ -50,6 +50,15 @@ class Settings(BaseSettings):
         description="Addresses whose X-Forwarded-For is believed; everyone else's is ignored.",
     )
 
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names answered besides localhost, loopback and public_url's host.",
+    )
+    host_check: bool | None = Field(
+        default=None,
+        description="Refuse requests for other Host names (400); default: on in production.",
+    )
+
     host: str = "127.0.0.1"
     port: int = 8000
     api_workers: int = 1
@@ -181,6 +190,10 @@ class Settings(BaseSettings):
         from urllib.parse import urlsplit  # noqa: PLC0415
 
         return self.webauthn_rp_id or urlsplit(self.public_url).hostname or "localhost"
+
+    @property
+    def checks_host(self) -> bool:
+        return self.environment == "production" if self.host_check is None else self.host_check
 
     @property
     def origin(self) -> str:
