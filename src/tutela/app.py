@@ -72,6 +72,7 @@ def problem(
 
 OUTBOX_PUMP_SECONDS = 30.0
 CLIENT_CLOSED = 499
+BODY_CUT_OFF = "tutela.body_cut_off"
 
 
 async def _outbox_pump(container: Container) -> None:
@@ -139,8 +140,9 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def client_gone(request: Request, exc: ClientDisconnect) -> Response:
         # The client left mid-body: nothing of ours failed, and nobody reads an answer.
         # 499 ("client closed request", as nginx logs it) keeps it apart from our errors.
-        route = getattr(request.scope.get("route"), "path", "(no route)")
-        log.info("client disconnected before its request was read, route=%s", route)
+        if not request.scope.get(BODY_CUT_OFF):  # else BodyLimit answers 413 and logs it
+            route = getattr(request.scope.get("route"), "path", "(no route)")
+            log.info("client disconnected before its request was read, route=%s", route)
         return Response(status_code=CLIENT_CLOSED)
 
     @app.exception_handler(RedisError)
@@ -270,6 +272,7 @@ class BodyLimit:
                 if received > limit:
                     # Cut the route off as if the client had gone; the 413 is ours to send.
                     too_large = True
+                    scope[BODY_CUT_OFF] = True
                     return {"type": "http.disconnect"}
             return message
 

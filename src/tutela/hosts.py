@@ -72,7 +72,7 @@ class HostCheck:
         self.refuse = refuse
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in {"http", "websocket"}:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         host = next((v for k, v in scope.get("headers", []) if k == b"host"), b"")

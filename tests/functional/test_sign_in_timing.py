@@ -1,8 +1,9 @@
 """Whether an account exists does not show in how long a failed sign-in takes (S4).
 
 A wrong password for a real account and any password for an unknown email must cost the
-same work (one argon2id verification, against a dummy hash for the unknown one) and get
-the same answer. Measured through the HTTP API on SQLite only, to keep the run short.
+same work (one argon2id verification, against a dummy hash for the unknown one, and the
+same queries) and get the same answer. End to end with the real hash on SQLite only, to
+keep the run short; without the hash, and statement by statement, on both stores.
 """
 
 from __future__ import annotations

@@ -51,9 +51,12 @@ class Upload:
         return int(start["status"])  # type: ignore[call-overload]
 
 
-def run_upload(container: Container, home: CreatedHome, upload: Upload, token: str) -> None:
+def run_upload(
+    container: Container, home: CreatedHome, upload: Upload, token: str, *, declared: bool = True
+) -> None:
     app = create_app(container=container)
     length = sum(len(c) for c in upload.chunks)
+    declared_length = [(b"content-length", str(length).encode())] if declared else []
     query = urlencode(
         {"profile_id": str(home.child_profiles[0]), "kind": "voice", "captured_at": past(container)}
     )
@@ -73,7 +76,7 @@ def run_upload(container: Container, home: CreatedHome, upload: Upload, token: s
             (b"host", b"testserver"),
             (b"authorization", f"Bearer {token}".encode()),
             (b"content-type", b"audio/wav"),
-            (b"content-length", str(length).encode()),
+            *declared_length,
         ],
     }
     # A thread of its own: the browser tests may leave an event loop on this one.
@@ -122,4 +125,19 @@ def test_a_client_leaving_mid_body_is_logged_as_a_disconnect_not_an_error(
     assert not any(" 500 " in m or "Traceback" in m for m in messages), messages
     assert any("client disconnected" in m for m in messages), messages
     assert any("POST /api/v1/ingest/media 499" in m for m in messages), messages
+    assert stored(container) == before
+
+
+def test_a_stream_cut_off_for_its_size_is_logged_as_a_413_not_a_disconnect(
+    container: Container, home: CreatedHome, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = stored(container)
+    limit = container.settings.max_upload_bytes
+    upload = Upload(chunks_of(wav_bytes(0.1) + bytes(limit + CHUNK)))
+    with caplog.at_level(logging.INFO):
+        run_upload(container, home, upload, device_token(home, container, "voice"), declared=False)
+    messages = [r.getMessage() for r in caplog.records]
+    assert upload.status == 413
+    assert any("POST /api/v1/ingest/media 413" in m for m in messages), messages
+    assert not any("disconnected" in m or " 499 " in m for m in messages), messages
     assert stored(container) == before
