@@ -14,16 +14,18 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from redis.exceptions import RedisError
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tutela import __version__
 from tutela.container import Container, build
 from tutela.core.errors import TutelaError
 from tutela.erasure.api import router as erasure_router
+from tutela.hosts import HostCheck, answered_hosts, relative_redirects
 from tutela.households.api import router as households_router
 from tutela.identity.api import router as identity_router
 from tutela.retention.api import router as retention_router
@@ -70,6 +72,8 @@ def problem(
 
 
 OUTBOX_PUMP_SECONDS = 30.0
+CLIENT_CLOSED = 499
+BODY_CUT_OFF = "tutela.body_cut_off"
 
 
 async def _outbox_pump(container: Container) -> None:
@@ -133,6 +137,15 @@ def _add_error_handlers(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else "Request refused."
         return problem(exc.status_code, code, detail, detail, request.url.path)
 
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, exc: ClientDisconnect) -> Response:
+        # The client left mid-body: nothing of ours failed, and nobody reads an answer.
+        # 499 ("client closed request", as nginx logs it) keeps it apart from our errors.
+        if not request.scope.get(BODY_CUT_OFF):  # else BodyLimit answers 413 and logs it
+            route = getattr(request.scope.get("route"), "path", "(no route)")
+            log.info("client disconnected before its request was read, route=%s", route)
+        return Response(status_code=CLIENT_CLOSED)
+
     @app.exception_handler(RedisError)
     async def throttle_store_down(request: Request, exc: RedisError) -> JSONResponse:
         # Sign-in never runs unthrottled: without its shared counters it waits (R6).
@@ -191,6 +204,7 @@ class RequestLog:
             return
         started = time.perf_counter()
         status = 500
+        send = relative_redirects(scope, send)
         # The interactive API docs load Swagger UI's scripts; every other page loads only ours.
         extra = [h for h in SECURITY_HEADERS if scope["path"] != "/api/docs" or h[0] != CSP]
         if not scope["path"].startswith("/static/"):
@@ -259,6 +273,7 @@ class BodyLimit:
                 if received > limit:
                     # Cut the route off as if the client had gone; the 413 is ours to send.
                     too_large = True
+                    scope[BODY_CUT_OFF] = True
                     return {"type": "http.disconnect"}
             return message
 
@@ -329,6 +344,9 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     app.add_middleware(
         BodyLimit, limit=settings.max_json_bytes, media_limit=settings.max_upload_bytes
     )
+    if settings.checks_host:
+        hosts = answered_hosts(settings.public_url, settings.allowed_hosts)
+        app.add_middleware(HostCheck, hosts=hosts, refuse=problem)
     app.add_middleware(RequestLog, https=settings.cookie_secure)
 
     @app.get("/healthz", include_in_schema=False)

@@ -54,6 +54,14 @@ class Settings(BaseSettings):
         default="localhost",
         description="Addresses to serve, comma-separated; localhost: 127.0.0.1 and ::1.",
     )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names answered besides localhost, loopback and public_url's host.",
+    )
+    host_check: bool | None = Field(
+        default=None,
+        description="Refuse requests for other Host names (400); default: on in production.",
+    )
     port: int = 8000
     api_workers: int = 1
 
@@ -215,6 +223,10 @@ class Settings(BaseSettings):
         from urllib.parse import urlsplit  # noqa: PLC0415
 
         return self.webauthn_rp_id or urlsplit(self.public_url).hostname or "localhost"
+
+    @property
+    def checks_host(self) -> bool:
+        return self.environment == "production" if self.host_check is None else self.host_check
 
     @property
     def origin(self) -> str:

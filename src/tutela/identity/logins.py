@@ -127,17 +127,29 @@ class GateCore:
                 must_change=member.password_must_change,
                 staff=member,
             )
-        account = households.find_account(session, self.keys, email=email, now=now)
-        if account is None:
+        # One query whether or not the account exists, so the database time of a wrong
+        # password does not tell a real account from an unknown email (S4).
+        found = session.execute(
+            select(Account, PasswordCredential)
+            .join(
+                Profile,
+                (Profile.household_id == Account.household_id) & (Profile.id == Account.profile_id),
+            )
+            .join(
+                PasswordCredential,
+                (PasswordCredential.household_id == Account.household_id)
+                & (PasswordCredential.account_id == Account.id),
+            )
+            .where(
+                Account.email_index.in_(households.email_indexes(self.keys, email, now=now)),
+                # Being erased (account closure, C10): it signs in no more, and answers
+                # like an unknown account.
+                Profile.state == ProfileState.ACTIVE,
+            )
+        ).first()
+        if found is None:
             return None
-        profile = session.get(Profile, (account.household_id, account.profile_id))
-        if profile is None or profile.state != ProfileState.ACTIVE:
-            # Being erased (account closure, C10): it signs in no more, and answers like
-            # an unknown account.
-            return None
-        credential = session.get(PasswordCredential, (account.household_id, account.id))
-        if credential is None:
-            return None
+        account, credential = found
         return Login(
             owner=Owner.account(account.household_id, account.id, account.profile_id),
             password_hash=credential.hash,

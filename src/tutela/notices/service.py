@@ -31,6 +31,7 @@ from tutela.core.errors import IntegrityFailure, KeyUnavailable
 from tutela.core.ids import uuid7
 from tutela.db.engine import Stores
 from tutela.identity.owners import Owner, email_of, owner_of_row
+from tutela.notices.devices import describe_device
 from tutela.notices.erased import ERASED, erased
 from tutela.notices.mail import Mailer, build_message
 from tutela.notices.models import OutboxMessage
@@ -320,7 +321,7 @@ def render(kind: NoticeKind, params: Mapping[str, str], settings: Settings) -> t
     lines = [template.happened.format(**fill), ""]
     lines.append(f"  When:    {_display_time(params['at'])}")
     if params.get("device"):
-        lines.append(f"  Device:  {_clean(params['device'])}")
+        lines.append(f"  Device:  {describe_device(params['device'])}")
     if params.get("address"):
         lines.append(f"  Address: {_clean(params['address'])}")
     lines += ["", _advice(template.advice, settings), ""]
@@ -404,6 +405,9 @@ def enqueue(
     `about_profile_id` names the profile of the owner's household that the notice speaks
     of, when it is not the owner's own: erasing that profile erases the notice (A5).
     """
+    if "device" in params:
+        # Only the description is kept, never the client's own User-Agent text.
+        params = {**params, "device": describe_device(params["device"])}
     _check_params(kind, owner, params)
     message_id = uuid7()
     about = about_profile_id if owner is not None else None
