@@ -17,12 +17,18 @@ from tutela.core.errors import (
     InvalidInput,
     NotAuthenticated,
     StepUpRequired,
-    TooManyAttempts,
 )
 from tutela.core.ids import uuid7
 from tutela.identity import factors, password_rules
 from tutela.identity import service as sessions
-from tutela.identity.logins import CHALLENGE_PREFIX, MAX_STEP_UP_FAILURES, Client, Login, row_owned
+from tutela.identity.logins import (
+    CHALLENGE_PREFIX,
+    MAX_STEP_UP_FAILURES,
+    Client,
+    Login,
+    row_owned,
+    too_many,
+)
 from tutela.identity.models import (
     ChallengePurpose,
     KnownDevice,
@@ -52,10 +58,7 @@ class InSession(SecondStep):
         )
         verdict = self.throttle.check(attempt, now.timestamp())
         if not verdict.allowed:
-            raise TooManyAttempts(
-                "Too many failed attempts. Wait a little and try again.",
-                retry_after=round(verdict.retry_after, 1),
-            )
+            raise too_many(verdict.retry_after, "failed attempts")
         if verdict.account_failures >= self.throttle_max_failures:
             raise Forbidden(
                 "Too many failed attempts on this account; sign in again.",

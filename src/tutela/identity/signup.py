@@ -7,12 +7,9 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from tutela.core.errors import (
-    TooManyAttempts,
-)
 from tutela.households import service as households
 from tutela.identity import password_rules
-from tutela.identity.logins import Client, GateCore
+from tutela.identity.logins import Client, GateCore, too_many
 from tutela.identity.owners import Owner
 from tutela.identity.throttle import Attempt
 from tutela.notices.service import NoticeKind, enqueue
@@ -52,10 +49,7 @@ class SignUp(GateCore):
         )
         verdict = self.throttle.check(attempt, now.timestamp())
         if not verdict.allowed:
-            raise TooManyAttempts(
-                "Too many attempts from your network. Wait a little and try again.",
-                retry_after=round(verdict.retry_after, 1),
-            )
+            raise too_many(verdict.retry_after, "attempts")
         password_hash = self.hasher.hash(normalised)
         existing = households.find_account(session, self.keys, email=address, now=now)
         if existing is not None:
