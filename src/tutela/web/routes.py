@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import secrets
 import uuid
 from pathlib import Path
@@ -70,6 +71,14 @@ def _login_page(
         secure=settings.cookie_secure,
         path="/",
     )
+    return response
+
+
+def throttled_page(request: Request, settings: Settings, refused: TooManyAttempts) -> Response:
+    """The sign-in page saying how long to wait (429 with Retry-After); the door sends it too."""
+    response = _login_page(request, settings, error=refused.detail, status=429)
+    retry_after = float(refused.extra.get("retry_after", 1))
+    response.headers["retry-after"] = str(max(1, math.ceil(retry_after)))
     return response
 
 
@@ -153,13 +162,8 @@ def login(
             client=client_of(request, container.settings),
             now=container.clock.now(),
         )
-    except TooManyAttempts:
-        return _login_page(
-            request,
-            settings,
-            error="Too many failed sign-ins from your network. Wait a little and try again.",
-            status=429,
-        )
+    except TooManyAttempts as refused:
+        return throttled_page(request, settings, refused)
     except NotAuthenticated as exc:
         return _login_page(request, settings, error=exc.detail, status=401)
     finally:
@@ -201,6 +205,8 @@ def login_factor(
             client=client_of(request, container.settings),
             now=container.clock.now(),
         )
+    except TooManyAttempts as refused:
+        return throttled_page(request, container.settings, refused)
     except InvalidCredentials:
         return templates.TemplateResponse(
             request,
@@ -240,6 +246,8 @@ def login_link(
             client=client_of(request, container.settings),
             now=container.clock.now(),
         )
+    except TooManyAttempts as refused:
+        return throttled_page(request, container.settings, refused)
     except NotAuthenticated as exc:
         return _login_page(request, container.settings, error=exc.detail, status=401)
     background.add_task(container.deliver_notices)
