@@ -15,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from tests.factories import PASSWORD
 from tests.functional.conftest import owner_email
 from tests.functional.test_sign_in_api import (
     API,
@@ -215,3 +216,124 @@ def test_a_used_or_wrong_link_counts_as_a_failure(
     assert slowed.status_code == 429
     assert int(slowed.headers["retry-after"]) >= 1
     assert account_failures(container, holder.email) == before + 1
+
+
+# --- sign-out can forget the device ("this is a shared computer") --------------------------
+
+
+def password_holder(client: TestClient, home: CreatedHome) -> tuple[str, dict[str, str], str]:
+    """The home's owner signed in with a password: (email, headers, device token)."""
+    email = owner_email(home)
+    r = sign_in(client, email)
+    return email, signed_in(r), str(r.json()["device_token"])
+
+
+def test_signing_out_of_the_api_can_forget_the_device(
+    client: TestClient, container: Container, home: CreatedHome
+) -> None:
+    email, headers, device = password_holder(client, home)
+    kept = client.delete(f"{API}/auth/token", headers=headers)
+    assert kept.status_code == 204
+    assert known_devices(container) == 1  # a plain sign-out keeps the device
+
+    again = sign_in(client, email, device=device)
+    assert again.json()["device_token"] is None  # still the same, known device
+    ended = client.delete(
+        f"{API}/auth/token",
+        params={"forget_device": "true"},
+        headers={**signed_in(again), "x-tutela-device": device},
+    )
+    assert ended.status_code == 204
+    assert known_devices(container) == 0
+    assert sign_in(client, email, device=device).json()["device_token"] is not None
+
+
+def test_forgetting_leaves_another_accounts_device_alone(
+    client: TestClient, container: Container, home: CreatedHome, other_home: CreatedHome
+) -> None:
+    _, mine, _ = password_holder(client, home)
+    _, _, theirs = password_holder(client, other_home)
+    r = client.delete(
+        f"{API}/auth/token",
+        params={"forget_device": "true"},
+        headers={**mine, "x-tutela-device": theirs},
+    )
+    assert r.status_code == 204
+    assert known_devices(container) == 2
+
+
+def test_ending_all_sessions_forgets_every_known_device(
+    client: TestClient, container: Container, home: CreatedHome
+) -> None:
+    email, _, _ = password_holder(client, home)
+    password_holder(client, home)
+    mine = signed_in(sign_in(client, email))
+    assert known_devices(container) == 3
+
+    r = client.post(f"{API}/sessions/end-others", headers=mine)
+    assert r.status_code == 200
+    assert known_devices(container) == 0
+
+
+def console_sign_in(client: TestClient, email: str) -> None:
+    page = client.get("/login")
+    csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    r = client.post(
+        "/login",
+        data={"email": email, "password": PASSWORD, "csrf": csrf},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303, r.text
+
+
+def test_the_console_signs_out_of_a_shared_computer(
+    client: TestClient, container: Container, home: CreatedHome
+) -> None:
+    console_sign_in(client, owner_email(home))
+    assert client.cookies.get("tutela_device")
+    assert 'name="forget_device"' in client.get("/").text
+    assert "This is a shared computer" in client.get("/").text
+
+    r = client.post(
+        "/logout",
+        data={"forget_device": "1"},
+        headers={"origin": "http://testserver"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303
+    assert known_devices(container) == 0
+    assert not client.cookies.get("tutela_device")
+    assert client.get("/", follow_redirects=False).status_code == 303  # signed out
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"origin": "https://evil.example"},
+        {"referer": "https://evil.example/page"},
+        {"sec-fetch-site": "cross-site"},
+    ],
+)
+def test_a_cross_site_form_cannot_sign_the_console_out(
+    client: TestClient, container: Container, home: CreatedHome, headers: dict[str, str]
+) -> None:
+    console_sign_in(client, owner_email(home))
+    r = client.post("/logout", data={"forget_device": "1"}, headers=headers)
+    assert r.status_code == 403
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["code"] == "cross_site_request"
+    assert known_devices(container) == 1
+    assert client.get("/", follow_redirects=False).status_code == 200  # still signed in
+
+
+def test_the_console_sign_out_accepts_the_public_url_as_origin(
+    client: TestClient, container: Container, home: CreatedHome
+) -> None:
+    console_sign_in(client, owner_email(home))
+    r = client.post(
+        "/logout",
+        headers={"referer": container.settings.origin + "/"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303
+    assert known_devices(container) == 1  # not asked to forget it

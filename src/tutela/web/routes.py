@@ -255,17 +255,35 @@ def login_link(
 
 
 @router.post("/logout")
-def logout(request: Request, session: DbSession, container: AppContainer) -> Response:
+def logout(
+    request: Request,
+    session: DbSession,
+    container: AppContainer,
+    forget_device: Annotated[str, Form(max_length=10)] = "",
+) -> Response:
+    """Sign out; "This is a shared computer" forgets this browser's known device too.
+    Same-origin only: a cross-site form must not sign people out (403)."""
+    settings = container.settings
+    check_same_origin(request, settings)
+    device = request.cookies.get(cookie_name(DEVICE_COOKIE, settings)) if forget_device else None
     with contextlib.suppress(NotAuthenticated):
         identity.sign_out(
-            session, principal=signed_in(request, session, container), now=container.clock.now()
+            session,
+            principal=signed_in(request, session, container),
+            now=container.clock.now(),
+            forget_device=device,
         )
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(
-        cookie_name(SESSION_COOKIE, container.settings),
-        secure=container.settings.cookie_secure,
-        httponly=True,
+        cookie_name(SESSION_COOKIE, settings), secure=settings.cookie_secure, httponly=True
     )
+    if forget_device:
+        response.delete_cookie(
+            cookie_name(DEVICE_COOKIE, settings),
+            secure=settings.cookie_secure,
+            httponly=True,
+            samesite="strict",
+        )
     return response
 
 
