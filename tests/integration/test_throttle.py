@@ -683,3 +683,36 @@ def test_the_wait_is_said_in_seconds_or_minutes() -> None:
     assert wait_text(42.3) == "Try again in 43 seconds."
     assert wait_text(900) == "Try again in 15 minutes."
     assert wait_text(3 * 3600) == "Try again in 3 hours."
+
+
+class CountingRedis(redis.Redis):
+    """A client that counts the commands it sends (each is one round trip here)."""
+
+    sent = 0
+
+    def execute_command(self, *args: object, **options: object) -> object:
+        self.sent += 1
+        return super().execute_command(*args, **options)
+
+
+def test_the_door_and_begin_each_cost_one_redis_round_trip(redis_up: bool) -> None:
+    """R6: a refusal before routing costs one Redis call, and so does checking with
+    reserving (`begin`); releasing costs one too."""
+    if not redis_up:
+        pytest.skip("Redis is not reachable")
+    client = CountingRedis.from_url(REDIS_URL)
+    prefix = f"tutela:test:{uuid.uuid4().hex}:"
+    t = RedisThrottle(client, QUIET, prefix=prefix)
+    attempt = Attempt(ALICE, "198.51.100.170")
+    for call in (
+        partial(t.source_wait, "198.51.100.170", T0),  # the first call loads the script
+        partial(t.begin, attempt, T0),
+        partial(t.release, attempt, T0),
+    ):
+        call()
+        client.sent = 0
+        call()
+        assert client.sent == 1, call
+    for key in client.scan_iter(match=prefix + "*"):
+        client.delete(key)
+    client.close()
