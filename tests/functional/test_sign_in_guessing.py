@@ -33,7 +33,8 @@ from tutela.container import Container
 from tutela.core.clock import FakeClock
 from tutela.households.service import CreatedHome
 from tutela.identity.logins import KNOWN_DEVICE_MAX_FAILURES, MAX_FACTOR_TRIES
-from tutela.identity.models import KnownDevice
+from tutela.identity.models import KnownDevice, SessionKind
+from tutela.identity.signin import Client
 from tutela.identity.throttle import LINK_AFTER, Attempt
 
 
@@ -337,3 +338,32 @@ def test_the_console_sign_out_accepts_the_public_url_as_origin(
     )
     assert r.status_code == 303
     assert known_devices(container) == 1  # not asked to forget it
+
+
+# --- checking and recording as one step -------------------------------------------------------
+
+
+def test_an_attempt_that_fails_midway_leaves_no_reservation_behind(
+    container: Container, home: CreatedHome, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An attempt that ends without a verdict (here the hash raises) releases its slot:
+    it neither counts as a failure nor keeps slowing its source (S2, S4)."""
+    email = owner_email(home)
+
+    def broken(stored: str | None, password: str) -> bool:
+        raise RuntimeError("hasher down")
+
+    monkeypatch.setattr(container.hasher, "verify", broken)
+    client = Client(address="203.0.113.90")
+    for _ in range(container.settings.signin_source_free_failures + 3):
+        with container.stores.session() as s, pytest.raises(RuntimeError):
+            container.gate.sign_in(
+                s,
+                email=email,
+                password=PASSWORD,
+                kind=SessionKind.API,
+                client=client,
+                now=container.clock.now(),
+            )
+    assert account_failures(container, email) == 0
+    assert container.throttle.source_wait("203.0.113.90", container.clock.now().timestamp()) == 0
