@@ -8,7 +8,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -19,15 +19,19 @@ from redis.exceptions import RedisError
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.requests import Request as StarletteRequest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tutela import __version__
 from tutela.container import Container, build
-from tutela.core.errors import TutelaError
+from tutela.core.errors import TooManyAttempts, TutelaError
+from tutela.deps import DEVICE_COOKIE, cookie_name
 from tutela.erasure.api import router as erasure_router
 from tutela.hosts import HostCheck, answered_hosts, relative_redirects
 from tutela.households.api import router as households_router
 from tutela.identity.api import router as identity_router
+from tutela.identity.door import SignInDoor
+from tutela.identity.logins import too_many
 from tutela.retention.api import router as retention_router
 from tutela.settings import Settings
 from tutela.vault.api import ingest as ingest_router
@@ -35,8 +39,9 @@ from tutela.vault.api import items as items_router
 from tutela.web.account import router as account_router
 from tutela.web.privacy import router as privacy_router
 from tutela.web.routes import router as web_router
-from tutela.web.routes import static_files
+from tutela.web.routes import static_files, throttled_page
 from tutela.web.staff import router as staff_console_router
+from tutela.web.staff import staff_throttled_page
 
 log = logging.getLogger("tutela.http")
 MEDIA_PATH = "/api/v1/ingest/media"
@@ -69,6 +74,25 @@ def problem(
     if "retry_after" in extra:  # RFC 9110 §10.2.3
         headers["retry-after"] = str(max(1, math.ceil(float(extra["retry_after"]))))
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def problem_of(exc: TutelaError, path: str) -> JSONResponse:
+    """The problem+json answer to one of Tutela's errors (RFC 9457)."""
+    return problem(exc.status, exc.code, exc.title, exc.detail, path, **exc.extra)
+
+
+def _door_refusal(settings: Settings) -> Callable[[Scope, float], Response]:
+    """What the sign-in door answers: exactly what the route answers to the same refusal."""
+
+    def refuse(scope: Scope, wait: float) -> Response:
+        refused: TooManyAttempts = too_many(wait)
+        if scope["path"].startswith("/api/"):
+            return problem_of(refused, scope["path"])
+        if scope["path"].startswith("/staff/"):
+            return staff_throttled_page(StarletteRequest(scope), settings, refused)
+        return throttled_page(StarletteRequest(scope), settings, refused)
+
+    return refuse
 
 
 OUTBOX_PUMP_SECONDS = 30.0
@@ -107,9 +131,7 @@ async def _embedded_worker(container: Container) -> None:
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(TutelaError)
     async def tutela_error(request: Request, exc: TutelaError) -> JSONResponse:
-        response = problem(
-            exc.status, exc.code, exc.title, exc.detail, request.url.path, **exc.extra
-        )
+        response = problem_of(exc, request.url.path)
         if exc.notices_queued:
             # A refused sign-in can still have queued a link or a notice: send it now.
             response.background = BackgroundTask(request.app.state.container.deliver_notices)
@@ -341,6 +363,14 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     app.state.container = container or build(settings)
     _add_error_handlers(app)
 
+    # Innermost of the three: refused sign-ins are still logged and carry the headers.
+    app.add_middleware(
+        SignInDoor,
+        throttle=app.state.container.throttle,
+        clock=app.state.container.clock,
+        refuse=_door_refusal(settings),
+        device_cookie=cookie_name(DEVICE_COOKIE, settings),
+    )
     app.add_middleware(
         BodyLimit, limit=settings.max_json_bytes, media_limit=settings.max_upload_bytes
     )

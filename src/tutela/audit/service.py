@@ -24,6 +24,7 @@ class AuditTag(StrEnum):
     SECOND_FACTOR_FAILURE = "identity:factor:failure"
     SIGN_IN_LINK_SENT = "identity:login:link-sent"
     NEW_DEVICE_SIGN_IN = "identity:login:new-device"
+    KNOWN_DEVICE_FORGOTTEN = "identity:device:forget"
     FACTOR_ADDED = "identity:factor:add"
     FACTOR_REMOVED = "identity:factor:remove"
     RECOVERY_CODES_ISSUED = "identity:recovery-codes:issue"
