@@ -91,6 +91,7 @@ async def _embedded_worker(container: Container) -> None:
             await asyncio.to_thread(wakeup.wait, container.settings.embedded_worker_poll_seconds)
             report = await asyncio.to_thread(container.erasure_pass)
             await asyncio.to_thread(container.retention_pass)
+            await asyncio.to_thread(container.recovery_pass)
             await asyncio.to_thread(container.key_epoch_pass)
             if report.progressed:
                 wakeup.local()  # more may be due already: look again at once
