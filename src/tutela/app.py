@@ -26,12 +26,14 @@ from tutela.core.errors import TutelaError
 from tutela.erasure.api import router as erasure_router
 from tutela.households.api import router as households_router
 from tutela.identity.api import router as identity_router
+from tutela.identity.recovery_api import router as recovery_router
 from tutela.retention.api import router as retention_router
 from tutela.settings import Settings
 from tutela.vault.api import ingest as ingest_router
 from tutela.vault.api import items as items_router
 from tutela.web.account import router as account_router
 from tutela.web.privacy import router as privacy_router
+from tutela.web.recovery import router as console_recovery_router
 from tutela.web.routes import router as web_router
 from tutela.web.routes import static_files
 
@@ -337,6 +339,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
 
     for router in (
         identity_router,
+        recovery_router,
         households_router,
         ingest_router,
         items_router,
@@ -345,6 +348,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         web_router,
         account_router,
         privacy_router,
+        console_recovery_router,
     ):
         app.include_router(router)
     app.mount("/static", static_files(), name="static")
