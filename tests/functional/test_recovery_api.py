@@ -7,6 +7,7 @@ import re
 import threading
 from datetime import datetime, timedelta
 
+import pyotp
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
@@ -166,7 +167,7 @@ def test_requests_are_throttled_like_sign_in_for_any_address(
 
 def with_totp(
     client: TestClient, container: Container, email: str
-) -> tuple[object, dict[str, str]]:
+) -> tuple[pyotp.TOTP, dict[str, str]]:
     headers = sign_in(client, email)
     step_up(client, headers, password=PASSWORD)
     totp, _ = add_totp(client, container, headers)
@@ -189,7 +190,7 @@ def test_with_a_factor_the_right_code_resets_at_once(
     token = recovery_token(client, container, email)
     opened = client.post(f"{API}/start", json={"token": token}).json()
     assert opened["factor_required"] is True and "totp" in opened["factors"]
-    assert complete(client, token, code=next_code(container, totp))["http"] == 200  # type: ignore[arg-type]
+    assert complete(client, token, code=next_code(container, totp))["http"] == 200
     r = client.post("/api/v1/auth/token", json={"email": email, "password": NEW_PASSWORD})
     assert r.status_code == 202 and r.json()["status"] == "second_factor_required"
 
@@ -201,17 +202,17 @@ def test_a_wrong_code_counts_for_the_account_and_the_link_dies(
     totp, _ = with_totp(client, container, email)
     token = recovery_token(client, container, email)
     before = account_failures(container, email)
-    wrong = complete(client, token, code=wrong_code(container, totp))  # type: ignore[arg-type]
+    wrong = complete(client, token, code=wrong_code(container, totp))
     assert wrong["http"] == 401 and wrong["code"] == "invalid_second_factor"
     assert account_failures(container, email) == before + 1  # S2
     assert mails(container, to=email, subject="Someone entered your Tutela password")  # S4
     # From other networks, so that only the link's own limit is seen.
     for n in range(MAX_FACTOR_TRIES - 1):
         elsewhere = from_source(client, f"198.51.{n}.7")
-        complete(elsewhere, token, code=wrong_code(container, totp))  # type: ignore[arg-type]
+        complete(elsewhere, token, code=wrong_code(container, totp))
     assert account_failures(container, email) == before + MAX_FACTOR_TRIES
     elsewhere = from_source(client, "198.51.99.7")
-    last = complete(elsewhere, token, code=next_code(container, totp))  # type: ignore[arg-type]
+    last = complete(elsewhere, token, code=next_code(container, totp))
     assert last["http"] == 410 and last["code"] == "recovery_link_used"
     assert password_works(elsewhere, email, PASSWORD) == 202
 
