@@ -11,7 +11,9 @@ import pyotp
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
+from typer.testing import CliRunner
 
+from tests.conftest import use_home
 from tests.factories import PASSWORD
 from tests.functional.conftest import owner_email, sign_in
 from tests.functional.test_sign_in_api import (
@@ -23,6 +25,7 @@ from tests.functional.test_sign_in_api import (
     step_up,
     wrong_code,
 )
+from tests.functional.test_staff import staff_add
 from tutela.container import Container
 from tutela.core.clock import FakeClock
 from tutela.households.service import CreatedHome
@@ -326,3 +329,23 @@ def test_simultaneous_requests_send_one_email(
             .where(OutboxMessage.kind == NoticeKind.PASSWORD_RESET_LINK)
         )
     assert (links, queued) == (1, 1)
+
+
+@pytest.fixture
+def runner(container: Container, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    """The CLI, pointed at the stores and the key file of `container`."""
+    use_home(monkeypatch, container.settings.home)
+    monkeypatch.setenv("TUTELA_DATABASE_URL", container.settings.main_url)
+    monkeypatch.setenv("TUTELA_KEYSTORE_URL", container.settings.keys_url)
+    return CliRunner()
+
+
+def test_an_employee_address_gets_the_same_answer_and_no_email(
+    client: TestClient, container: Container, runner: CliRunner, unique: str
+) -> None:
+    """Employees have no self-service recovery (R4): their security team resets them."""
+    email = f"sam.{unique}@operator.example"
+    staff_add(runner, email, "support")
+    sent_before = len(mails(container, to=email))
+    assert ask(client, email) == ask(client, "nobody-" + email)
+    assert len(mails(container, to=email)) == sent_before
