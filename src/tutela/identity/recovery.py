@@ -1,9 +1,10 @@
 """Account recovery ("forgot password") for customers (R5, R6, S1, S2, S4).
 
-1. **Request** (`request`): throttled like a sign-in, per source and network; every request
-   counts, whether or not the address has an account, and the answer is the same. An
-   account gets an emailed single-use link that expires (`TUTELA_RECOVERY_LINK_MINUTES`),
-   at most one per `TUTELA_RECOVERY_EMAIL_MINUTES`: the check and the insert hold the
+1. **Request** (`admit`, then `send_link` after the answer): throttled like a sign-in,
+   per source and network; every request counts, whether or not the address has an
+   account, and the answer is the same, in the same time. An account gets an emailed
+   single-use link that expires (`TUTELA_RECOVERY_LINK_MINUTES`), at most one per
+   `TUTELA_RECOVERY_EMAIL_MINUTES`: the check and the insert hold the
    account's lock (an advisory lock on PostgreSQL, the write lock on SQLite), so two
    simultaneous requests cannot send two emails.
 2. **Open** (`start`): says whether a second factor is needed.
@@ -92,10 +93,14 @@ class Recovery:
     # -- 1. request ----------------------------------------------------------------------
 
     def request(self, session: Session, *, email: str, client: Client, now: datetime) -> bool:
-        """Email a recovery link if `email` has an account; True if a notice was queued.
+        """`admit`, then `send_link`, in one go; True if a link was queued."""
+        self.admit(session, email=email, client=client, now=now)
+        return self.send_link(session, email=email, client=client, now=now)
 
-        The caller answers the same whatever this returns (never reveal an account).
-        """
+    def admit(self, session: Session, *, email: str, client: Client, now: datetime) -> None:
+        """The throttle, before anything is looked up: every request counts against its
+        source and network, whatever the address, so its answer says nothing about
+        accounts. Raises TooManyAttempts (429) when the source is slowed down."""
         gate = self.gate
         index = gate._account_key(email, staff=False, now=now).partition(":")[2]
         attempt = Attempt(account="r:" + index, source=client.address)
@@ -106,11 +111,16 @@ class Recovery:
                 "Too many requests from your network. Wait a little and try again.",
                 retry_after=round(verdict.retry_after, 1),
             )
-        # Every request counts against its source, so the throttle answers the same for
-        # addresses with and without an account.
         if gate.throttle.record_failure(attempt, ts):
             gate._defended_alert(session, now=now)
-        login = gate._login(session, email, staff=False, now=now)
+            session.commit()
+
+    def send_link(self, session: Session, *, email: str, client: Client, now: datetime) -> bool:
+        """Email a recovery link if `email` has a customer account; True if one was queued.
+
+        The caller answers the same whatever this returns (never reveal an account).
+        """
+        login = self.gate._login(session, email, staff=False, now=now)
         owner = login.owner if login is not None else None
         record(
             session,
@@ -139,6 +149,20 @@ class Recovery:
         self._send(session, owner, client=client, now=now)
         session.commit()
         return True
+
+    def send_link_later(
+        self, *, email: str, client: Client, now: datetime, deliver: Callable[[], object]
+    ) -> None:
+        """`send_link` after the answer has gone out, in a session of its own: the answer
+        then takes the same time whether or not the address has an account. Never raises."""
+        try:
+            with self.open_session() as session:
+                queued = self.send_link(session, email=email, client=client, now=now)
+        except Exception as exc:
+            log.warning("recovery link not queued: %s", type(exc).__name__)
+            return
+        if queued:
+            deliver()
 
     def _lock_account(self, session: Session, owner: Owner) -> None:
         """Held until commit: one request per account at a time checks and inserts."""

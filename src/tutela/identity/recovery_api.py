@@ -63,13 +63,15 @@ def request_recovery(
 ) -> JSONResponse:
     """Email a single-use recovery link. Always 202 with the same body: whether the address
     has an account is never revealed. Throttled like sign-in (429 with Retry-After)."""
-    container.recovery.request(
-        session,
+    client, now = client_of(request, container.settings), container.clock.now()
+    container.recovery.admit(session, email=payload.email, client=client, now=now)
+    background.add_task(
+        container.recovery.send_link_later,
         email=payload.email,
-        client=client_of(request, container.settings),
-        now=container.clock.now(),
+        client=client,
+        now=now,
+        deliver=container.deliver_notices,
     )
-    background.add_task(container.deliver_notices)
     return JSONResponse(ACCEPTED, status_code=202, headers=NO_STORE)
 
 

@@ -53,16 +53,18 @@ def forgot(
 ) -> Response:
     """The same page whether or not the address has an account."""
     check_same_origin(request)
+    client, now = client_of(request, container.settings), container.clock.now()
     try:
-        container.recovery.request(
-            session,
-            email=email,
-            client=client_of(request, container.settings),
-            now=container.clock.now(),
-        )
+        container.recovery.admit(session, email=email, client=client, now=now)
     except TooManyAttempts as exc:
         return _page(request, "forgot.html", 429, error=_wait_words(exc))
-    background.add_task(container.deliver_notices)
+    background.add_task(
+        container.recovery.send_link_later,
+        email=email,
+        client=client,
+        now=now,
+        deliver=container.deliver_notices,
+    )
     return _page(request, "forgot_sent.html", 202, minutes=container.settings.recovery_link_minutes)
 
 
