@@ -3,6 +3,7 @@ expires, never revealing an account, never skipping a second factor."""
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from datetime import datetime, timedelta
@@ -17,7 +18,9 @@ from tests.conftest import use_home
 from tests.factories import PASSWORD
 from tests.functional.conftest import owner_email, sign_in
 from tests.functional.test_sign_in_api import (
+    add_security_key,
     add_totp,
+    authenticator,
     body,
     from_source,
     mails,
@@ -69,7 +72,7 @@ def recovery_token(client: TestClient, container: Container, email: str) -> str:
     return token_from(container, email, SUBJECT_RESET, RECOVER_LINK)
 
 
-def complete(client: TestClient, token: str, **extra: str) -> dict[str, object]:
+def complete(client: TestClient, token: str, **extra: object) -> dict[str, object]:
     r = client.post(f"{API}/complete", json={"token": token, "new_password": NEW_PASSWORD, **extra})
     return {**r.json(), "http": r.status_code}
 
@@ -349,3 +352,21 @@ def test_an_employee_address_gets_the_same_answer_and_no_email(
     sent_before = len(mails(container, to=email))
     assert ask(client, email) == ask(client, "nobody-" + email)
     assert len(mails(container, to=email)) == sent_before
+
+
+def test_a_passkey_recovers_at_once(
+    client: TestClient, container: Container, home: CreatedHome
+) -> None:
+    email = owner_email(home)
+    headers = sign_in(client, email)
+    step_up(client, headers, password=PASSWORD)
+    key = authenticator(container)
+    add_security_key(client, key, headers)
+    token = recovery_token(client, container, email)
+    opened = client.post(f"{API}/start", json={"token": token}).json()
+    assert opened["factor_required"] is True and opened["webauthn"] is not None
+    forged = key.get(json.dumps(opened["webauthn"]), origin="https://evil.example")
+    assert complete(client, token, webauthn=forged)["http"] == 401
+    proof = key.get(json.dumps(opened["webauthn"]))
+    assert complete(client, token, webauthn=proof)["http"] == 200
+    assert client.get("/api/v1/sessions", headers=headers).status_code == 401

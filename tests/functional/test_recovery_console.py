@@ -3,13 +3,15 @@ pages, the waiting reset an owner sees and cancels."""
 
 from __future__ import annotations
 
+import html
+import json
 from datetime import timedelta
 
 import pyotp
 from fastapi.testclient import TestClient
 
 from tests.factories import PASSWORD
-from tests.functional.conftest import owner_email
+from tests.functional.conftest import owner_email, sign_in
 from tests.functional.test_console_privacy import console_sign_in
 from tests.functional.test_recovery_api import (
     CANCEL_LINK,
@@ -22,7 +24,7 @@ from tests.functional.test_recovery_api import (
     token_from,
     with_totp,
 )
-from tests.functional.test_sign_in_api import mails
+from tests.functional.test_sign_in_api import add_security_key, authenticator, mails, step_up
 from tutela.container import Container
 from tutela.households.service import CreatedHome
 
@@ -164,3 +166,28 @@ def test_cross_site_forms_are_refused(client: TestClient, home: CreatedHome) -> 
     ):
         r = client.post(path, data=data, headers=cross)
         assert r.status_code == 403, path
+
+
+def test_a_passkey_in_the_console_recovers_at_once(
+    client: TestClient, container: Container, home: CreatedHome
+) -> None:
+    email = owner_email(home)
+    headers = sign_in(client, email)
+    step_up(client, headers, password=PASSWORD)
+    key = authenticator(container)
+    add_security_key(client, key, headers)
+    forgot(client, email)
+    token = token_from(container, email, SUBJECT_RESET, RECOVER_LINK)
+    form = open_link(client, token)
+    assert 'data-webauthn="get"' in form and 'src="/static/webauthn.js"' in form
+    garbled = client.post(
+        "/recover", data={"token": token, "new_password": NEW_PASSWORD, "webauthn": "{"}
+    )
+    assert garbled.status_code == 401 and "That code is not right" in garbled.text
+    # The page shown again carries a fresh challenge: the browser answers that one.
+    options = html.unescape(garbled.text.split('data-options="', 1)[1].split('"', 1)[0])
+    proof = json.dumps(key.get(options))
+    done = client.post(
+        "/recover", data={"token": token, "new_password": NEW_PASSWORD, "webauthn": proof}
+    )
+    assert done.status_code == 200 and "Your password was changed" in done.text

@@ -160,7 +160,8 @@ class Recovery(RecoveryRequests):
             new_password, email=email, breaches=gate.breaches.within(session)
         )
         has_factor = factors.has_second_factor(session, owner)
-        presented = bool(code or recovery_code or webauthn)
+        # Anything presented is checked: a malformed proof is a wrong one, not none.
+        presented = any(proof is not None for proof in (code, recovery_code, webauthn))
         if has_factor and not presented:
             return self._wait(session, row, owner, normalised, client=client, now=now)
         if has_factor:

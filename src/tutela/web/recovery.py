@@ -7,6 +7,7 @@ emailed links carry their token in the URL fragment, which no server or log sees
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Annotated, Any
 
@@ -92,6 +93,7 @@ def _form(
         factor_required=opened.factor_required,
         recovery_codes="recovery_code" in opened.factors,
         delay_days=opened.delay_days,
+        webauthn=opened.webauthn_options,
         guidance=password_rules.GUIDANCE,
         error=error,
     )
@@ -125,11 +127,21 @@ def recover(
     token: Annotated[str, Form(max_length=200)],
     new_password: Annotated[str, Form(max_length=1024)],
     code: Annotated[str, Form(max_length=40)] = "",
+    webauthn: Annotated[str, Form(max_length=20_000)] = "",
 ) -> Response:
+    """The new password, with a code, a recovery code or a passkey's assertion (made by
+    `static/webauthn.js`) when the account has a second factor."""
     check_same_origin(request)
     background.add_task(container.deliver_notices)
     cleaned = code.strip().replace(" ", "")
     is_totp = cleaned.isdigit() and len(cleaned) == 6
+    assertion: dict[str, Any] | None = None
+    if webauthn:
+        try:
+            parsed = json.loads(webauthn)
+        except ValueError:
+            parsed = None
+        assertion = parsed if isinstance(parsed, dict) else {}
     now = container.clock.now()
     try:
         outcome = container.recovery.complete(
@@ -138,7 +150,7 @@ def recover(
             new_password=new_password,
             code=cleaned if is_totp else None,
             recovery_code=cleaned if cleaned and not is_totp else None,
-            webauthn=None,
+            webauthn=assertion,
             client=client_of(request, container.settings),
             now=now,
         )
