@@ -36,6 +36,7 @@ from tutela.web.privacy import router as privacy_router
 from tutela.web.recovery import router as console_recovery_router
 from tutela.web.routes import router as web_router
 from tutela.web.routes import static_files
+from tutela.web.staff import router as staff_console_router
 
 log = logging.getLogger("tutela.http")
 MEDIA_PATH = "/api/v1/ingest/media"
@@ -348,6 +349,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         web_router,
         account_router,
         privacy_router,
+        staff_console_router,
         console_recovery_router,
     ):
         app.include_router(router)

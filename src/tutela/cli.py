@@ -30,30 +30,24 @@ def _settings() -> Settings:
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            help="Addresses to listen on, comma-separated; localhost means 127.0.0.1 and ::1 "
+            "[default: TUTELA_HOST, localhost]."
+        ),
+    ] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
     workers: Annotated[int | None, typer.Option(help="API processes.")] = None,
 ) -> None:
-    """Serve the API and the console."""
-    import uvicorn  # noqa: PLC0415
-
+    """Serve the API and the console, by default at http://localhost:8000 (127.0.0.1 and
+    ::1), where passkeys work: browsers refuse an IP address as WebAuthn's RP id."""
     from tutela.logging import configure  # noqa: PLC0415
+    from tutela.serving import serve as run  # noqa: PLC0415
 
     settings = _settings()
     configure(settings.log_level)
-    uvicorn.run(
-        "tutela.app:serve_app",
-        factory=True,
-        host=host or settings.host,
-        port=port or settings.port,
-        workers=workers or settings.api_workers,
-        access_log=False,
-        log_config=None,
-        server_header=False,
-        # X-Forwarded-For only from the proxies named in settings, never by default.
-        proxy_headers=bool(settings.trusted_proxies),
-        forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
-    )
+    run(settings, host=host, port=port, workers=workers)
 
 
 @app.command()
@@ -252,19 +246,28 @@ def demo(
         build_demo,
         demo_exists,
     )
+    from tutela.demo_staff import ensure_demo_staff  # noqa: PLC0415
 
-    container = build(_settings())
+    settings = _settings()
+    container = build(settings)
     try:
         if if_empty and demo_exists(container):
             typer.echo("The demo homes are already there.")
         else:
             build_demo(container, households=households, seed=seed)
+        ensure_demo_staff(container)
     finally:
         container.close()
+    console = settings.public_url.rstrip("/")
     typer.echo("Demo sign-ins (password for all: " + DEMO_PASSWORD + "):")
+    typer.echo(f"  at {console}/login")
     typer.echo("  parent@demo.tutela.test   a parent of two children, with cameras; its second")
     typer.echo(f"                            factor is the authenticator key {DEMO_TOTP_SECRET}")
     typer.echo("  parent2@demo.tutela.test  the other parent of the same home")
+    typer.echo(f"  at {console}/staff/login (employees; a second factor is set up at the first")
+    typer.echo("  sign-in, R4)")
+    typer.echo("  support@demo.tutela.test  support: adds an authenticator app from its QR code")
+    typer.echo("  privacy@demo.tutela.test  privacy officer: must add a passkey or security key")
 
 
 @staff_app.command("add")

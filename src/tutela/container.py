@@ -15,6 +15,7 @@ from tutela.audit.service import AuditTag, record
 from tutela.core.clock import Clock, SystemClock
 from tutela.db.engine import Stores, open_stores
 from tutela.erasure.engine import ErasureEngine, Report
+from tutela.identity.admission import Admission, make_admission
 from tutela.identity.breached import BreachChecker, SqlRangeStore
 from tutela.identity.passwords import PasswordHasher
 from tutela.identity.recovery import Recovery
@@ -43,6 +44,7 @@ class Container:
     hasher: PasswordHasher
     clock: Clock
     throttle: Throttle
+    admission: Admission
     breaches: BreachChecker
     mailer: Mailer
     notices: OutboxNotices = field(init=False)
@@ -62,6 +64,7 @@ class Container:
             throttle=self.throttle,
             breaches=self.breaches,
             settings=self.settings,
+            admission=self.admission,
         )
         self.recovery = Recovery(gate=self.gate, open_session=self.stores.session)
 
@@ -262,10 +265,12 @@ def build(
             time_cost=settings.argon2_time_cost,
             memory_kib=settings.argon2_memory_kib,
             parallelism=settings.argon2_parallelism,
-            max_concurrent=settings.argon2_max_concurrent,
+            # Admission's slots bound sign-in hashing; this bounds every other caller too.
+            max_concurrent=max(settings.argon2_max_concurrent, settings.hash_slots),
         ),
         clock=clock or SystemClock(),
         throttle=make_throttle(settings),
+        admission=make_admission(settings),
         breaches=BreachChecker(SqlRangeStore(stores.main_sessions)),
         mailer=mailer or mailer_from_settings(settings),
     )

@@ -50,7 +50,10 @@ class Settings(BaseSettings):
         description="Addresses whose X-Forwarded-For is believed; everyone else's is ignored.",
     )
 
-    host: str = "127.0.0.1"
+    host: str = Field(
+        default="localhost",
+        description="Addresses to serve, comma-separated; localhost: 127.0.0.1 and ::1.",
+    )
     port: int = 8000
     api_workers: int = 1
 
@@ -67,11 +70,24 @@ class Settings(BaseSettings):
     argon2_memory_kib: int = 19_456
     argon2_parallelism: int = 1
     argon2_max_concurrent: int = Field(default=4, ge=1, le=64)
+    # Admission to argon2id work (R6): slots per process, some kept for known devices and
+    # second steps; in defended mode a global budget of hashes for unknown devices.
+    argon2_slots: int | None = Field(
+        default=None, ge=1, le=64, description="Default: argon2_max_concurrent."
+    )
+    argon2_reserved_slots: int | None = Field(
+        default=None, ge=0, le=63, description="Default: 1, or 0 with a single slot."
+    )
+    argon2_slot_wait_seconds: float = Field(default=0.5, ge=0, le=30)
+    defended_hashes_per_second: float = Field(default=10.0, gt=0, le=100_000)
+    defended_hash_burst: int = Field(default=10, ge=1, le=100_000)
 
     # Sign-in defences (R4-R7, S1-S5). Throttle state is shared through Redis when set.
     redis_url: str | None = Field(default=None, description="redis://host:port/db for throttles.")
     public_url: str = Field(
-        default="http://127.0.0.1:8000", description="Base of links in emails; WebAuthn origin."
+        default="http://localhost:8000",
+        description="Base of links in emails; WebAuthn origin. A host name, not an IP "
+        "address: browsers refuse an address as WebAuthn's relying-party id.",
     )
     webauthn_rp_id: str | None = Field(default=None, description="Default: public_url's host.")
     webauthn_rp_name: str = "Tutela"
@@ -157,6 +173,24 @@ class Settings(BaseSettings):
                 # Several API processes must share their sign-in throttles (R6).
                 raise ValueError("production needs TUTELA_REDIS_URL for shared sign-in throttles")
         return self
+
+    @model_validator(mode="after")
+    def _leave_new_devices_a_slot(self) -> Settings:
+        if self.reserved_hash_slots >= self.hash_slots:
+            raise ValueError("TUTELA_ARGON2_RESERVED_SLOTS must be below TUTELA_ARGON2_SLOTS")
+        return self
+
+    @property
+    def hash_slots(self) -> int:
+        """argon2 slots per process: `argon2_slots`, else `argon2_max_concurrent`."""
+        return self.argon2_slots or self.argon2_max_concurrent
+
+    @property
+    def reserved_hash_slots(self) -> int:
+        """Slots only known devices and second steps may use (one, if there are two or more)."""
+        if self.argon2_reserved_slots is not None:
+            return self.argon2_reserved_slots
+        return 1 if self.hash_slots > 1 else 0
 
     @property
     def main_url(self) -> str:

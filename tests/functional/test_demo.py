@@ -58,6 +58,8 @@ def demo_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     output = tutela("demo", "--households", "3", "--seed", "11")
     assert "3 homes created" in output
     assert DEMO_OWNER_EMAIL in output and DEMO_PASSWORD in output
+    assert "support@demo.tutela.test" in output and "privacy@demo.tutela.test" in output
+    assert "http://localhost:8000/staff/login" in output
     return home
 
 

@@ -97,8 +97,12 @@ def test_staff_add_prints_a_password_that_opens_only_an_enrolment_session(
     wrong = sign_in(client, email, "not the printed one", staff=True)
     assert wrong.status_code == 401
     assert wrong.json()["code"] == "invalid_credentials"
-    # The customer sign-in knows nothing of employees.
-    assert sign_in(client, email, password).status_code == 401
+    # The customer sign-in opens no session for an employee: with the right password it
+    # names the staff sign-in, with a wrong one it answers as for anyone.
+    at_customers = sign_in(client, email, password)
+    assert at_customers.status_code == 401
+    assert at_customers.json()["code"] == "staff_sign_in_required"
+    assert sign_in(client, email, "not it").json()["code"] == "invalid_credentials"
 
 
 def test_a_reviewer_must_enrol_a_security_key_and_then_sign_in_with_it(

@@ -132,6 +132,17 @@ class TooManyAttempts(TutelaError):
     title = "Too many attempts"
 
 
+class SignInBusy(TooManyAttempts):
+    """Password hashing is at its budget or its slots are taken: try again shortly.
+
+    Refused before any hash is computed; the same answer whether or not the account
+    exists. `retry_after` is in seconds.
+    """
+
+    code = "sign_in_busy"
+    title = "Sign-in busy"
+
+
 class SecondFactorRequired(TutelaError):
     """The password was right; a second factor or an emailed link must follow."""
 

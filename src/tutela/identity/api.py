@@ -22,6 +22,7 @@ from tutela.deps import (
 )
 from tutela.identity import factors
 from tutela.identity import service as sessions
+from tutela.identity.key_uri import qr_svg
 from tutela.identity.models import FactorKind, SessionKind, SessionStage
 from tutela.identity.owners import email_of
 from tutela.identity.signin import SignInOutcome
@@ -101,6 +102,8 @@ class TotpOut(BaseModel):
     factor_id: uuid.UUID
     secret: str
     uri: str
+    # The URI as an inline SVG QR code (segno's drawing only; safe to embed).
+    qr_svg: str
 
 
 class CodeIn(BaseModel):
@@ -449,7 +452,10 @@ def begin_totp(
     )
     session.commit()
     return TotpOut(
-        factor_id=enrolment.factor_id, secret=enrolment.secret, uri=enrolment.provisioning_uri
+        factor_id=enrolment.factor_id,
+        secret=enrolment.secret,
+        uri=enrolment.provisioning_uri,
+        qr_svg=qr_svg(enrolment.provisioning_uri),
     )
 
 

@@ -42,6 +42,7 @@ from webauthn.helpers.structs import (
 
 from tutela.core.errors import Conflict, InvalidInput, NotFound
 from tutela.core.ids import uuid7
+from tutela.identity.key_uri import base32_secret, key_uri
 from tutela.identity.models import (
     ChallengePurpose,
     Factor,
@@ -81,8 +82,8 @@ class TotpEnrolment:
     """A TOTP factor waiting for its first code; the secret is shown to the user once."""
 
     factor_id: uuid.UUID
-    secret: str  # base32, as authenticator apps expect
-    provisioning_uri: str  # otpauth:// URI for a QR code
+    secret: str  # base32 without padding, as authenticator apps expect
+    provisioning_uri: str  # the otpauth:// key URI (identity/key_uri.py), for the QR code
 
 
 # --- shared ----------------------------------------------------------------------------
@@ -244,11 +245,17 @@ def begin_totp(
         )
     )
     session.flush()
-    totp = _totp(secret)
     return TotpEnrolment(
         factor_id=factor_id,
-        secret=totp.secret,
-        provisioning_uri=totp.provisioning_uri(name=account_name, issuer_name=issuer),
+        secret=base32_secret(secret),
+        provisioning_uri=key_uri(
+            secret=secret,
+            account_name=account_name,
+            issuer=issuer,
+            digits=TOTP_DIGITS,
+            period=TOTP_INTERVAL,
+            algorithm="SHA1",
+        ),
     )
 
 

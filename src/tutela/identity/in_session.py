@@ -1,5 +1,9 @@
 """Checks made inside a session: step-up before dangerous actions (C7), password change
-(S1), and a session's stage after a factor was added (R5)."""
+(S1), and a session's stage after a factor was added (R5).
+
+Their password hashes are second steps already in progress: they spend nothing from the
+defended-mode budget and may use the argon2 slots reserved from unknown devices (R6).
+"""
 
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from tutela.core.errors import (
 from tutela.core.ids import uuid7
 from tutela.identity import factors, password_rules
 from tutela.identity import service as sessions
+from tutela.identity.admission import Caller
 from tutela.identity.logins import CHALLENGE_PREFIX, MAX_STEP_UP_FAILURES, Client, Login, row_owned
 from tutela.identity.models import (
     ChallengePurpose,
@@ -105,10 +110,11 @@ class InSession(SecondStep):
                 )
                 is not None
             )
+        elif password is None:
+            ok = False
         else:
-            ok = password is not None and self.hasher.verify(
-                login.password_hash, password_rules.normalise(password)
-            )
+            with self.admission.slot(Caller.SECOND_STEP):
+                ok = self.hasher.verify(login.password_hash, password_rules.normalise(password))
         if not ok:
             self.throttle.record_failure(attempt, now.timestamp())
             record(
@@ -222,7 +228,11 @@ class InSession(SecondStep):
         login = self.login_of(session, principal.owner)
         owner = login.owner
         attempt = self._guarded_attempt(session, login, client, now)
-        if not self.hasher.verify(login.password_hash, password_rules.normalise(current_password)):
+        with self.admission.slot(Caller.SECOND_STEP):
+            right = self.hasher.verify(
+                login.password_hash, password_rules.normalise(current_password)
+            )
+        if not right:
             self.throttle.record_failure(attempt, now.timestamp())
             record(
                 session,
@@ -237,9 +247,13 @@ class InSession(SecondStep):
         normalised = password_rules.check_new_password(
             new_password, email=email, breaches=self.breaches.within(session)
         )
-        if self.hasher.verify(login.password_hash, normalised):
-            raise InvalidInput("Choose a password you have not used here.", code="password_reused")
-        new_hash = self.hasher.hash(normalised)
+        with self.admission.slot(Caller.SECOND_STEP):
+            reused = self.hasher.verify(login.password_hash, normalised)
+            if reused:
+                raise InvalidInput(
+                    "Choose a password you have not used here.", code="password_reused"
+                )
+            new_hash = self.hasher.hash(normalised)
         if login.staff is not None:
             login.staff.password_hash = new_hash
             login.staff.password_updated_at = now

@@ -24,6 +24,7 @@ from tutela.households import service as households
 from tutela.households.models import Account, Device, DeviceKind, Profile, ProfileState
 from tutela.identity import factors
 from tutela.identity import service as sessions
+from tutela.identity.admission import Admission, busy
 from tutela.identity.breached import BreachChecker
 from tutela.identity.models import (
     ChallengePurpose,
@@ -92,14 +93,26 @@ class Login:
 
 @dataclass
 class GateCore:
-    """The sign-in ports and what the steps share: the process's throttle, hasher and
-    breach checker, and the key store for sealed fields."""
+    """The sign-in ports and what the steps share: the process's throttle, hasher,
+    admission to hashing and breach checker, and the key store for sealed fields."""
 
     keys: KeyStore
     hasher: PasswordHasher
     throttle: Throttle
     breaches: BreachChecker
     settings: Settings
+    admission: Admission
+
+    # -- admission to argon2id work (R6) ----------------------------------------------
+
+    def _spend_new_device_hash(self, *, defended: bool, now: datetime) -> None:
+        """In defended mode a new device's hash spends from the global budget, or is
+        refused at once with `sign_in_busy`: no account lookup, no hash (R6)."""
+        if not defended:
+            return
+        wait = self.admission.take(now.timestamp())
+        if wait > 0.0:
+            raise busy(wait)
 
     # -- resolving who is signing in -------------------------------------------------
 

@@ -8,6 +8,10 @@ The order of checks on `POST /api/v1/auth/token`:
    factor or an emailed link, and after 100 its password is not even checked from an
    unknown device (NIST SP 800-63B §5.2.2). A known device (a cookie from an earlier
    sign-in) skips source delays (OWASP, device cookies).
+1b. **Admission** (R6, `admission.py`): in defended mode an unknown device's hash spends
+   from a global budget of hashes per second, and beyond it gets a cheap 429
+   (`sign_in_busy`) before the account is looked up; every hash holds one of the
+   process's argon2 slots, some of which only known devices and second steps may use.
 2. **The password**, argon2id, with a dummy hash for unknown accounts: the same answer and
    the same work whether or not the account exists.
 3. **Breached-password check** by k-anonymity (S5): a breached password admits the person
@@ -37,6 +41,7 @@ from tutela.core.errors import (
     TooManyAttempts,
 )
 from tutela.identity import factors, password_rules
+from tutela.identity.admission import Caller
 from tutela.identity.in_session import InSession
 from tutela.identity.logins import (
     KNOWN_DEVICE_MAX_FAILURES,
@@ -52,6 +57,7 @@ from tutela.identity.models import (
 )
 from tutela.identity.signup import SignUp
 from tutela.identity.staff import ENROLMENT_WINDOW
+from tutela.identity.staff_door import refuse_employee
 from tutela.identity.throttle import Attempt
 from tutela.notices.service import NoticeKind, enqueue
 
@@ -94,6 +100,10 @@ class Gate(InSession, SignUp):
                 "Too many failed sign-ins from your network. Wait a little and try again.",
                 retry_after=round(verdict.retry_after, 1),
             )
+        if known is None and not verdict.password_locked:
+            # Before the account is looked up: the refusal costs one Redis call and is
+            # the same whether or not the account exists.
+            self._spend_new_device_hash(defended=verdict.defended, now=now)
         login = self._login(session, email, staff=staff, now=now)
         if verdict.password_locked:
             # S2: no more password guesses for this account from unknown devices. The same
@@ -109,8 +119,14 @@ class Gate(InSession, SignUp):
                 session.commit()
                 refused.notices_queued = True
             raise refused
+        if login is None and not staff:
+            # An employee's email at the customers' door: see identity/staff_door.py.
+            refuse_employee(
+                self, session, email=email, password=password, source=client.address, now=now
+            )
         password = password_rules.normalise(password)
-        ok = self.hasher.verify(login.password_hash if login else None, password)
+        with self.admission.slot(Caller.NEW_DEVICE if known is None else Caller.KNOWN_DEVICE):
+            ok = self.hasher.verify(login.password_hash if login else None, password)
         breached = self._breached(session, password, staff=staff)
         if not ok or login is None:
             if known is not None:

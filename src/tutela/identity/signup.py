@@ -12,6 +12,7 @@ from tutela.core.errors import (
 )
 from tutela.households import service as households
 from tutela.identity import password_rules
+from tutela.identity.admission import Caller
 from tutela.identity.logins import Client, GateCore
 from tutela.identity.owners import Owner
 from tutela.identity.throttle import Attempt
@@ -56,7 +57,10 @@ class SignUp(GateCore):
                 "Too many attempts from your network. Wait a little and try again.",
                 retry_after=round(verdict.retry_after, 1),
             )
-        password_hash = self.hasher.hash(normalised)
+        # A new device by definition: the defended-mode budget and an ordinary slot (R6).
+        self._spend_new_device_hash(defended=verdict.defended, now=now)
+        with self.admission.slot(Caller.NEW_DEVICE):
+            password_hash = self.hasher.hash(normalised)
         existing = households.find_account(session, self.keys, email=address, now=now)
         if existing is not None:
             enqueue(

@@ -1,6 +1,8 @@
 """Console pages for sign-in security: factors, recovery codes, step-up, password, sessions.
 
 Thin: every rule lives in `identity`; these routes turn its answers into pages (R5, R6, S4).
+The same actions serve employees (R4), whose pages are `/staff/security` (web/staff.py):
+each answer is drawn in the page of the kind of account that asked.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from tutela.core.errors import NotAuthenticated, TutelaError
 from tutela.deps import AppContainer, DbSession, client_of, signed_in
 from tutela.identity import factors, password_rules
 from tutela.identity import service as sessions
+from tutela.identity.key_uri import grouped_key, qr_svg
 from tutela.identity.models import SessionStage
 from tutela.identity.owners import email_of
-from tutela.identity.service import AnyPrincipal
+from tutela.identity.service import AnyPrincipal, StaffPrincipal
 from tutela.identity.signin import SignInOutcome
+from tutela.identity.staff import needs_webauthn
 from tutela.web.routes import set_session_cookies, templates
 
 router = APIRouter(prefix="/account", include_in_schema=False)
@@ -35,6 +39,7 @@ def _page(
 ) -> Response:
     now = container.clock.now()
     login = container.gate.login_of(session, principal.owner)
+    staff = isinstance(principal, StaffPrincipal)
     fresh = principal.stepped_up_at is not None and (
         (now - principal.stepped_up_at).total_seconds() < container.settings.step_up_minutes * 60
     )
@@ -43,6 +48,8 @@ def _page(
         "factors": factors.list_factors(session, principal.owner),
         "recovery_left": factors.recovery_codes_left(session, principal.owner),
         "mfa_required": container.gate._mfa_required(session, login),
+        "webauthn_required": staff and needs_webauthn(login.roles),
+        "security_url": security_url(principal),
         "sessions": sessions.list_sessions(
             session, container.vault.keys, principal=principal, now=now
         ),
@@ -59,7 +66,20 @@ def _page(
         "codes": None,
         **extra,
     }
-    return templates.TemplateResponse(request, "security.html", context, status_code=status)
+    template = "staff_security.html" if staff else "security.html"
+    return templates.TemplateResponse(request, template, context, status_code=status)
+
+
+def security_url(principal: AnyPrincipal) -> str:
+    """The security page of the kind of account signed in."""
+    return "/staff/security" if isinstance(principal, StaffPrincipal) else "/account/security"
+
+
+def home_url(principal: AnyPrincipal, stage: str) -> str:
+    """Where a session of `stage` lands: its console's home once it may do everything."""
+    if stage != SessionStage.FULL:
+        return security_url(principal)
+    return "/staff" if isinstance(principal, StaffPrincipal) else "/"
 
 
 def _principal(request: Request, session: DbSession, container: AppContainer) -> AnyPrincipal:
@@ -73,7 +93,8 @@ def _guarded(
     try:
         principal = _principal(request, session, container)
     except NotAuthenticated:
-        return RedirectResponse("/login", status_code=303)
+        staff_page = request.url.path.startswith("/staff")
+        return RedirectResponse("/staff/login" if staff_page else "/login", status_code=303)
     try:
         result: Response = action(principal)
     except TutelaError as exc:
@@ -116,7 +137,7 @@ def step_up(
             client=client_of(request, container.settings),
             now=container.clock.now(),
         )
-        return RedirectResponse("/account/security", status_code=303)
+        return RedirectResponse(security_url(principal), status_code=303)
 
     return _guarded(request, session, container, act)
 
@@ -135,7 +156,15 @@ def begin_totp(request: Request, session: DbSession, container: AppContainer) ->
             now=now,
         )
         session.commit()
-        return _page(request, session, container, principal, totp=enrolment)
+        return _page(
+            request,
+            session,
+            container,
+            principal,
+            totp=enrolment,
+            totp_qr=qr_svg(enrolment.provisioning_uri),
+            totp_key=grouped_key(enrolment.secret),
+        )
 
     return _guarded(request, session, container, act)
 
@@ -220,9 +249,7 @@ def change_password(
             now=container.clock.now(),
         )
         background.add_task(container.deliver_notices)
-        response = RedirectResponse(
-            "/" if issued.stage == SessionStage.FULL else "/account/security", status_code=303
-        )
+        response = RedirectResponse(home_url(principal, issued.stage), status_code=303)
         set_session_cookies(
             response, SignInOutcome(status="signed_in", issued=issued), container.settings
         )

@@ -19,6 +19,7 @@ from tutela.core.errors import (
     InvalidCredentials,
     NotAuthenticated,
     NotFound,
+    SignInBusy,
     TooManyAttempts,
 )
 from tutela.deps import (
@@ -37,6 +38,7 @@ from tutela.households import service as households
 from tutela.identity import service as identity
 from tutela.identity.models import SessionKind, SessionStage
 from tutela.identity.signin import SignInOutcome
+from tutela.identity.staff_door import UseStaffSignIn
 from tutela.settings import Settings
 from tutela.vault import service as vault
 from tutela.vault.models import ItemKind
@@ -57,10 +59,14 @@ def _login_page(
     *,
     error: str | None = None,
     status: int = 200,
+    staff_door: bool = False,
 ) -> Response:
     token = secrets.token_urlsafe(24)
     response = templates.TemplateResponse(
-        request, "login.html", {"csrf": token, "error": error}, status_code=status
+        request,
+        "login.html",
+        {"csrf": token, "error": error, "staff_door": staff_door},
+        status_code=status,
     )
     response.set_cookie(
         cookie_name(CSRF_COOKIE, settings),
@@ -153,6 +159,8 @@ def login(
             client=client_of(request, container.settings),
             now=container.clock.now(),
         )
+    except SignInBusy as exc:
+        return _login_page(request, settings, error=exc.detail, status=429)
     except TooManyAttempts:
         return _login_page(
             request,
@@ -161,7 +169,13 @@ def login(
             status=429,
         )
     except NotAuthenticated as exc:
-        return _login_page(request, settings, error=exc.detail, status=401)
+        return _login_page(
+            request,
+            settings,
+            error=exc.detail,
+            status=401,
+            staff_door=isinstance(exc, UseStaffSignIn),
+        )
     finally:
         background.add_task(container.deliver_notices)
     return outcome_page(request, outcome, settings)
@@ -265,8 +279,10 @@ def logout(request: Request, session: DbSession, container: AppContainer) -> Res
 def home(request: Request, session: DbSession, container: AppContainer) -> Response:
     try:
         principal = current_principal(request, session, container)
-    except NotAuthenticated:
-        return RedirectResponse("/login", status_code=303)
+    except NotAuthenticated as exc:
+        # An employee's session has its own console.
+        staff = exc.code == "customer_session_required"
+        return RedirectResponse("/staff" if staff else "/login", status_code=303)
     except Forbidden:  # enrol a factor or change the password first
         return RedirectResponse("/account/security", status_code=303)
     reader = current_reader(principal, session)

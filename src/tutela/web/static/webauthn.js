@@ -52,7 +52,8 @@
       })
     });
     if (!sent.ok) { say("webauthn-error", (await sent.json()).detail || "No passkey was added."); return; }
-    window.location.assign("/account/security");
+    // Back to the page that asked: the customers' or the employees' security page.
+    window.location.assign(button.dataset.next || "/account/security");
   }
 
   async function authenticate(button) {
@@ -66,7 +67,12 @@
       say("webauthn-error", "The security key did not answer."); return;
     }
     var form = document.getElementById("webauthn-form");
-    form.elements.webauthn.value = JSON.stringify({
+    form.elements.webauthn.value = JSON.stringify(assertion(got));
+    form.submit();
+  }
+
+  function assertion(got) {
+    return {
       id: got.id,
       rawId: text(got.rawId),
       type: got.type,
@@ -77,14 +83,38 @@
         userHandle: got.response.userHandle ? text(got.response.userHandle) : null
       },
       clientExtensionResults: got.getClientExtensionResults()
+    };
+  }
+
+  // Step-up (C7) with a passkey: for accounts whose only factor is one, such as the
+  // employees whose role requires WebAuthn (R4).
+  async function stepUp(button) {
+    var started = await fetch("/api/v1/auth/step-up/options", { method: "POST" });
+    if (started.status !== 200) { say("stepup-error", "No passkey or security key to confirm with."); return; }
+    var body = await started.json();
+    var options = body.options;
+    options.challenge = bytes(options.challenge);
+    (options.allowCredentials || []).forEach(function (c) { c.id = bytes(c.id); });
+    var got;
+    try {
+      got = await navigator.credentials.get({ publicKey: options });
+    } catch (e) {
+      say("stepup-error", "The security key did not answer."); return;
+    }
+    var sent = await fetch("/api/v1/auth/step-up", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ ceremony: body.ceremony, webauthn: assertion(got) })
     });
-    form.submit();
+    if (!sent.ok) { say("stepup-error", (await sent.json()).detail || "That did not confirm it is you."); return; }
+    window.location.assign(button.dataset.next || "/account/security");
   }
 
   document.addEventListener("click", function (event) {
     var target = event.target.closest("[data-webauthn]");
     if (!target) { return; }
     event.preventDefault();
-    if (target.dataset.webauthn === "register") { register(target); } else { authenticate(target); }
+    var kind = target.dataset.webauthn;
+    if (kind === "register") { register(target); } else if (kind === "step-up") { stepUp(target); } else { authenticate(target); }
   });
 })();
