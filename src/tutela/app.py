@@ -32,12 +32,14 @@ from tutela.households.api import router as households_router
 from tutela.identity.api import router as identity_router
 from tutela.identity.door import SignInDoor
 from tutela.identity.logins import too_many
+from tutela.identity.recovery_api import router as recovery_router
 from tutela.retention.api import router as retention_router
 from tutela.settings import Settings
 from tutela.vault.api import ingest as ingest_router
 from tutela.vault.api import items as items_router
 from tutela.web.account import router as account_router
 from tutela.web.privacy import router as privacy_router
+from tutela.web.recovery import router as console_recovery_router
 from tutela.web.routes import router as web_router
 from tutela.web.routes import static_files, throttled_page
 from tutela.web.staff import router as staff_console_router
@@ -120,6 +122,7 @@ async def _embedded_worker(container: Container) -> None:
             await asyncio.to_thread(wakeup.wait, container.settings.embedded_worker_poll_seconds)
             report = await asyncio.to_thread(container.erasure_pass)
             await asyncio.to_thread(container.retention_pass)
+            await asyncio.to_thread(container.recovery_pass)
             await asyncio.to_thread(container.key_epoch_pass)
             if report.progressed:
                 wakeup.local()  # more may be due already: look again at once
@@ -385,6 +388,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
 
     for router in (
         identity_router,
+        recovery_router,
         households_router,
         ingest_router,
         items_router,
@@ -394,6 +398,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         account_router,
         privacy_router,
         staff_console_router,
+        console_recovery_router,
     ):
         app.include_router(router)
     app.mount("/static", static_files(), name="static")

@@ -30,6 +30,11 @@ class AuditTag(StrEnum):
     RECOVERY_CODES_ISSUED = "identity:recovery-codes:issue"
     RECOVERY_CODE_USED = "identity:recovery-code:use"
     PASSWORD_CHANGED = "identity:password:change"  # noqa: S105 (a tag)
+    RECOVERY_REQUESTED = "identity:recovery:request"
+    RECOVERY_LINK_SENT = "identity:recovery:link-sent"
+    RECOVERY_DELAYED = "identity:recovery:delay"
+    RECOVERY_CANCELLED = "identity:recovery:cancel"
+    RECOVERY_COMPLETED = "identity:recovery:complete"
     PASSWORD_BREACHED = "identity:password:breached"  # noqa: S105 (a tag)
     STEP_UP = "identity:step-up"
     DEFENDED_MODE_ENTERED = "identity:defence:enter"

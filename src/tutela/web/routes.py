@@ -314,9 +314,13 @@ def home(request: Request, session: DbSession, container: AppContainer) -> Respo
         session, keys, household_id=reader.household_id, profile_ids=set(reader.profile_ids)
     )
     devices = households.list_devices(session, household_id=principal.household_id)
-    return templates.TemplateResponse(
-        request, "home.html", {"profiles": profiles, "devices": devices, "principal": principal}
-    )
+    context = {
+        "profiles": profiles,
+        "devices": devices,
+        "principal": principal,
+        "recovery_pending": container.recovery.pending(session, owner=principal.owner),
+    }
+    return templates.TemplateResponse(request, "home.html", context)
 
 
 @router.get("/profiles/{profile_id}", response_class=HTMLResponse)
