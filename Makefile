@@ -56,6 +56,8 @@ bench: install
 	$(BIN)/python bench/customers.py
 	$(BIN)/python bench/customers.py --scale-out
 	$(BIN)/python bench/rawscan.py
+	$(BIN)/python bench/recovery_abuse.py
+	$(BIN)/python bench/recovery_abuse.py --store postgresql
 
 bench-quick: install
 	$(BIN)/python bench/vault.py --quick
@@ -68,6 +70,7 @@ bench-quick: install
 	$(BIN)/python bench/customers.py --quick
 	$(BIN)/python bench/customers.py --quick --scale-out
 	$(BIN)/python bench/rawscan.py --quick
+	$(BIN)/python bench/recovery_abuse.py --quick
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache

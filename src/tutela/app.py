@@ -8,34 +8,43 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from redis.exceptions import RedisError
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.requests import Request as StarletteRequest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tutela import __version__
 from tutela.container import Container, build
-from tutela.core.errors import TutelaError
+from tutela.core.errors import TooManyAttempts, TutelaError
+from tutela.deps import DEVICE_COOKIE, cookie_name
 from tutela.erasure.api import router as erasure_router
+from tutela.hosts import HostCheck, answered_hosts, relative_redirects
 from tutela.households.api import router as households_router
 from tutela.identity.api import router as identity_router
+from tutela.identity.door import SignInDoor
+from tutela.identity.logins import too_many
 from tutela.identity.passkey_api import router as passkey_router
+from tutela.identity.recovery_api import router as recovery_router
 from tutela.retention.api import router as retention_router
 from tutela.settings import Settings
 from tutela.vault.api import ingest as ingest_router
 from tutela.vault.api import items as items_router
 from tutela.web.account import router as account_router
 from tutela.web.privacy import router as privacy_router
+from tutela.web.recovery import router as console_recovery_router
 from tutela.web.routes import router as web_router
-from tutela.web.routes import static_files
+from tutela.web.routes import static_files, throttled_page
 from tutela.web.staff import router as staff_console_router
+from tutela.web.staff import staff_throttled_page
 
 log = logging.getLogger("tutela.http")
 MEDIA_PATH = "/api/v1/ingest/media"
@@ -70,7 +79,28 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
+def problem_of(exc: TutelaError, path: str) -> JSONResponse:
+    """The problem+json answer to one of Tutela's errors (RFC 9457)."""
+    return problem(exc.status, exc.code, exc.title, exc.detail, path, **exc.extra)
+
+
+def _door_refusal(settings: Settings) -> Callable[[Scope, float], Response]:
+    """What the sign-in door answers: exactly what the route answers to the same refusal."""
+
+    def refuse(scope: Scope, wait: float) -> Response:
+        refused: TooManyAttempts = too_many(wait)
+        if scope["path"].startswith("/api/"):
+            return problem_of(refused, scope["path"])
+        if scope["path"].startswith("/staff/"):
+            return staff_throttled_page(StarletteRequest(scope), settings, refused)
+        return throttled_page(StarletteRequest(scope), settings, refused)
+
+    return refuse
+
+
 OUTBOX_PUMP_SECONDS = 30.0
+CLIENT_CLOSED = 499
+BODY_CUT_OFF = "tutela.body_cut_off"
 
 
 async def _outbox_pump(container: Container) -> None:
@@ -93,6 +123,7 @@ async def _embedded_worker(container: Container) -> None:
             await asyncio.to_thread(wakeup.wait, container.settings.embedded_worker_poll_seconds)
             report = await asyncio.to_thread(container.erasure_pass)
             await asyncio.to_thread(container.retention_pass)
+            await asyncio.to_thread(container.recovery_pass)
             await asyncio.to_thread(container.key_epoch_pass)
             if report.progressed:
                 wakeup.local()  # more may be due already: look again at once
@@ -104,9 +135,7 @@ async def _embedded_worker(container: Container) -> None:
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(TutelaError)
     async def tutela_error(request: Request, exc: TutelaError) -> JSONResponse:
-        response = problem(
-            exc.status, exc.code, exc.title, exc.detail, request.url.path, **exc.extra
-        )
+        response = problem_of(exc, request.url.path)
         if exc.notices_queued:
             # A refused sign-in can still have queued a link or a notice: send it now.
             response.background = BackgroundTask(request.app.state.container.deliver_notices)
@@ -133,6 +162,15 @@ def _add_error_handlers(app: FastAPI) -> None:
         code = _STATUS_CODES.get(exc.status_code, "http_error")
         detail = exc.detail if isinstance(exc.detail, str) else "Request refused."
         return problem(exc.status_code, code, detail, detail, request.url.path)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, exc: ClientDisconnect) -> Response:
+        # The client left mid-body: nothing of ours failed, and nobody reads an answer.
+        # 499 ("client closed request", as nginx logs it) keeps it apart from our errors.
+        if not request.scope.get(BODY_CUT_OFF):  # else BodyLimit answers 413 and logs it
+            route = getattr(request.scope.get("route"), "path", "(no route)")
+            log.info("client disconnected before its request was read, route=%s", route)
+        return Response(status_code=CLIENT_CLOSED)
 
     @app.exception_handler(RedisError)
     async def throttle_store_down(request: Request, exc: RedisError) -> JSONResponse:
@@ -192,6 +230,7 @@ class RequestLog:
             return
         started = time.perf_counter()
         status = 500
+        send = relative_redirects(scope, send)
         # The interactive API docs load Swagger UI's scripts; every other page loads only ours.
         extra = [h for h in SECURITY_HEADERS if scope["path"] != "/api/docs" or h[0] != CSP]
         if not scope["path"].startswith("/static/"):
@@ -260,6 +299,7 @@ class BodyLimit:
                 if received > limit:
                     # Cut the route off as if the client had gone; the 413 is ours to send.
                     too_large = True
+                    scope[BODY_CUT_OFF] = True
                     return {"type": "http.disconnect"}
             return message
 
@@ -327,9 +367,20 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     app.state.container = container or build(settings)
     _add_error_handlers(app)
 
+    # Innermost of the three: refused sign-ins are still logged and carry the headers.
+    app.add_middleware(
+        SignInDoor,
+        throttle=app.state.container.throttle,
+        clock=app.state.container.clock,
+        refuse=_door_refusal(settings),
+        device_cookie=cookie_name(DEVICE_COOKIE, settings),
+    )
     app.add_middleware(
         BodyLimit, limit=settings.max_json_bytes, media_limit=settings.max_upload_bytes
     )
+    if settings.checks_host:
+        hosts = answered_hosts(settings.public_url, settings.allowed_hosts)
+        app.add_middleware(HostCheck, hosts=hosts, refuse=problem)
     app.add_middleware(RequestLog, https=settings.cookie_secure)
 
     @app.get("/healthz", include_in_schema=False)
@@ -339,6 +390,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     for router in (
         identity_router,
         passkey_router,
+        recovery_router,
         households_router,
         ingest_router,
         items_router,
@@ -348,6 +400,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         account_router,
         privacy_router,
         staff_console_router,
+        console_recovery_router,
     ):
         app.include_router(router)
     app.mount("/static", static_files(), name="static")

@@ -62,8 +62,9 @@ def worker(
     ] = None,
 ) -> None:
     """Run background work: erasure jobs, downstream retries, deadline warnings, retention
-    sweeps and queued notices. A new erasure request wakes it at once (NOTIFY on
-    PostgreSQL). Run as many as you like on PostgreSQL: jobs are claimed."""
+    sweeps, delayed account recoveries that are due, and queued notices. A new erasure
+    request wakes it at once (NOTIFY on PostgreSQL). Run as many as you like on
+    PostgreSQL: jobs are claimed."""
     from tutela.container import build  # noqa: PLC0415
     from tutela.logging import configure  # noqa: PLC0415
 
@@ -87,6 +88,7 @@ def worker(
         report = container.erasure_pass()
         swept = container.retention_pass()
         container.key_epoch_pass()
+        container.recovery_pass()
         sent = container.deliver_notices()
         if sent or report.completed or swept:
             log.info(

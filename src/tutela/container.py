@@ -18,6 +18,7 @@ from tutela.erasure.engine import ErasureEngine, Report
 from tutela.identity.admission import Admission, make_admission
 from tutela.identity.breached import BreachChecker, SqlRangeStore
 from tutela.identity.passwords import PasswordHasher
+from tutela.identity.recovery import Recovery
 from tutela.identity.signin import Gate
 from tutela.identity.throttle import Throttle, make_throttle
 from tutela.notices.mail import Mailer, mailer_from_settings
@@ -48,6 +49,7 @@ class Container:
     mailer: Mailer
     notices: OutboxNotices = field(init=False)
     gate: Gate = field(init=False)
+    recovery: Recovery = field(init=False)
     erasure: ErasureEngine = field(init=False)
     _policy: Policy | None = field(default=None, init=False, repr=False)
 
@@ -64,6 +66,7 @@ class Container:
             settings=self.settings,
             admission=self.admission,
         )
+        self.recovery = Recovery(gate=self.gate, open_session=self.stores.session)
 
     @property
     def challenge_ttl(self) -> timedelta:
@@ -180,6 +183,20 @@ class Container:
                 "key epoch rotation failed: %s", type(exc).__name__
             )
             return None
+
+    def recovery_pass(self) -> int:
+        """Apply the delayed account recoveries whose wait is over, then send their
+        notices. Never raises, like the other passes."""
+        try:
+            done = self.recovery.complete_due(now=self.clock.now())
+        except Exception as exc:
+            logging.getLogger("tutela.identity").warning(
+                "recovery pass failed: %s", type(exc).__name__
+            )
+            return 0
+        if done:
+            self.deliver_notices()
+        return done
 
     def retention_pass(self) -> int:
         """The scheduled retention sweep, when it is due; returns erasures it requested."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
@@ -69,8 +70,12 @@ def bearer_token(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token else None
 
 
-def check_same_origin(request: Request) -> None:
-    """Cookie-authenticated writes must come from our own pages (OWASP CSRF, Origin check)."""
+def check_same_origin(request: Request, settings: Settings | None = None) -> None:
+    """Cookie-authenticated writes must come from our own pages (OWASP CSRF, Origin check).
+
+    Fetch Metadata first; else `Origin`, else the origin of `Referer`, must be this
+    request's own (its Host) or, given `settings`, the configured public URL.
+    """
     if request.method not in UNSAFE_METHODS:
         return
     site = request.headers.get("sec-fetch-site")
@@ -80,7 +85,16 @@ def check_same_origin(request: Request) -> None:
             raise Forbidden("Cross-site request refused.", code="cross_site_request")
         return
     origin = request.headers.get("origin")
-    if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
+    if origin is None and settings is not None:
+        referer = urlsplit(request.headers.get("referer", ""))
+        if referer.scheme and referer.netloc:
+            origin = f"{referer.scheme}://{referer.netloc}"
+    if origin is None:
+        return
+    allowed = {f"{request.url.scheme}://{request.url.netloc}"}
+    if settings is not None:
+        allowed.add(settings.origin)
+    if origin not in allowed:
         raise Forbidden("Cross-site request refused.", code="cross_site_request")
 
 

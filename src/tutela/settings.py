@@ -54,6 +54,14 @@ class Settings(BaseSettings):
         default="localhost",
         description="Addresses to serve, comma-separated; localhost: 127.0.0.1 and ::1.",
     )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names answered besides localhost, loopback and public_url's host.",
+    )
+    host_check: bool | None = Field(
+        default=None,
+        description="Refuse requests for other Host names (400); default: on in production.",
+    )
     port: int = 8000
     api_workers: int = 1
 
@@ -95,6 +103,12 @@ class Settings(BaseSettings):
     step_up_minutes: int = Field(default=10, ge=1, le=120)
     challenge_ttl_minutes: int = Field(default=5, ge=1, le=30)
     email_link_ttl_minutes: int = Field(default=15, ge=1, le=120)
+    # Account recovery ("forgot password"): how long the emailed link works, at most one
+    # email per account per window, and how long a reset waits when the account has a
+    # second factor that is not presented (0: no waiting path, the factor is required).
+    recovery_link_minutes: int = Field(default=30, ge=1, le=240)
+    recovery_email_minutes: int = Field(default=5, ge=1, le=1440)
+    recovery_delay_days: int = Field(default=7, ge=0, le=90)
     signin_source_free_failures: int = Field(default=5, ge=1)
     signin_prefix_free_failures: int = Field(default=20, ge=1)
     signin_max_delay_seconds: int = Field(default=900, ge=1)
@@ -215,6 +229,10 @@ class Settings(BaseSettings):
         from urllib.parse import urlsplit  # noqa: PLC0415
 
         return self.webauthn_rp_id or urlsplit(self.public_url).hostname or "localhost"
+
+    @property
+    def checks_host(self) -> bool:
+        return self.environment == "production" if self.host_check is None else self.host_check
 
     @property
     def origin(self) -> str:

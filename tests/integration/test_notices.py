@@ -32,7 +32,8 @@ from tutela.notices.service import (
 )
 
 ADDRESS = "203.0.113.9"
-DEVICE = "Firefox 132 on Windows"
+DEVICE = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:132.0) Gecko/20100101 Firefox/132.0"
+SHOWN_DEVICE = "Firefox on Windows"  # what the notice says of DEVICE, never the raw text
 LINK = "https://tutela.example/login/link#s3cr3t-t0ken-Q9xv"
 
 
@@ -145,7 +146,8 @@ def test_a_new_device_sign_in_is_mailed_to_the_account_holder(
     body = message.get_content()
     assert "device we have not seen before" in body
     assert "2026-11-29 04:30 UTC" in body
-    assert DEVICE in body and ADDRESS in body
+    assert f"  Device:  {SHOWN_DEVICE}" in body.splitlines() and ADDRESS in body
+    assert DEVICE not in body
     assert f"{container.settings.origin}/account/security" in body
     assert "end all your sessions and change your password" in body
 

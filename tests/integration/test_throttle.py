@@ -17,12 +17,14 @@ import pytest
 import redis
 
 from tutela.identity.throttle import (
+    PENDING_SECONDS,
     Attempt,
     MemoryThrottle,
     RedisThrottle,
     Throttle,
     ThrottlePolicy,
     make_throttle,
+    wait_text,
 )
 from tutela.settings import Settings
 
@@ -239,21 +241,36 @@ def test_an_attacker_cannot_lock_the_holder_out(throttle: Throttle) -> None:
     assert holder.allowed and holder.retry_after == 0
     assert holder.account_failures == DEFAULT.account_max_failures
     assert holder.step_up and holder.password_locked
+    # The holder's own device is not slowed either: it goes on through the emailed link.
     on_own_device = throttle.check(Attempt(ALICE, "192.0.2.77", known_device=True), T0 + 500)
-    assert on_own_device.allowed and not on_own_device.password_locked
+    assert on_own_device.allowed and on_own_device.retry_after == 0
 
 
-def test_passwords_are_not_checked_after_100_failures_except_from_a_known_device(
+def test_passwords_and_codes_are_not_checked_after_100_failures_from_any_device(
     backend: Backend,
 ) -> None:
+    """S2 (NIST SP 800-63B §5.2.2): at most 100 consecutive failures, whichever device sent
+    them. A known device used to be exempt; its guesses now count and stop like any other."""
     t = backend.throttle(QUIET)
     fail(t, "198.51.100.50", T0, times=99)
     assert not t.check(Attempt(ALICE, "192.0.2.5"), T0).password_locked
-    fail(t, "198.51.100.50", T0)
+    t.record_failure(Attempt(ALICE, "192.0.2.5", known_device=True), T0)  # a wrong code
 
     assert t.check(Attempt(ALICE, "192.0.2.5"), T0).password_locked
-    assert not t.check(Attempt(ALICE, "192.0.2.5", known_device=True), T0).password_locked
+    assert t.check(Attempt(ALICE, "192.0.2.5", known_device=True), T0).password_locked
     assert not t.check(Attempt(BOB, "192.0.2.5"), T0).password_locked
+
+
+def test_codes_need_the_emailed_link_well_before_the_limit(backend: Backend) -> None:
+    """S2's challenge before the limit: after `account_link_after` failures from anywhere,
+    a code is only checked on a sign-in that came through the mailbox."""
+    t = backend.throttle(QUIET)
+    fail(t, "198.51.100.51", T0, times=QUIET.account_link_after - 1)
+    assert not t.check(Attempt(ALICE, "192.0.2.6", known_device=True), T0).codes_locked
+    fail(t, "198.51.100.52", T0)
+    verdict = t.check(Attempt(ALICE, "192.0.2.6", known_device=True), T0)
+    assert verdict.codes_locked and not verdict.password_locked
+    assert QUIET.account_link_after < QUIET.account_max_failures
 
 
 def test_an_accounts_failures_still_count_after_two_days_without_attempts(
@@ -586,3 +603,116 @@ def test_make_throttle_follows_the_settings(redis_up: bool) -> None:
     if redis_up:
         shared = make_throttle(Settings(redis_url=REDIS_URL))
         assert isinstance(shared, RedisThrottle)
+
+
+# --- checking and recording as one step (S2, S4) --------------------------------------------
+
+
+def test_concurrent_connections_get_no_more_guesses_than_the_free_failures(
+    backend: Backend,
+) -> None:
+    """Four connections racing on one source get at most the source's free guesses (five),
+    not eight: `begin` checks and reserves a slot in one atomic step."""
+    twins = backend.twins(QUIET, 4)
+    src = "198.51.100.160"
+    guesses: list[int] = []
+    lock = threading.Lock()
+
+    def guesser(t: Throttle, n: int) -> Callable[[], bool]:
+        def run() -> bool:
+            for i in range(10):
+                attempt = Attempt(account(n * 100 + i), src)
+                if not t.begin(attempt, T0).allowed:
+                    continue
+                with lock:
+                    guesses.append(n)
+                threading.Event().wait(0.005)  # the password hash
+                t.record_failure(attempt, T0)
+            return True
+
+        return run
+
+    _together([guesser(t, n) for n, t in enumerate(twins)])
+    assert len(guesses) == QUIET.source_free_failures
+    assert not twins[0].check(Attempt(ALICE, src), T0).allowed
+
+
+def test_a_reservation_counts_until_it_is_consumed_released_or_stale(backend: Backend) -> None:
+    t = backend.throttle(QUIET)
+    src = "198.51.100.161"
+    first = Attempt(ALICE, src)
+    assert t.begin(first, T0).reserved
+    assert t.check(first, T0).account_failures == 1  # in flight
+
+    t.release(first, T0)
+    assert t.check(first, T0).account_failures == 0  # released: nothing counted
+
+    assert t.begin(first, T0).reserved
+    t.record_failure(first, T0)
+    assert t.check(first, T0).account_failures == 1  # consumed: one failure, not two
+
+    for _ in range(QUIET.source_free_failures):
+        t.begin(Attempt(BOB, src), T0 + 1)  # workers that died mid-attempt
+    assert not t.check(Attempt(BOB, src), T0 + 1).allowed
+    assert t.check(Attempt(BOB, src), T0 + 1 + PENDING_SECONDS).allowed
+
+
+def test_a_refused_attempt_reserves_nothing(backend: Backend) -> None:
+    t = backend.throttle(QUIET)
+    src = "198.51.100.162"
+    fail(t, src, T0, times=QUIET.source_free_failures)
+    refused = t.begin(Attempt(BOB, src), T0)
+    assert not refused.allowed and not refused.reserved and refused.retry_after > 0
+    assert t.check(Attempt(BOB, src), T0).account_failures == 0
+
+
+def test_the_source_wait_is_the_wait_an_unknown_device_gets(backend: Backend) -> None:
+    t = backend.throttle(QUIET)
+    src = "198.51.100.163"
+    assert t.source_wait(src, T0) == 0.0
+    fail(t, src, T0, times=QUIET.source_free_failures + 2)
+    wait = t.source_wait(src, T0 + 1)
+    assert wait == pytest.approx(t.check(Attempt(BOB, src), T0 + 1).retry_after)
+    assert wait == pytest.approx(3.0)  # 4 s after the seventh failure, 1 s later
+    assert t.source_wait("198.51.100.164", T0 + 1) == 0.0
+    assert t.source_wait("198.51.100.164", T0 + 1) == 0.0
+
+
+def test_the_wait_is_said_in_seconds_or_minutes() -> None:
+    assert wait_text(0.2) == "Try again in 1 second."
+    assert wait_text(42.3) == "Try again in 43 seconds."
+    assert wait_text(900) == "Try again in 15 minutes."
+    assert wait_text(3 * 3600) == "Try again in 3 hours."
+
+
+class CountingRedis(redis.Redis):
+    """A client that counts the commands it sends (each is one round trip here)."""
+
+    sent = 0
+
+    def execute_command(self, *args: object, **options: object) -> object:
+        self.sent += 1
+        return super().execute_command(*args, **options)
+
+
+def test_the_door_and_begin_each_cost_one_redis_round_trip(redis_up: bool) -> None:
+    """R6: a refusal before routing costs one Redis call, and so does checking with
+    reserving (`begin`); releasing costs one too."""
+    if not redis_up:
+        pytest.skip("Redis is not reachable")
+    client = CountingRedis.from_url(REDIS_URL)
+    prefix = f"tutela:test:{uuid.uuid4().hex}:"
+    t = RedisThrottle(client, QUIET, prefix=prefix)
+    attempt = Attempt(ALICE, "198.51.100.170")
+    for call in (
+        partial(t.source_wait, "198.51.100.170", T0),  # the first call loads the script
+        partial(t.begin, attempt, T0),
+        partial(t.release, attempt, T0),
+    ):
+        call()
+        client.sent = 0
+        call()
+        assert client.sent == 1, call
+    for key in client.scan_iter(match=prefix + "*"):
+        client.delete(key)
+    client.close()

@@ -24,11 +24,17 @@ class AuditTag(StrEnum):
     SECOND_FACTOR_FAILURE = "identity:factor:failure"
     SIGN_IN_LINK_SENT = "identity:login:link-sent"
     NEW_DEVICE_SIGN_IN = "identity:login:new-device"
+    KNOWN_DEVICE_FORGOTTEN = "identity:device:forget"
     FACTOR_ADDED = "identity:factor:add"
     FACTOR_REMOVED = "identity:factor:remove"
     RECOVERY_CODES_ISSUED = "identity:recovery-codes:issue"
     RECOVERY_CODE_USED = "identity:recovery-code:use"
     PASSWORD_CHANGED = "identity:password:change"  # noqa: S105 (a tag)
+    RECOVERY_REQUESTED = "identity:recovery:request"
+    RECOVERY_LINK_SENT = "identity:recovery:link-sent"
+    RECOVERY_DELAYED = "identity:recovery:delay"
+    RECOVERY_CANCELLED = "identity:recovery:cancel"
+    RECOVERY_COMPLETED = "identity:recovery:complete"
     PASSWORD_BREACHED = "identity:password:breached"  # noqa: S105 (a tag)
     STEP_UP = "identity:step-up"
     DEFENDED_MODE_ENTERED = "identity:defence:enter"

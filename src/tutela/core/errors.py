@@ -69,6 +69,14 @@ class Conflict(TutelaError):
     title = "Conflict"
 
 
+class Gone(TutelaError):
+    """A single-use link that was used, or has expired."""
+
+    status = 410
+    code = "gone"
+    title = "No longer valid"
+
+
 class PayloadTooLarge(TutelaError):
     status = 413
     code = "payload_too_large"

@@ -4,6 +4,7 @@ from tutela.audit import models as audit_models
 from tutela.erasure import models as erasure_models
 from tutela.households import models as households_models
 from tutela.identity import models as identity_models
+from tutela.identity import recovery_models
 from tutela.notices import models as notices_models
 from tutela.retention import models as retention_models
 from tutela.vault import models as vault_models
@@ -14,6 +15,7 @@ __all__ = [
     "households_models",
     "identity_models",
     "notices_models",
+    "recovery_models",
     "retention_models",
     "vault_models",
 ]

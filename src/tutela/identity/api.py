@@ -15,10 +15,12 @@ from pydantic import BaseModel, Field
 from tutela.audit.service import AuditTag, record
 from tutela.core.errors import Conflict, Forbidden
 from tutela.deps import (
+    DEVICE_COOKIE,
     AnySignedIn,
     AppContainer,
     DbSession,
     client_of,
+    cookie_name,
 )
 from tutela.identity import factors
 from tutela.identity import service as sessions
@@ -271,9 +273,26 @@ def sign_in_link(
 
 
 @router.delete("/auth/token", status_code=204)
-def sign_out(principal: AnySignedIn, session: DbSession, container: AppContainer) -> Response:
-    sessions.sign_out(session, principal=principal, now=container.clock.now())
-    return Response(status_code=204)
+def sign_out(
+    principal: AnySignedIn,
+    request: Request,
+    session: DbSession,
+    container: AppContainer,
+    forget_device: bool = False,
+) -> Response:
+    """End this session. `forget_device=true` ("this is a shared computer") also forgets
+    the known device whose token comes with the request (`X-Tutela-Device` or cookie)."""
+    device = client_of(request, container.settings).device_token if forget_device else None
+    sessions.sign_out(session, principal=principal, now=container.clock.now(), forget_device=device)
+    response = Response(status_code=204)
+    if forget_device:
+        response.delete_cookie(
+            cookie_name(DEVICE_COOKIE, container.settings),
+            secure=container.settings.cookie_secure,
+            httponly=True,
+            samesite="strict",
+        )
+    return response
 
 
 @router.post("/auth/step-up/options", response_model=CeremonyOut | None)

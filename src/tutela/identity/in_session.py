@@ -21,13 +21,19 @@ from tutela.core.errors import (
     InvalidInput,
     NotAuthenticated,
     StepUpRequired,
-    TooManyAttempts,
 )
 from tutela.core.ids import uuid7
 from tutela.identity import factors, password_rules
 from tutela.identity import service as sessions
 from tutela.identity.admission import Caller
-from tutela.identity.logins import CHALLENGE_PREFIX, MAX_STEP_UP_FAILURES, Client, Login, row_owned
+from tutela.identity.logins import (
+    CHALLENGE_PREFIX,
+    MAX_STEP_UP_FAILURES,
+    Client,
+    Guess,
+    Login,
+    row_owned,
+)
 from tutela.identity.models import (
     ChallengePurpose,
     KnownDevice,
@@ -49,24 +55,21 @@ class InSession(SecondStep):
 
     def _guarded_attempt(
         self, session: Session, login: Login, client: Client, now: datetime
-    ) -> Attempt:
-        """The throttle's view of a check made inside a session (step-up, password change):
-        refused while the source is slowed down or the account is at its limit (S2)."""
+    ) -> Guess:
+        """The throttle's slot for a check made inside a session (step-up, password change):
+        refused while the source is slowed down or the account is at its limit (S2). The
+        caller releases it on the way out."""
         attempt = Attempt(
             account=self._account_for_owner(session, login, now), source=client.address
         )
-        verdict = self.throttle.check(attempt, now.timestamp())
-        if not verdict.allowed:
-            raise TooManyAttempts(
-                "Too many failed attempts. Wait a little and try again.",
-                retry_after=round(verdict.retry_after, 1),
-            )
-        if verdict.account_failures >= self.throttle_max_failures:
+        guess = self._begin(attempt, now, "failed attempts")
+        if guess.verdict.password_locked:
+            guess.release()
             raise Forbidden(
                 "Too many failed attempts on this account; sign in again.",
                 code="account_limit_reached",
             )
-        return attempt
+        return guess
 
     def step_up(
         self,
@@ -88,78 +91,82 @@ class InSession(SecondStep):
         """
         login = self.login_of(session, principal.owner)
         owner = login.owner
-        attempt = self._guarded_attempt(session, login, client, now)
-        challenge_bytes: bytes | None = None
-        if webauthn_token is not None:
-            row = self._challenge(session, webauthn_token, ChallengePurpose.STEP_UP, now)
-            if not row_owned(row, owner):
-                raise NotAuthenticated("Sign in first.")
-            self._consume(session, row, now)
-            challenge_bytes = row.webauthn_challenge
-        ok: bool
-        if factors.has_second_factor(session, owner):
-            ok = (
-                self.verify_factor(
-                    session,
-                    login,
-                    code=code,
-                    recovery_code=recovery_code,
-                    webauthn=webauthn,
-                    webauthn_challenge=challenge_bytes,
-                    now=now,
+        guess = self._guarded_attempt(session, login, client, now)
+        try:
+            challenge_bytes: bytes | None = None
+            if webauthn_token is not None:
+                row = self._challenge(session, webauthn_token, ChallengePurpose.STEP_UP, now)
+                if not row_owned(row, owner):
+                    raise NotAuthenticated("Sign in first.")
+                self._consume(session, row, now)
+                challenge_bytes = row.webauthn_challenge
+            ok: bool
+            if factors.has_second_factor(session, owner):
+                ok = (
+                    self.verify_factor(
+                        session,
+                        login,
+                        code=code,
+                        recovery_code=recovery_code,
+                        webauthn=webauthn,
+                        webauthn_challenge=challenge_bytes,
+                        now=now,
+                    )
+                    is not None
                 )
-                is not None
-            )
-        elif password is None:
-            ok = False
-        else:
-            with self.admission.slot(Caller.SECOND_STEP):
-                ok = self.hasher.verify(login.password_hash, password_rules.normalise(password))
-        if not ok:
-            self.throttle.record_failure(attempt, now.timestamp())
-            record(
-                session,
-                tag=AuditTag.SECOND_FACTOR_FAILURE,
-                actor=owner.ref,
-                now=now,
-                household_id=owner.household_id,
-            )
+            elif password is None:
+                ok = False
+            else:
+                with self.admission.slot(Caller.SECOND_STEP):
+                    ok = self.hasher.verify(login.password_hash, password_rules.normalise(password))
+            if not ok:
+                guess.fail()
+                record(
+                    session,
+                    tag=AuditTag.SECOND_FACTOR_FAILURE,
+                    actor=owner.ref,
+                    now=now,
+                    household_id=owner.household_id,
+                )
+                session.execute(
+                    update(SignInSession)
+                    .where(SignInSession.id == principal.session_id)
+                    .values(failed_step_ups=SignInSession.failed_step_ups + 1)
+                )
+                ended = session.execute(
+                    update(SignInSession)
+                    .where(
+                        SignInSession.id == principal.session_id,
+                        SignInSession.failed_step_ups >= MAX_STEP_UP_FAILURES,
+                        SignInSession.revoked_at.is_(None),
+                    )
+                    .values(revoked_at=now)
+                )
+                session.commit()
+                if getattr(ended, "rowcount", 0):
+                    raise NotAuthenticated(
+                        "Too many failed confirmations: this session has ended.",
+                        code="session_ended",
+                    )
+                raise InvalidCredentials("That did not confirm it is you.", code="step_up_failed")
             session.execute(
                 update(SignInSession)
                 .where(SignInSession.id == principal.session_id)
-                .values(failed_step_ups=SignInSession.failed_step_ups + 1)
+                .values(failed_step_ups=0)
             )
-            ended = session.execute(
-                update(SignInSession)
-                .where(
-                    SignInSession.id == principal.session_id,
-                    SignInSession.failed_step_ups >= MAX_STEP_UP_FAILURES,
-                    SignInSession.revoked_at.is_(None),
-                )
-                .values(revoked_at=now)
+            sessions.mark_stepped_up(session, session_id=principal.session_id, now=now)
+            record(
+                session,
+                tag=AuditTag.STEP_UP,
+                actor=owner.ref,
+                now=now,
+                household_id=owner.household_id,
+                subject=f"session:{principal.session_id}",
             )
             session.commit()
-            if getattr(ended, "rowcount", 0):
-                raise NotAuthenticated(
-                    "Too many failed confirmations: this session has ended.",
-                    code="session_ended",
-                )
-            raise InvalidCredentials("That did not confirm it is you.", code="step_up_failed")
-        session.execute(
-            update(SignInSession)
-            .where(SignInSession.id == principal.session_id)
-            .values(failed_step_ups=0)
-        )
-        sessions.mark_stepped_up(session, session_id=principal.session_id, now=now)
-        record(
-            session,
-            tag=AuditTag.STEP_UP,
-            actor=owner.ref,
-            now=now,
-            household_id=owner.household_id,
-            subject=f"session:{principal.session_id}",
-        )
-        session.commit()
+
+        finally:
+            guess.release()
 
     def step_up_options(
         self, session: Session, *, principal: sessions.AnyPrincipal, now: datetime
@@ -227,83 +234,85 @@ class InSession(SecondStep):
         self.require_step_up(session, principal, now=now)
         login = self.login_of(session, principal.owner)
         owner = login.owner
-        attempt = self._guarded_attempt(session, login, client, now)
-        with self.admission.slot(Caller.SECOND_STEP):
-            right = self.hasher.verify(
-                login.password_hash, password_rules.normalise(current_password)
+        guess = self._guarded_attempt(session, login, client, now)
+        try:
+            with self.admission.slot(Caller.SECOND_STEP):
+                right = self.hasher.verify(
+                    login.password_hash, password_rules.normalise(current_password)
+                )
+            if not right:
+                guess.fail()
+                record(
+                    session,
+                    tag=AuditTag.ACCOUNT_LOGIN_FAILURE,
+                    actor=owner.ref,
+                    now=now,
+                    household_id=owner.household_id,
+                )
+                session.commit()
+                raise InvalidCredentials("The current password is not right.")
+            email = self._email(session, owner, now)
+            normalised = password_rules.check_new_password(
+                new_password, email=email, breaches=self.breaches.within(session)
             )
-        if not right:
-            self.throttle.record_failure(attempt, now.timestamp())
+            with self.admission.slot(Caller.SECOND_STEP):
+                if self.hasher.verify(login.password_hash, normalised):
+                    raise InvalidInput(
+                        "Choose a password you have not used here.", code="password_reused"
+                    )
+                new_hash = self.hasher.hash(normalised)
+            if login.staff is not None:
+                login.staff.password_hash = new_hash
+                login.staff.password_updated_at = now
+                login.staff.password_must_change = False
+            else:
+                credential = session.get(PasswordCredential, (owner.household_id, owner.id))
+                assert credential is not None
+                credential.hash = new_hash
+                credential.updated_at = now
+                credential.must_change = False
+            sessions.end_all(session, owner=owner, now=now)
+            # Every device must sign in again with the new password, and no pending sign-in
+            # made with the old one can complete.
+            session.execute(delete(KnownDevice).where(owner.where(KnownDevice)))
+            self.close_challenges(session, owner, now)
             record(
                 session,
-                tag=AuditTag.ACCOUNT_LOGIN_FAILURE,
+                tag=AuditTag.PASSWORD_CHANGED,
                 actor=owner.ref,
                 now=now,
                 household_id=owner.household_id,
             )
+            enqueue(
+                session,
+                self.keys,
+                kind=NoticeKind.PASSWORD_CHANGED,
+                owner=owner,
+                params={"at": now.isoformat(), "address": client.address},
+                now=now,
+            )
+            fresh_login = Login(
+                owner=owner, password_hash=new_hash, must_change=False, staff=login.staff
+            )
+            stage = self.stage_for(session, fresh_login, breached=False)
+            row = session.get(SignInSession, principal.session_id)
+            kind = SessionKind(row.kind) if row is not None else SessionKind.API
+            issued = sessions.open_session(
+                session,
+                self.keys,
+                owner=owner,
+                kind=kind,
+                stage=stage,
+                ttl=self._ttl(kind),
+                user_agent=client.user_agent,
+                address=client.address,
+                now=now,
+                stepped_up=True,
+            )
             session.commit()
-            raise InvalidCredentials("The current password is not right.")
-        email = self._email(session, owner, now)
-        normalised = password_rules.check_new_password(
-            new_password, email=email, breaches=self.breaches.within(session)
-        )
-        with self.admission.slot(Caller.SECOND_STEP):
-            reused = self.hasher.verify(login.password_hash, normalised)
-            if reused:
-                raise InvalidInput(
-                    "Choose a password you have not used here.", code="password_reused"
-                )
-            new_hash = self.hasher.hash(normalised)
-        if login.staff is not None:
-            login.staff.password_hash = new_hash
-            login.staff.password_updated_at = now
-            login.staff.password_must_change = False
-        else:
-            credential = session.get(PasswordCredential, (owner.household_id, owner.id))
-            assert credential is not None
-            credential.hash = new_hash
-            credential.updated_at = now
-            credential.must_change = False
-        sessions.end_all(session, owner=owner, now=now)
-        # Every device must sign in again with the new password, and no pending sign-in
-        # made with the old one can complete.
-        session.execute(delete(KnownDevice).where(owner.where(KnownDevice)))
-        self.close_challenges(session, owner, now)
-        record(
-            session,
-            tag=AuditTag.PASSWORD_CHANGED,
-            actor=owner.ref,
-            now=now,
-            household_id=owner.household_id,
-        )
-        enqueue(
-            session,
-            self.keys,
-            kind=NoticeKind.PASSWORD_CHANGED,
-            owner=owner,
-            params={"at": now.isoformat(), "address": client.address},
-            now=now,
-        )
-        fresh_login = Login(
-            owner=owner, password_hash=new_hash, must_change=False, staff=login.staff
-        )
-        stage = self.stage_for(session, fresh_login, breached=False)
-        row = session.get(SignInSession, principal.session_id)
-        kind = SessionKind(row.kind) if row is not None else SessionKind.API
-        issued = sessions.open_session(
-            session,
-            self.keys,
-            owner=owner,
-            kind=kind,
-            stage=stage,
-            ttl=self._ttl(kind),
-            user_agent=client.user_agent,
-            address=client.address,
-            now=now,
-            stepped_up=True,
-        )
-        session.commit()
-        return issued
+            return issued
+        finally:
+            guess.release()
 
     def refresh_stage(
         self, session: Session, principal: sessions.AnyPrincipal, *, now: datetime

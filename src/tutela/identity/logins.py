@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from tutela.audit.service import AuditTag, record
 from tutela.core.errors import (
     NotAuthenticated,
+    TooManyAttempts,
 )
 from tutela.core.ids import uuid7
 from tutela.households import service as households
@@ -39,7 +40,7 @@ from tutela.identity.models import (
 from tutela.identity.owners import Owner
 from tutela.identity.passwords import PasswordHasher
 from tutela.identity.staff import find_staff, needs_webauthn, staff_index
-from tutela.identity.throttle import Attempt, Throttle
+from tutela.identity.throttle import Attempt, Throttle, Verdict, wait_text
 from tutela.notices.service import NoticeKind, enqueue
 from tutela.settings import Settings
 from tutela.vault.keystore import KeyStore
@@ -53,6 +54,43 @@ MAX_FACTOR_TRIES = 5
 MAX_STEP_UP_FAILURES = 5
 KNOWN_DEVICE_MAX_FAILURES = 10
 KNOWN_DEVICE_TTL = timedelta(days=180)
+
+
+def too_many(retry_after: float, what: str = "failed sign-ins") -> TooManyAttempts:
+    """The throttle's refusal (429), saying how long to wait; the door sends the same."""
+    return TooManyAttempts(
+        f"Too many {what} from your network. {wait_text(retry_after)}",
+        retry_after=round(retry_after, 1),
+    )
+
+
+@dataclass
+class Guess:
+    """One attempt's slot in the throttle, reserved by `Throttle.begin` (S2, S4).
+
+    Settled once: a failure or a success consumes the slot; `release` (always called on
+    the way out) drops it if neither happened, e.g. when the attempt raised.
+    """
+
+    throttle: Throttle
+    attempt: Attempt
+    now: float
+    verdict: Verdict
+    settled: bool = False
+
+    def fail(self, *, breached: bool = False) -> bool:
+        """Count the failure; True if it switched defended mode on."""
+        self.settled = True
+        return self.throttle.record_failure(self.attempt, self.now, breached=breached)
+
+    def succeed(self, *, breached: bool = False) -> bool:
+        self.settled = True
+        return self.throttle.record_success(self.attempt, self.now, breached=breached)
+
+    def release(self) -> None:
+        if not self.settled and self.verdict.reserved:
+            self.settled = True
+            self.throttle.release(self.attempt, self.now)
 
 
 @dataclass(frozen=True)
@@ -114,6 +152,31 @@ class GateCore:
         if wait > 0.0:
             raise busy(wait)
 
+    # -- the throttle ------------------------------------------------------------------
+
+    def _begin(self, attempt: Attempt, now: datetime, what: str = "failed sign-ins") -> Guess:
+        """Check the throttle and reserve the attempt's slot in one step, before any hash;
+        refused (429, saying how long) while the source is slowed down."""
+        ts = now.timestamp()
+        verdict = self.throttle.begin(attempt, ts)
+        if not verdict.allowed:
+            raise too_many(verdict.retry_after, what)
+        return Guess(self.throttle, attempt, ts, verdict)
+
+    def _device_failure(self, session: Session, known: KnownDevice) -> None:
+        """A known device that keeps sending wrong passwords or codes stops being trusted
+        after KNOWN_DEVICE_MAX_FAILURES of them (S2)."""
+        session.execute(
+            update(KnownDevice)
+            .where(KnownDevice.id == known.id)
+            .values(failures=KnownDevice.failures + 1)
+        )
+        session.execute(
+            delete(KnownDevice).where(
+                KnownDevice.id == known.id, KnownDevice.failures >= KNOWN_DEVICE_MAX_FAILURES
+            )
+        )
+
     # -- resolving who is signing in -------------------------------------------------
 
     def _login(self, session: Session, email: str, *, staff: bool, now: datetime) -> Login | None:
@@ -127,17 +190,29 @@ class GateCore:
                 must_change=member.password_must_change,
                 staff=member,
             )
-        account = households.find_account(session, self.keys, email=email, now=now)
-        if account is None:
+        # One query whether or not the account exists, so the database time of a wrong
+        # password does not tell a real account from an unknown email (S4).
+        found = session.execute(
+            select(Account, PasswordCredential)
+            .join(
+                Profile,
+                (Profile.household_id == Account.household_id) & (Profile.id == Account.profile_id),
+            )
+            .join(
+                PasswordCredential,
+                (PasswordCredential.household_id == Account.household_id)
+                & (PasswordCredential.account_id == Account.id),
+            )
+            .where(
+                Account.email_index.in_(households.email_indexes(self.keys, email, now=now)),
+                # Being erased (account closure, C10): it signs in no more, and answers
+                # like an unknown account.
+                Profile.state == ProfileState.ACTIVE,
+            )
+        ).first()
+        if found is None:
             return None
-        profile = session.get(Profile, (account.household_id, account.profile_id))
-        if profile is None or profile.state != ProfileState.ACTIVE:
-            # Being erased (account closure, C10): it signs in no more, and answers like
-            # an unknown account.
-            return None
-        credential = session.get(PasswordCredential, (account.household_id, account.id))
-        if credential is None:
-            return None
+        account, credential = found
         return Login(
             owner=Owner.account(account.household_id, account.id, account.profile_id),
             password_hash=credential.hash,

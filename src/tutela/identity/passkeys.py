@@ -35,14 +35,15 @@ from webauthn.helpers import base64url_to_bytes
 from webauthn.helpers.structs import AuthenticationCredential, UserVerificationRequirement
 
 from tutela.audit.service import AuditTag, record
-from tutela.core.errors import InvalidCredentials, InvalidInput, NotAuthenticated, TooManyAttempts
+from tutela.core.errors import InvalidCredentials, InvalidInput, NotAuthenticated
 from tutela.core.ids import uuid7
 from tutela.households.models import Profile, ProfileState
 from tutela.identity import factors
-from tutela.identity.logins import Client, GateCore, Login, SignInOutcome
+from tutela.identity.logins import Client, GateCore, Guess, Login, SignInOutcome
 from tutela.identity.models import (
     Factor,
     FactorKind,
+    KnownDevice,
     PasskeyAudience,
     PasskeyCeremony,
     SessionKind,
@@ -135,14 +136,44 @@ class PasskeySignIn(GateCore):
         # credential's owner) is not slowed by failures from its network, as with passwords.
         known = self._known_device(session, login, client.device_token, now)
         attempt = self._passkey_attempt(parsed, client, known_device=known is not None)
-        self._passkey_admit(attempt, now)
+        guess = self._begin(attempt, now)  # check and reserve in one step, or 429
+        try:
+            return self._passkey_step(
+                session,
+                guess,
+                parsed=parsed,
+                login=login,
+                factor=factor,
+                known=known,
+                audience=audience,
+                kind=kind,
+                client=client,
+                now=now,
+            )
+        finally:
+            guess.release()  # an attempt that raised before its verdict counts nothing
+
+    def _passkey_step(
+        self,
+        session: Session,
+        guess: Guess,
+        *,
+        parsed: AuthenticationCredential | None,
+        login: Login | None,
+        factor: Factor | None,
+        known: KnownDevice | None,
+        audience: PasskeyAudience,
+        kind: SessionKind,
+        client: Client,
+        now: datetime,
+    ) -> SignInOutcome:
         if parsed is None:
-            raise self._passkey_failed(session, attempt, now, refusal=passkey_refused())
+            raise self._passkey_failed(session, guess, now, refusal=passkey_refused())
         challenge = _signed_challenge(parsed)
         if challenge is None or not self._claim_ceremony(session, challenge, audience, now):
-            raise self._passkey_failed(session, attempt, now, refusal=ceremony_expired())
+            raise self._passkey_failed(session, guess, now, refusal=ceremony_expired())
         if login is None or factor is None:
-            raise self._passkey_failed(session, attempt, now, refusal=passkey_refused())
+            raise self._passkey_failed(session, guess, now, refusal=passkey_refused())
         try:
             factors.verify_with(
                 session,
@@ -156,16 +187,17 @@ class PasskeySignIn(GateCore):
         except InvalidInput:
             session.rollback()
             raise self._passkey_failed(
-                session, attempt, now, refusal=passkey_refused(), login=login
+                session, guess, now, refusal=passkey_refused(), login=login
             ) from None
-        account_attempt = Attempt(
-            account=self._account_for_owner(session, login, now), source=client.address
-        )
-        self._passkey_admitted(session, account_attempt, now)
+        if guess.succeed():
+            self._defended_alert(session, now=now)
         outcome = self._complete(
             session,
             login,
-            attempt=account_attempt,
+            # The account's consecutive failures end with this complete sign-in (S2).
+            attempt=Attempt(
+                account=self._account_for_owner(session, login, now), source=client.address
+            ),
             known=known,
             kind=kind,
             client=client,
@@ -237,24 +269,16 @@ class PasskeySignIn(GateCore):
             key = "pk:" + hashlib.sha256(parsed.raw_id).hexdigest()[:40]
         return Attempt(account=key, source=client.address, known_device=known_device)
 
-    def _passkey_admit(self, attempt: Attempt, now: datetime) -> None:
-        verdict = self.throttle.check(attempt, now.timestamp())
-        if not verdict.allowed:
-            raise TooManyAttempts(
-                "Too many failed sign-ins from your network. Wait a little and try again.",
-                retry_after=round(verdict.retry_after, 1),
-            )
-
     def _passkey_failed(
         self,
         session: Session,
-        attempt: Attempt,
+        guess: Guess,
         now: datetime,
         *,
         refusal: NotAuthenticated,
         login: Login | None = None,
     ) -> NotAuthenticated:
-        entered = self.throttle.record_failure(attempt, now.timestamp())
+        entered = guess.fail()
         record(
             session,
             tag=AuditTag.ACCOUNT_LOGIN_FAILURE,
@@ -267,7 +291,3 @@ class PasskeySignIn(GateCore):
             refusal.notices_queued = True
         session.commit()
         return refusal
-
-    def _passkey_admitted(self, session: Session, attempt: Attempt, now: datetime) -> None:
-        if self.throttle.record_success(attempt, now.timestamp()):
-            self._defended_alert(session, now=now)

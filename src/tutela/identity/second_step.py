@@ -3,11 +3,12 @@ the emailed link (R4-R6, S2, S4)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from tutela.audit.service import AuditTag, record
@@ -15,13 +16,22 @@ from tutela.core.errors import (
     InvalidCredentials,
     InvalidInput,
     NotAuthenticated,
-    TooManyAttempts,
 )
 from tutela.identity import factors
-from tutela.identity.logins import MAX_FACTOR_TRIES, Client, GateCore, Login, SignInOutcome
+from tutela.identity import service as sessions
+from tutela.identity.logins import (
+    LINK_PREFIX,
+    MAX_FACTOR_TRIES,
+    Client,
+    GateCore,
+    Guess,
+    Login,
+    SignInOutcome,
+)
 from tutela.identity.models import (
     ChallengePurpose,
     FactorKind,
+    KnownDevice,
     SessionKind,
     SignInChallenge,
 )
@@ -105,29 +115,69 @@ class SecondStep(GateCore):
     ) -> SignInOutcome:
         """The second step: a TOTP code, a recovery code or a WebAuthn assertion.
 
-        Every wrong code counts as a failure of the account and of the source (S2), and
-        each try is reserved atomically before it is checked, so concurrent guesses on one
-        challenge cannot exceed MAX_FACTOR_TRIES.
+        Every wrong code counts as a failure of the account and of the source (S2), from a
+        known device too, and each try is reserved atomically before it is checked, so
+        concurrent guesses on one challenge cannot exceed MAX_FACTOR_TRIES.
         """
         row = self._challenge(session, challenge, ChallengePurpose.SECOND_FACTOR, now)
         login = self._login_of_row(session, row)
-        owner = login.owner
         known = self._known_device(session, login, client.device_token, now)
         attempt = Attempt(
             account=self._account_for_owner(session, login, now),
             source=client.address,
             known_device=known is not None,
         )
-        verdict = self.throttle.check(attempt, now.timestamp())
-        if not verdict.allowed:
-            raise TooManyAttempts(
-                "Too many failed attempts from your network. Wait a little and try again.",
-                retry_after=round(verdict.retry_after, 1),
+        guess = self._begin(attempt, now, "failed attempts")
+        try:
+            return self._factor_step(
+                session,
+                guess,
+                row=row,
+                login=login,
+                known=known,
+                code=code,
+                recovery_code=recovery_code,
+                webauthn=webauthn,
+                client=client,
+                now=now,
             )
-        # At the account's limit (S2) only the holder's own device, or a sign-in that came
-        # through the emailed link, may still present a factor: never the open internet.
-        if verdict.password_locked and not row.via_link:
-            self.close_challenges(session, owner, now)
+        finally:
+            guess.release()
+
+    def _factor_step(
+        self,
+        session: Session,
+        guess: Guess,
+        *,
+        row: SignInChallenge,
+        login: Login,
+        known: KnownDevice | None,
+        code: str | None,
+        recovery_code: str | None,
+        webauthn: dict[str, Any] | str | None,
+        client: Client,
+        now: datetime,
+    ) -> SignInOutcome:
+        owner = login.owner
+        verdict = guess.verdict
+        # S2, from any device: at the account's limit, and for customers already after
+        # `account_link_after` failures, a code is checked only on a sign-in that came
+        # through the emailed link. A WebAuthn assertion, which cannot be guessed, still is.
+        codes_locked = verdict.password_locked or (verdict.codes_locked and login.staff is None)
+        if codes_locked and not row.via_link and webauthn is None:
+            self.close_challenges(session, owner, now, purposes=(ChallengePurpose.SECOND_FACTOR,))
+            if login.staff is None:
+                kind = SessionKind(row.session_kind)
+                self._send_link(
+                    session, login, kind=kind, breached=row.breached, now=now, client=client
+                )
+                session.commit()
+                refused = NotAuthenticated(
+                    "For this account's safety, use the sign-in link we emailed to its address.",
+                    code="sign_in_link_required",
+                )
+                refused.notices_queued = True
+                raise refused
             session.commit()
             raise NotAuthenticated(
                 "This sign-in has expired; start again.", code="challenge_expired"
@@ -177,7 +227,9 @@ class SecondStep(GateCore):
                     },
                     now=now,
                 )
-            if self.throttle.record_failure(attempt, now.timestamp()):
+            if known is not None:
+                self._device_failure(session, known)
+            if guess.fail():
                 self._defended_alert(session, now=now)
                 queued = True
             session.commit()
@@ -189,7 +241,7 @@ class SecondStep(GateCore):
         outcome = self._complete(
             session,
             login,
-            attempt=attempt,
+            attempt=guess.attempt,
             known=known,
             kind=SessionKind(row.session_kind),
             client=client,
@@ -205,13 +257,53 @@ class SecondStep(GateCore):
         self, session: Session, *, token: str, client: Client, now: datetime
     ) -> SignInOutcome:
         """The emailed link: it stands in for the password (or proves the mailbox on a
-        risky sign-in). An owner with a second factor must still present it."""
-        row = self._challenge(session, token, ChallengePurpose.EMAIL_LINK, now)
-        login = self._login_of_row(session, row)
-        if login.staff is not None:
-            raise NotAuthenticated(
-                "This sign-in has expired; start again.", code="challenge_expired"
+        risky sign-in). An owner with a second factor must still present it.
+
+        A link that is wrong, used or expired is a failure of the source and, when it names
+        an account, of that account (S2, S4).
+        """
+        guess = self._begin(self._link_attempt(session, token, client, now), now, "failed attempts")
+        try:
+            try:
+                row = self._challenge(session, token, ChallengePurpose.EMAIL_LINK, now)
+                login = self._login_of_row(session, row)
+                if login.staff is not None:
+                    raise NotAuthenticated(
+                        "This sign-in has expired; start again.", code="challenge_expired"
+                    )
+            except NotAuthenticated:
+                if guess.fail():
+                    self._defended_alert(session, now=now)
+                    session.commit()
+                raise
+            return self._link_step(session, row=row, login=login, client=client, now=now)
+        finally:
+            guess.release()
+
+    def _link_attempt(self, session: Session, token: str, client: Client, now: datetime) -> Attempt:
+        """The throttle's view of a link: its account if the token names one."""
+        row = None
+        if token.startswith(LINK_PREFIX) and len(token) <= 100:
+            row = session.scalar(
+                select(SignInChallenge).where(
+                    SignInChallenge.token_hash == sessions.token_hash(token)
+                )
             )
+        account = "x:link"  # a token that names nobody counts against its source only
+        if row is not None and row.purpose == ChallengePurpose.EMAIL_LINK:
+            with contextlib.suppress(NotAuthenticated):
+                account = self._account_for_owner(session, self._login_of_row(session, row), now)
+        return Attempt(account=account, source=client.address)
+
+    def _link_step(
+        self,
+        session: Session,
+        *,
+        row: SignInChallenge,
+        login: Login,
+        client: Client,
+        now: datetime,
+    ) -> SignInOutcome:
         self._consume(session, row, now)
         if factors.has_second_factor(session, login.owner):
             outcome = self._factor_challenge(

@@ -230,11 +230,42 @@ def _end(session: Session, row: SignInSession, *, actor: str, now: datetime) -> 
     )
 
 
-def sign_out(session: Session, *, principal: AnyPrincipal, now: datetime) -> None:
+def sign_out(
+    session: Session,
+    *,
+    principal: AnyPrincipal,
+    now: datetime,
+    forget_device: str | None = None,
+) -> None:
+    """End this session; with `forget_device` (the known-device token of the browser or
+    app signing out, "this is a shared computer"), forget that device too, so the next
+    sign-in from it is a new device's (S2: no more skipping source delays from it)."""
     row = session.get(SignInSession, principal.session_id)
     if row is not None and row.revoked_at is None:
         _end(session, row, actor=principal.owner.ref, now=now)
-        session.commit()
+    if forget_device:
+        forget_known_device(session, owner=principal.owner, token=forget_device, now=now)
+    session.commit()
+
+
+def forget_known_device(session: Session, *, owner: Owner, token: str, now: datetime) -> bool:
+    """Forget the owner's known device named by `token`; another owner's is left alone.
+    The caller commits."""
+    forgotten = session.execute(
+        delete(KnownDevice).where(
+            owner.where(KnownDevice), KnownDevice.token_hash == token_hash(token[:100])
+        )
+    )
+    if not getattr(forgotten, "rowcount", 0):
+        return False
+    record(
+        session,
+        tag=AuditTag.KNOWN_DEVICE_FORGOTTEN,
+        actor=owner.ref,
+        now=now,
+        household_id=owner.household_id,
+    )
+    return True
 
 
 def _live(owner: Owner, now: datetime) -> list[object]:

@@ -3,11 +3,13 @@
 The order of checks on `POST /api/v1/auth/token`:
 
 1. **Throttle before any hash** (S2, S4): the source address and its /24 (/64) are slowed
-   down progressively after failures; the account is never delayed or locked (an
-   attacker must never lock a real user out) but after a few failures it needs a second
-   factor or an emailed link, and after 100 its password is not even checked from an
-   unknown device (NIST SP 800-63B §5.2.2). A known device (a cookie from an earlier
-   sign-in) skips source delays (OWASP, device cookies).
+   down progressively after failures; the check reserves the attempt's slot atomically,
+   so concurrent connections get no extra guesses. The account is never delayed or locked
+   (an attacker must never lock a real user out) but after a few failures it needs a
+   second factor or an emailed link, after `account_link_after` its codes are checked
+   only behind the emailed link, and after 100 its password is not checked at all, from
+   any device (NIST SP 800-63B §5.2.2). A known device (a cookie from an earlier sign-in)
+   skips source delays (OWASP, device cookies), never the account's limits.
 1b. **Admission** (R6, `admission.py`): in defended mode an unknown device's hash spends
    from a global budget of hashes per second, and beyond it gets a cheap 429
    (`sign_in_busy`) before the account is looked up; every hash holds one of the
@@ -30,7 +32,6 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
 from tutela.audit.service import AuditTag, record
@@ -38,14 +39,13 @@ from tutela.core.errors import (
     InvalidCredentials,
     NotAuthenticated,
     ServiceUnavailable,
-    TooManyAttempts,
 )
 from tutela.identity import factors, password_rules
 from tutela.identity.admission import Caller
 from tutela.identity.in_session import InSession
 from tutela.identity.logins import (
-    KNOWN_DEVICE_MAX_FAILURES,
     Client,
+    Guess,
     Login,
     SignInOutcome,
 )
@@ -95,23 +95,47 @@ class Gate(InSession, SignUp, PasskeySignIn):
             source=client.address,
             known_device=known is not None,
         )
-        ts = now.timestamp()
-        verdict = self.throttle.check(attempt, ts)
-        if not verdict.allowed:
-            raise TooManyAttempts(
-                "Too many failed sign-ins from your network. Wait a little and try again.",
-                retry_after=round(verdict.retry_after, 1),
+        guess = self._begin(attempt, now)
+        try:
+            return self._password_step(
+                session,
+                guess,
+                email=email,
+                password=password,
+                kind=kind,
+                client=client,
+                known=known,
+                staff=staff,
+                now=now,
             )
+        finally:
+            guess.release()
+
+    def _password_step(
+        self,
+        session: Session,
+        guess: Guess,
+        *,
+        email: str,
+        password: str,
+        kind: SessionKind,
+        client: Client,
+        known: KnownDevice | None,
+        staff: bool,
+        now: datetime,
+    ) -> SignInOutcome:
+        verdict = guess.verdict
         if known is None and not verdict.password_locked:
             # Before the account is looked up: the refusal costs one Redis call and is
             # the same whether or not the account exists.
             self._spend_new_device_hash(defended=verdict.defended, now=now)
         login = self._login(session, email, staff=staff, now=now)
-        if verdict.password_locked:
-            # S2: no more password guesses for this account from unknown devices. The same
-            # answer whether or not the account exists; a real customer gets a link, which
-            # stands in for the password only: a second factor, if any, still follows.
-            # Employees get no link: they sign in from a known device or are reset.
+        # S2: at the account's limit no password is checked from any device. The same
+        # answer whether or not the account exists; a real customer gets a link, which
+        # stands in for the password only: a second factor, if any, still follows.
+        # Employees get no link: from their own device the password is still checked, and
+        # then only a WebAuthn assertion completes the sign-in (see `complete_factor`).
+        if verdict.password_locked and (login is None or login.staff is None or known is None):
             refused = NotAuthenticated(
                 "For this account's safety, use the sign-in link we emailed to its address.",
                 code="sign_in_link_required",
@@ -135,13 +159,13 @@ class Gate(InSession, SignUp, PasskeySignIn):
                 self._device_failure(session, known)
             wrong = InvalidCredentials("The email or password is not right.")
             wrong.notices_queued = self._failure(
-                session, attempt, login=login, breached=breached, now=now
+                session, guess, login=login, breached=breached, now=now
             )
             raise wrong
-        if self.throttle.record_success(attempt, ts, breached=breached):
+        if guess.succeed(breached=breached):
             self._defended_alert(session, now=now)
         if login.staff is not None and self._staff_refused(session, login, now):
-            self._failure(session, attempt, login=login, breached=False, now=now, count=False)
+            self._failure(session, guess, login=login, breached=False, now=now, count=False)
             raise InvalidCredentials("The email or password is not right.")
         self._rehash(session, login, password, now)
         if breached:
@@ -149,29 +173,17 @@ class Gate(InSession, SignUp, PasskeySignIn):
         outcome = self._after_password(
             session,
             login,
-            attempt=attempt,
+            attempt=guess.attempt,
             known=known,
             kind=kind,
             client=client,
             breached=breached,
             risky=verdict.step_up or (verdict.defended and (verdict.risky or known is None)),
+            codes_locked=verdict.codes_locked,
             now=now,
         )
         session.commit()
         return outcome
-
-    def _device_failure(self, session: Session, known: KnownDevice) -> None:
-        """A known device that keeps sending wrong passwords stops being trusted (S2)."""
-        session.execute(
-            update(KnownDevice)
-            .where(KnownDevice.id == known.id)
-            .values(failures=KnownDevice.failures + 1)
-        )
-        session.execute(
-            delete(KnownDevice).where(
-                KnownDevice.id == known.id, KnownDevice.failures >= KNOWN_DEVICE_MAX_FAILURES
-            )
-        )
 
     def _breached(self, session: Session, password: str, *, staff: bool) -> bool:
         try:
@@ -198,7 +210,7 @@ class Gate(InSession, SignUp, PasskeySignIn):
     def _failure(
         self,
         session: Session,
-        attempt: Attempt,
+        guess: Guess,
         *,
         login: Login | None,
         breached: bool,
@@ -207,9 +219,7 @@ class Gate(InSession, SignUp, PasskeySignIn):
     ) -> bool:
         # A stuffing list is full of addresses with no account here: a failure for an
         # unknown email counts, like a breached password, as a hit on a breached list.
-        entered = count and self.throttle.record_failure(
-            attempt, now.timestamp(), breached=breached or login is None
-        )
+        entered = count and guess.fail(breached=breached or login is None)
         record(
             session,
             tag=AuditTag.ACCOUNT_LOGIN_FAILURE,
@@ -268,10 +278,16 @@ class Gate(InSession, SignUp, PasskeySignIn):
         client: Client,
         breached: bool,
         risky: bool,
+        codes_locked: bool,
         now: datetime,
     ) -> SignInOutcome:
         owner = login.owner
         enrolled = factors.list_factors(session, owner)
+        if enrolled and codes_locked and login.staff is None:
+            # S2, before the limit: after many failures on the account, from any device,
+            # a code is checked only on a sign-in that came through the mailbox.
+            self._send_link(session, login, kind=kind, breached=breached, now=now, client=client)
+            return SignInOutcome(status="link_sent", notices=True)
         if enrolled:
             return self._factor_challenge(session, login, kind=kind, breached=breached, now=now)
         stage = self.stage_for(session, login, breached=breached)

@@ -7,13 +7,10 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from tutela.core.errors import (
-    TooManyAttempts,
-)
 from tutela.households import service as households
 from tutela.identity import password_rules
 from tutela.identity.admission import Caller
-from tutela.identity.logins import Client, GateCore
+from tutela.identity.logins import Client, GateCore, too_many
 from tutela.identity.owners import Owner
 from tutela.identity.throttle import Attempt
 from tutela.notices.service import NoticeKind, enqueue
@@ -53,10 +50,7 @@ class SignUp(GateCore):
         )
         verdict = self.throttle.check(attempt, now.timestamp())
         if not verdict.allowed:
-            raise TooManyAttempts(
-                "Too many attempts from your network. Wait a little and try again.",
-                retry_after=round(verdict.retry_after, 1),
-            )
+            raise too_many(verdict.retry_after, "attempts")
         # A new device by definition: the defended-mode budget and an ordinary slot (R6).
         self._spend_new_device_hash(defended=verdict.defended, now=now)
         with self.admission.slot(Caller.NEW_DEVICE):

@@ -27,6 +27,8 @@ from sqlalchemy.orm import Session
 
 from tutela.core.errors import InvalidCredentials, NotAuthenticated
 from tutela.identity import password_rules
+from tutela.identity.admission import Caller
+from tutela.identity.logins import Guess
 from tutela.identity.throttle import Attempt
 
 if TYPE_CHECKING:
@@ -54,12 +56,14 @@ def refuse_employee(
     # Asked for every email that is no customer's, an employee's or not: the time an
     # answer takes must not tell an employee's email from an unknown one.
     verdict = gate.throttle.check(attempt, now.timestamp())
+    guess = Guess(throttle=gate.throttle, attempt=attempt, now=now.timestamp(), verdict=verdict)
     if login is None:
         return
     checkable = verdict.allowed and not verdict.password_locked
-    ok = gate.hasher.verify(
-        login.password_hash if checkable else None, password_rules.normalise(password)
-    )
+    with gate.admission.slot(Caller.NEW_DEVICE):
+        ok = gate.hasher.verify(
+            login.password_hash if checkable else None, password_rules.normalise(password)
+        )
     if ok and checkable and not gate._staff_refused(session, login, now):
         raise UseStaffSignIn(
             f"This is an employee account: sign in at {STAFF_SIGN_IN_PATH}.",
@@ -67,6 +71,6 @@ def refuse_employee(
         )
     wrong = InvalidCredentials("The email or password is not right.")
     wrong.notices_queued = gate._failure(
-        session, attempt, login=login, breached=False, now=now, count=checkable
+        session, guess, login=login, breached=False, now=now, count=checkable
     )
     raise wrong

@@ -5,7 +5,15 @@ with waits, challenges and risk signals before that), S4 (OWASP Authentication C
 failures from a source are counted apart from failures on an account) and R6 (rate limiting
 against credential stuffing). An account is never delayed or locked, so an attacker cannot
 lock its holder out: failures on it only raise the bar (a second factor or an emailed link)
-and, at S2's limit, stop its password from being checked for unknown devices.
+and, at S2's limit, stop its password and its codes from being checked from any device.
+
+Every failure counts toward the account, whatever was wrong (a password, a second-factor
+code, a recovery code or an emailed link) and whichever device sent it, known or not.
+
+`begin` checks an attempt and reserves a pending slot for it in one atomic step (one Lua
+script in Redis, one lock in memory): attempts in flight count as failures until they are
+recorded, released, or `PENDING_SECONDS` pass, so concurrent connections cannot get more
+guesses than the rules allow.
 
 S2 counts consecutive failures: an account's count is kept until a complete sign-in
 clears it (`reset_account`) or 90 days pass without a failure (`account_memory_seconds`),
@@ -22,9 +30,9 @@ import ipaddress
 import math
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Protocol
 
 import redis
 
@@ -41,6 +49,12 @@ _STUFFERS_KEPT = 16
 # Delays double with every failure; past this exponent they are at the maximum anyway.
 _MAX_DOUBLINGS = 64
 
+# How long a reservation made by `begin` counts before it is forgotten (a worker that died
+# mid-attempt must not slow its source for ever).
+PENDING_SECONDS = 30.0
+# The default of `ThrottlePolicy.account_link_after`.
+LINK_AFTER = 20
+
 # Account keys end up in Redis keys, so they must look like opaque keys: no "@", no ".",
 # no spaces. An email address passed by mistake is refused instead of stored.
 _ACCOUNT_KEY = re.compile(r"[0-9A-Za-z:_\-]{1,128}")
@@ -55,6 +69,9 @@ class ThrottlePolicy:
     base_delay_seconds: float = 1.0
     max_delay_seconds: float = 900.0
     account_step_up_after: int = 5
+    # From this many failures on, a code (TOTP or recovery) is checked only on a sign-in
+    # that came through the emailed link (S2's challenge before the limit).
+    account_link_after: int = LINK_AFTER
     account_max_failures: int = 100
     # How long a source's or a network's failures are kept after the last one.
     failure_memory_seconds: float = 86_400
@@ -73,6 +90,8 @@ class ThrottlePolicy:
             raise ValueError("free failures must be at least 1")
         if not 1 <= self.account_step_up_after <= self.account_max_failures <= 100:
             raise ValueError("need 1 <= account_step_up_after <= account_max_failures <= 100 (S2)")
+        if not 1 <= self.account_link_after <= self.account_max_failures:
+            raise ValueError("need 1 <= account_link_after <= account_max_failures (S2)")
         if min(self.failure_memory_seconds, self.stuffing_window_seconds) <= 0:
             raise ValueError("failure memory and stuffing window must be positive")
         if self.account_memory_seconds <= 0:
@@ -82,7 +101,9 @@ class ThrottlePolicy:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ThrottlePolicy:
+        most = settings.signin_account_max_failures
         return cls(
+            account_link_after=min(LINK_AFTER, most),
             source_free_failures=settings.signin_source_free_failures,
             prefix_free_failures=settings.signin_prefix_free_failures,
             max_delay_seconds=float(settings.signin_max_delay_seconds),
@@ -125,6 +146,14 @@ class Attempt:
 
 @dataclass(frozen=True)
 class Verdict:
+    """What the throttle says about an attempt (S2, S4).
+
+    `password_locked`: S2's limit is reached; no password or code is checked from any
+    device, only a sign-in through the emailed link (or a WebAuthn assertion) goes on.
+    `codes_locked`: `account_link_after` failures; a code is checked only on a sign-in that
+    came through the emailed link. `reserved`: `begin` holds a pending slot for it.
+    """
+
     allowed: bool
     retry_after: float
     account_failures: int
@@ -132,19 +161,40 @@ class Verdict:
     password_locked: bool
     risky: bool
     defended: bool
+    codes_locked: bool = False
+    reserved: bool = False
 
 
 class Throttle(Protocol):
     def check(self, attempt: Attempt, now: float) -> Verdict:
-        """Read-only, before any password hash is computed."""
+        """Read-only: what `begin` would answer, without reserving anything."""
+        ...
+
+    def begin(self, attempt: Attempt, now: float) -> Verdict:
+        """Check and, if allowed, reserve a pending slot in one atomic step, before any hash.
+
+        The slot counts as a failure of the source, its network and the account until
+        `record_failure` or `record_success` consumes it, `release` drops it, or
+        `PENDING_SECONDS` pass.
+        """
+        ...
+
+    def release(self, attempt: Attempt, now: float) -> None:
+        """Drop a reservation without counting anything (the attempt ended without a verdict)."""
+        ...
+
+    def source_wait(self, source: str, now: float) -> float:
+        """Seconds an unknown device at `source` must wait: one read, for the door."""
         ...
 
     def record_failure(self, attempt: Attempt, now: float, *, breached: bool = False) -> bool:
-        """Count a wrong password; True only for the one call that switched defended mode on."""
+        """Count a failure (a wrong password, code or link) and consume a reservation;
+        True only for the one call that switched defended mode on."""
         ...
 
     def record_success(self, attempt: Attempt, now: float, *, breached: bool = False) -> bool:
-        """Count a right password in the detector; True if it switched defended mode on."""
+        """Count a right password in the detector and consume a reservation; True if it
+        switched defended mode on."""
         ...
 
     def reset_account(self, attempt: Attempt) -> None:
@@ -204,6 +254,46 @@ def _source_keys(source: str) -> tuple[str, str]:
     return parsed
 
 
+def wait_text(seconds: float) -> str:
+    """'Try again in N seconds', in minutes (or hours) once the wait is long."""
+    whole = max(1, math.ceil(seconds))
+    if whole < 120:
+        return f"Try again in {whole} second{'s' if whole != 1 else ''}."
+    minutes = math.ceil(whole / 60)
+    if minutes < 120:
+        return f"Try again in {minutes} minutes."
+    return f"Try again in {math.ceil(minutes / 60)} hours."
+
+
+def _pending(tally: tuple[int, float], pending: int, newest: float) -> tuple[int, float]:
+    """A failure tally with the attempts in flight counted as failures made at `newest`."""
+    if pending <= 0:
+        return tally
+    return tally[0] + pending, max(tally[1], newest)
+
+
+def _source_free(policy: ThrottlePolicy, defended: bool) -> tuple[int, int]:
+    """Free failures of a source and of its network; fewer in defended mode."""
+    if defended:
+        return 1, max(1, policy.prefix_free_failures // 4)
+    return policy.source_free_failures, policy.prefix_free_failures
+
+
+def _source_wait(
+    policy: ThrottlePolicy,
+    now: float,
+    *,
+    source: tuple[int, float],
+    network: tuple[int, float],
+    defended: bool,
+) -> float:
+    source_free, network_free = _source_free(policy, defended)
+    return max(
+        _wait(policy, source[0], source[1], source_free, now),
+        _wait(policy, network[0], network[1], network_free, now),
+    )
+
+
 def _wait(policy: ThrottlePolicy, failures: int, last: float, free: int, now: float) -> float:
     """Seconds left of the delay after `failures` (the first `free` cost nothing)."""
     if failures < free:
@@ -230,13 +320,7 @@ def _judge(
         # OWASP "Slow Down Online Guessing Attacks with Device Cookies": a device the
         # account signed in with before is not slowed by failures of others on its
         # network, so an attacker sharing the victim's network cannot lock the victim out.
-        source_free, network_free = policy.source_free_failures, policy.prefix_free_failures
-        if defended:
-            source_free, network_free = 1, max(1, network_free // 4)
-        retry_after = max(
-            _wait(policy, source[0], source[1], source_free, now),
-            _wait(policy, network[0], network[1], network_free, now),
-        )
+        retry_after = _source_wait(policy, now, source=source, network=network, defended=defended)
     risky = source[0] > 0 or network[0] > 0 or stuffing_source
     return Verdict(
         allowed=retry_after <= 0.0,
@@ -244,10 +328,12 @@ def _judge(
         account_failures=account_failures,
         step_up=account_failures >= policy.account_step_up_after
         or (defended and risky and not attempt.known_device),
-        password_locked=account_failures >= policy.account_max_failures
-        and not attempt.known_device,
+        # S2 counts every failure from every device: a known device skips source delays,
+        # never the account's limit (its holder goes on through the emailed link).
+        password_locked=account_failures >= policy.account_max_failures,
         risky=risky,
         defended=defended,
+        codes_locked=account_failures >= policy.account_link_after,
     )
 
 
@@ -292,33 +378,105 @@ class MemoryThrottle:
         self._failed_accounts: dict[str, dict[str, float]] = {}
         self._window: dict[int, list[int]] = {}  # bucket -> [attempts, failures, breached]
         self._stuffers: dict[str, float] = {}
+        # "s:"/"n:"/"a:" + key -> when each reservation in flight was made (see `begin`).
+        self._pending: dict[str, list[float]] = {}
         self._defended_until = -math.inf
         self._next_sweep = -math.inf
         self._sweep_at = 10_000
 
     def check(self, attempt: Attempt, now: float) -> Verdict:
+        with self._lock:
+            return self._verdict(attempt, now)
+
+    def begin(self, attempt: Attempt, now: float) -> Verdict:
+        with self._lock:
+            verdict = self._verdict(attempt, now)
+            if not verdict.allowed:
+                return verdict
+            for key in self._pending_keys(attempt):
+                self._pending.setdefault(key, []).append(now)
+            return replace(verdict, reserved=True)
+
+    def release(self, attempt: Attempt, now: float) -> None:
+        with self._lock:
+            self._consume(attempt, now)
+
+    def source_wait(self, source: str, now: float) -> float:
+        policy = self._policy
+        source_key, network_key = _source_keys(source)
+        memory = policy.failure_memory_seconds
+        with self._lock:
+            return _source_wait(
+                policy,
+                now,
+                source=_pending(
+                    self._live(self._sources.get(source_key), now, memory),
+                    *self._in_flight("s:" + source_key, now),
+                ),
+                network=_pending(
+                    self._live(self._networks.get(network_key), now, memory),
+                    *self._in_flight("n:" + network_key, now),
+                ),
+                defended=now < self._defended_until,
+            )
+
+    @staticmethod
+    def _pending_keys(attempt: Attempt) -> tuple[str, str, str]:
+        source, network = _source_keys(attempt.source)
+        return "s:" + source, "n:" + network, "a:" + attempt.account
+
+    def _in_flight(self, key: str, now: float) -> tuple[int, float]:
+        """(reservations still counting, when the newest was made); prunes expired ones."""
+        times = self._pending.get(key)
+        if not times:
+            return 0, 0.0
+        live = [t for t in times if now - t < PENDING_SECONDS]
+        if len(live) != len(times):
+            if live:
+                self._pending[key] = live
+            else:
+                del self._pending[key]
+        return len(live), max(live, default=0.0)
+
+    def _consume(self, attempt: Attempt, now: float) -> None:
+        """Drop one reservation of the attempt's source, network and account, if any."""
+        for key in self._pending_keys(attempt):
+            if self._in_flight(key, now)[0]:
+                times = self._pending[key]
+                times.remove(min(times))
+                if not times:
+                    del self._pending[key]
+
+    def _verdict(self, attempt: Attempt, now: float) -> Verdict:
         policy = self._policy
         source, network = _source_keys(attempt.source)
         low = now - policy.stuffing_window_seconds
-        with self._lock:
-            failed_on = self._failed_accounts.get(source)
-            stuffing = (
-                failed_on is not None
-                and sum(1 for t in failed_on.values() if t > low)
-                >= policy.stuffing_accounts_per_source
-            )
-            return _judge(
-                policy,
-                attempt,
-                now,
-                source=self._live(self._sources.get(source), now, policy.failure_memory_seconds),
-                network=self._live(self._networks.get(network), now, policy.failure_memory_seconds),
-                account_failures=self._live(
-                    self._accounts.get(attempt.account), now, policy.account_memory_seconds
-                )[0],
-                stuffing_source=stuffing,
-                defended=now < self._defended_until,
-            )
+        memory = policy.failure_memory_seconds
+        failed_on = self._failed_accounts.get(source)
+        stuffing = (
+            failed_on is not None
+            and sum(1 for t in failed_on.values() if t > low) >= policy.stuffing_accounts_per_source
+        )
+        account = _pending(
+            self._live(self._accounts.get(attempt.account), now, policy.account_memory_seconds),
+            *self._in_flight("a:" + attempt.account, now),
+        )
+        return _judge(
+            policy,
+            attempt,
+            now,
+            source=_pending(
+                self._live(self._sources.get(source), now, memory),
+                *self._in_flight("s:" + source, now),
+            ),
+            network=_pending(
+                self._live(self._networks.get(network), now, memory),
+                *self._in_flight("n:" + network, now),
+            ),
+            account_failures=account[0],
+            stuffing_source=stuffing,
+            defended=now < self._defended_until,
+        )
 
     def record_failure(self, attempt: Attempt, now: float, *, breached: bool = False) -> bool:
         return self._record(attempt, now, failed=True, breached=breached)
@@ -366,6 +524,7 @@ class MemoryThrottle:
         low = now - policy.stuffing_window_seconds
         bucket = int(now // self._bucket_seconds)
         with self._lock:
+            self._consume(attempt, now)
             self._maybe_sweep(now)
             if failed:
                 memory = policy.failure_memory_seconds
@@ -434,6 +593,8 @@ class MemoryThrottle:
         for key in [k for k, seen in self._failed_accounts.items() if max(seen.values()) <= low]:
             del self._failed_accounts[key]
         self._stuffers = {s: t for s, t in self._stuffers.items() if t > low}
+        for key in list(self._pending):
+            self._in_flight(key, now)
         oldest = int(now // self._bucket_seconds) - WINDOW_BUCKETS
         self._window = {b: c for b, c in self._window.items() if b > oldest}
         # At least every ten minutes, whichever memory is shorter.
@@ -444,247 +605,17 @@ class MemoryThrottle:
         self._sweep_at = max(10_000, 2 * (size + len(self._failed_accounts)))
 
 
-# --- in Redis, shared by every process ------------------------------------------------------
+# Imported last: the Redis store is built from the rules above.
+from tutela.identity.throttle_redis import RedisThrottle  # noqa: E402
 
-# GET the defended key; on if the time stored is after now. Switching on is atomic in the
-# script, so exactly one caller, in any process, sees 1.
-_SWITCH_ON = """
-local function switch_on(key, now, until_text, ttl)
-  local current = redis.call('GET', key)
-  if current and tonumber(current) > now then
-    if tonumber(until_text) > tonumber(current) then
-      redis.call('SET', key, until_text, 'EX', ttl)
-    end
-    return 0
-  end
-  redis.call('SET', key, until_text, 'EX', ttl)
-  return 1
-end
-"""
-
-# KEYS: source, network, account, accounts the source failed on, defended
-# ARGV: the window's exclusive low end ("(t")
-# One string in reply, not an array: parsing eight replies costs redis-py more than split.
-_CHECK = """
-local s = redis.call('HMGET', KEYS[1], 'n', 't')
-local p = redis.call('HMGET', KEYS[2], 'n', 't')
-local a = redis.call('HMGET', KEYS[3], 'n', 't')
-local k = redis.call('ZCOUNT', KEYS[4], ARGV[1], '+inf')
-local d = redis.call('GET', KEYS[5])
-return table.concat({s[1] or '', s[2] or '', p[1] or '', p[2] or '', a[1] or '', a[2] or '',
-  k, d or ''}, ' ')
-"""
-
-# KEYS: source, network, account, accounts the source failed on, stuffing sources, defended,
-#       the detector's window (a hash: "<bucket>:a|f|b" -> attempts, failures, breached)
-# ARGV: 1 now, 2 failed (0/1), 3 breached (0/1), 4 account key, 5 source key,
-#       6 the current bucket, 7 the window's low end, 8 defended until
-# The policy's numbers are constants in the script (see `_record_script`): fewer arguments
-# to encode on every call.
-_RECORD = """
-local now = tonumber(ARGV[1])
-local failed = ARGV[2] == '1'
-local low, low_open = ARGV[7], '(' .. ARGV[7]
-
-local function bump(key, cap, memory, ttl)
-  local v = redis.call('HMGET', key, 'n', 't')
-  local n, t = 1, ARGV[1]
-  if v[1] and v[2] then
-    local last = tonumber(v[2])
-    if now - last < memory then
-      n = tonumber(v[1]) + 1
-      if cap > 0 and n > cap then n = cap end
-      if last > now then t = v[2] end
-    end
-  end
-  redis.call('HSET', key, 'n', n, 't', t)
-  redis.call('EXPIRE', key, ttl)
-end
-
-if failed then
-  bump(KEYS[1], 0, MEMORY, MEMORY_TTL)
-  bump(KEYS[2], 0, MEMORY, MEMORY_TTL)
-  -- S2: the account's count is consecutive failures, kept until a complete sign-in.
-  bump(KEYS[3], ACCOUNT_CAP, ACCOUNT_MEMORY, ACCOUNT_MEMORY_TTL)
-  redis.call('ZADD', KEYS[4], ARGV[1], ARGV[4])
-  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', low)
-  redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -(PER_SOURCE + 1))
-  redis.call('EXPIRE', KEYS[4], WINDOW_TTL)
-  if redis.call('ZCOUNT', KEYS[4], low_open, '+inf') >= PER_SOURCE then
-    redis.call('ZADD', KEYS[5], ARGV[1], ARGV[5])
-    redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', low)
-    redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -(STUFFERS_KEPT + 1))
-    redis.call('EXPIRE', KEYS[5], WINDOW_TTL)
-  end
-end
-
-local window, bucket = KEYS[7], tonumber(ARGV[6])
-redis.call('HINCRBY', window, ARGV[6] .. ':a', 1)
-if failed then redis.call('HINCRBY', window, ARGV[6] .. ':f', 1) end
-if ARGV[3] == '1' then redis.call('HINCRBY', window, ARGV[6] .. ':b', 1) end
-redis.call('EXPIRE', window, WINDOW_TTL)
-
-local sums = {a = 0, f = 0, b = 0}
-local fields = redis.call('HGETALL', window)
-for i = 1, #fields, 2 do
-  local b, kind = string.match(fields[i], '^(-?%d+):(%a)$')
-  if b and tonumber(b) > bucket - BUCKETS then
-    sums[kind] = sums[kind] + tonumber(fields[i + 1])
-  else
-    redis.call('HDEL', window, fields[i])
-  end
-end
-local stuffers = redis.call('ZCOUNT', KEYS[5], low_open, '+inf')
-
-if (sums.f >= MIN_FAILURES and sums.f >= FAILURE_RATIO * sums.a)
-    or stuffers >= STUFFING_SOURCES or sums.b >= BREACHED_HITS then
-  return switch_on(KEYS[6], now, ARGV[8], DEFENDED_TTL)
-end
-return 0
-"""
-
-
-def _record_script(policy: ThrottlePolicy) -> str:
-    """The record script with the policy's numbers as Lua constants."""
-    # TTLs only collect garbage: the rules compare stored times with `now`.
-    constants = {
-        "MEMORY": repr(float(policy.failure_memory_seconds)),
-        "MEMORY_TTL": str(math.ceil(policy.failure_memory_seconds) + 60),
-        "ACCOUNT_MEMORY": repr(float(policy.account_memory_seconds)),
-        "ACCOUNT_MEMORY_TTL": str(math.ceil(policy.account_memory_seconds) + 60),
-        "ACCOUNT_CAP": str(policy.account_max_failures),
-        "WINDOW_TTL": str(math.ceil(2 * policy.stuffing_window_seconds) + 60),
-        "BUCKETS": str(WINDOW_BUCKETS),
-        "PER_SOURCE": str(policy.stuffing_accounts_per_source),
-        "STUFFERS_KEPT": str(_STUFFERS_KEPT),
-        "MIN_FAILURES": str(policy.stuffing_min_failures),
-        "FAILURE_RATIO": repr(float(policy.stuffing_failure_ratio)),
-        "BREACHED_HITS": str(policy.stuffing_breached_hits),
-        "STUFFING_SOURCES": str(STUFFING_SOURCES),
-        "DEFENDED_TTL": _defended_ttl(policy),
-    }
-    header = "".join(f"local {name} = {value}\n" for name, value in constants.items())
-    return header + _SWITCH_ON + _RECORD
-
-
-def _defended_ttl(policy: ThrottlePolicy) -> str:
-    return str(math.ceil(2 * policy.defended_seconds) + 60)
-
-
-# KEYS: defended; ARGV: now, until, TTL
-_ENTER = _SWITCH_ON + "return switch_on(KEYS[1], tonumber(ARGV[1]), ARGV[2], ARGV[3])\n"
-
-
-def _tally(count: str, last: str, now: float, memory: float) -> tuple[int, float]:
-    if not count or not last:
-        return 0, 0.0
-    when = float(last)
-    if now - when >= memory:
-        return 0, 0.0
-    return int(count), when
-
-
-class RedisThrottle:
-    """The throttle shared by every process through Redis: one round trip per call.
-
-    Keys hold only the opaque account key and IP addresses (S4's source counts), never an
-    email address or a password. Text that is no IP address is kept as a digest. Source and
-    network keys expire a day after their last failure, account keys after
-    `account_memory_seconds` (S2), unless a complete sign-in deletes them first.
-    """
-
-    def __init__(
-        self,
-        client: redis.Redis,
-        policy: ThrottlePolicy | None = None,
-        prefix: str = "tutela:throttle:",
-    ) -> None:
-        self._client = client
-        self._policy = policy = policy or ThrottlePolicy()
-        self._prefix = prefix
-        self._defended_key = prefix + "defended"
-        self._stuffers_key = prefix + "stuffers"
-        self._window_key = prefix + "window"
-        self._bucket_seconds = policy.stuffing_window_seconds / WINDOW_BUCKETS
-        self._defended_ttl = _defended_ttl(policy)
-        self._check_script = client.register_script(_CHECK)
-        self._record_script = client.register_script(_record_script(policy))
-        self._enter_script = client.register_script(_ENTER)
-
-    def check(self, attempt: Attempt, now: float) -> Verdict:
-        policy = self._policy
-        source, network = _source_keys(attempt.source)
-        p = self._prefix
-        reply = self._check_script(
-            keys=(
-                p + "src:" + source,
-                p + "net:" + network,
-                p + "acct:" + attempt.account,
-                p + "srcacct:" + source,
-                self._defended_key,
-            ),
-            args=("(" + repr(now - policy.stuffing_window_seconds),),
-        )
-        text = reply.decode() if isinstance(reply, bytes) else cast("str", reply)
-        s_n, s_t, p_n, p_t, a_n, a_t, stuffing, defended_until = text.split(" ")
-        memory = policy.failure_memory_seconds
-        return _judge(
-            policy,
-            attempt,
-            now,
-            source=_tally(s_n, s_t, now, memory),
-            network=_tally(p_n, p_t, now, memory),
-            account_failures=_tally(a_n, a_t, now, policy.account_memory_seconds)[0],
-            stuffing_source=int(stuffing) >= policy.stuffing_accounts_per_source,
-            defended=bool(defended_until) and now < float(defended_until),
-        )
-
-    def record_failure(self, attempt: Attempt, now: float, *, breached: bool = False) -> bool:
-        return self._record(attempt, now, failed=True, breached=breached)
-
-    def record_success(self, attempt: Attempt, now: float, *, breached: bool = False) -> bool:
-        return self._record(attempt, now, failed=False, breached=breached)
-
-    def reset_account(self, attempt: Attempt) -> None:
-        self._client.delete(self._prefix + "acct:" + attempt.account)
-
-    def defended(self, now: float) -> bool:
-        until = self._client.get(self._defended_key)
-        return until is not None and now < float(until)
-
-    def enter_defended(self, now: float) -> bool:
-        entered = self._enter_script(
-            keys=(self._defended_key,),
-            args=(repr(now), repr(now + self._policy.defended_seconds), self._defended_ttl),
-        )
-        return int(cast("int", entered)) == 1
-
-    def leave_defended(self) -> None:
-        self._client.delete(self._defended_key)
-
-    def _record(self, attempt: Attempt, now: float, *, failed: bool, breached: bool) -> bool:
-        policy = self._policy
-        source, network = _source_keys(attempt.source)
-        p = self._prefix
-        entered = self._record_script(
-            keys=(
-                p + "src:" + source,
-                p + "net:" + network,
-                p + "acct:" + attempt.account,
-                p + "srcacct:" + source,
-                self._stuffers_key,
-                self._defended_key,
-                self._window_key,
-            ),
-            args=(
-                repr(now),
-                "1" if failed else "0",
-                "1" if breached else "0",
-                attempt.account,
-                source,
-                str(int(now // self._bucket_seconds)),
-                repr(now - policy.stuffing_window_seconds),
-                repr(now + policy.defended_seconds),
-            ),
-        )
-        return int(cast("int", entered)) == 1
+__all__ = [
+    "PENDING_SECONDS",
+    "Attempt",
+    "MemoryThrottle",
+    "RedisThrottle",
+    "Throttle",
+    "ThrottlePolicy",
+    "Verdict",
+    "make_throttle",
+    "wait_text",
+]

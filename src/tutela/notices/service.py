@@ -31,6 +31,7 @@ from tutela.core.errors import IntegrityFailure, KeyUnavailable
 from tutela.core.ids import uuid7
 from tutela.db.engine import Stores
 from tutela.identity.owners import Owner, email_of, owner_of_row
+from tutela.notices.devices import describe_device
 from tutela.notices.erased import ERASED, erased
 from tutela.notices.mail import Mailer, build_message
 from tutela.notices.models import OutboxMessage
@@ -60,6 +61,9 @@ class NoticeKind(StrEnum):
     SESSIONS_ENDED = "sessions_ended"
     SIGN_IN_LINK = "sign_in_link"
     PASSWORD_RESET_LINK = "password_reset_link"  # noqa: S105
+    RECOVERY_DELAYED = "recovery_delayed"
+    RECOVERY_CANCELLED = "recovery_cancelled"
+    RECOVERY_COMPLETED = "recovery_completed"
     DEFENDED_MODE = "defended_mode"
     STAFF_WELCOME = "staff_welcome"
     SIGN_UP_EXISTING = "sign_up_existing"
@@ -167,10 +171,34 @@ _TEMPLATES: Final[Mapping[NoticeKind, _Template]] = {
     NoticeKind.PASSWORD_RESET_LINK: _Template(
         "Reset your Tutela password",
         "Use this link to choose a new password for your Tutela account:\n\n{link}\n\n"
-        "It works once, and only within {ttl} minutes of the request.",
-        frozenset({"at", "link"}),
+        "It works once, and only within {minutes} minutes of the request.",
+        frozenset({"at", "link", "minutes"}),
         _WHERE,
         advice="link",
+    ),
+    NoticeKind.RECOVERY_DELAYED: _Template(
+        "Someone asked to reset your Tutela password",
+        "Someone used a password reset link for your Tutela account without its second "
+        "sign-in step. The new password takes effect on {until}, and then your second "
+        "sign-in methods are removed, unless you cancel before then. Until then, nothing "
+        "changes.\n\nIf it was not you, cancel it now with this link:\n\n{link}",
+        frozenset({"at", "link", "until"}),
+        _WHERE,
+        advice="recovery",
+    ),
+    NoticeKind.RECOVERY_CANCELLED: _Template(
+        "A password reset of your Tutela account was cancelled",
+        "The pending password reset of your Tutela account was cancelled; your password "
+        "and sign-in methods did not change.",
+        frozenset({"at"}),
+        _WHERE,
+    ),
+    NoticeKind.RECOVERY_COMPLETED: _Template(
+        "Your Tutela account was recovered",
+        "The password of your Tutela account was reset with an emailed link{how}. Every "
+        "session was ended and every device must sign in again.",
+        frozenset({"at"}),
+        _WHERE | {"factor"},
     ),
     NoticeKind.DEFENDED_MODE: _Template(
         "Tutela entered defended mode",
@@ -259,6 +287,11 @@ def _advice(kind: str, settings: Settings) -> str:
             "If you did not ask for this, ignore this message: nobody can use your account "
             f"without the link. If these keep coming, change your password at {url}."
         )
+    if kind == "recovery":
+        return (
+            f"You can also cancel it at {settings.origin}/account/recovery after you sign "
+            "in. If it was you, there is nothing to do: wait for the date above."
+        )
     if kind == "inactive_child":
         return f"To keep it, sign in at {settings.origin}/account/privacy and choose Keep."
     if kind == "receipt":
@@ -311,6 +344,13 @@ def render(kind: NoticeKind, params: Mapping[str, str], settings: Settings) -> t
         "who": _clean(params.get("who", "")),
         "what": ERASED_WHAT.get(params.get("what", ""), ""),
         "percent": params.get("percent", ""),
+        "minutes": params.get("minutes", ""),
+        "until": _display_time(params["until"]) if params.get("until") else "",
+        "how": (
+            " after the waiting period; its second sign-in methods were removed"
+            if params.get("factor") == "removed"
+            else ""
+        ),
         "setup": (
             f"\n\nSet up how you sign in with this link, which works once:\n\n{params['link']}"
             if params.get("link")
@@ -320,7 +360,7 @@ def render(kind: NoticeKind, params: Mapping[str, str], settings: Settings) -> t
     lines = [template.happened.format(**fill), ""]
     lines.append(f"  When:    {_display_time(params['at'])}")
     if params.get("device"):
-        lines.append(f"  Device:  {_clean(params['device'])}")
+        lines.append(f"  Device:  {describe_device(params['device'])}")
     if params.get("address"):
         lines.append(f"  Address: {_clean(params['address'])}")
     lines += ["", _advice(template.advice, settings), ""]
@@ -404,6 +444,9 @@ def enqueue(
     `about_profile_id` names the profile of the owner's household that the notice speaks
     of, when it is not the owner's own: erasing that profile erases the notice (A5).
     """
+    if "device" in params:
+        # Only the description is kept, never the client's own User-Agent text.
+        params = {**params, "device": describe_device(params["device"])}
     _check_params(kind, owner, params)
     message_id = uuid7()
     about = about_profile_id if owner is not None else None

@@ -55,6 +55,11 @@ def _page(
         ),
         "guidance": password_rules.GUIDANCE,
         "step_up_fresh": fresh,
+        "recovery_pending": (
+            None
+            if principal.owner.is_staff
+            else container.recovery.pending(session, owner=principal.owner)
+        ),
         "message": None,
         "error": None,
         "totp": None,

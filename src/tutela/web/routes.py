@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import secrets
 import uuid
 from pathlib import Path
@@ -19,7 +20,6 @@ from tutela.core.errors import (
     InvalidCredentials,
     NotAuthenticated,
     NotFound,
-    SignInBusy,
     TooManyAttempts,
 )
 from tutela.deps import (
@@ -76,6 +76,14 @@ def _login_page(
         secure=settings.cookie_secure,
         path="/",
     )
+    return response
+
+
+def throttled_page(request: Request, settings: Settings, refused: TooManyAttempts) -> Response:
+    """The sign-in page saying how long to wait (429 with Retry-After); the door sends it too."""
+    response = _login_page(request, settings, error=refused.detail, status=429)
+    retry_after = float(refused.extra.get("retry_after", 1))
+    response.headers["retry-after"] = str(max(1, math.ceil(retry_after)))
     return response
 
 
@@ -159,15 +167,8 @@ def login(
             client=client_of(request, container.settings),
             now=container.clock.now(),
         )
-    except SignInBusy as exc:
-        return _login_page(request, settings, error=exc.detail, status=429)
-    except TooManyAttempts:
-        return _login_page(
-            request,
-            settings,
-            error="Too many failed sign-ins from your network. Wait a little and try again.",
-            status=429,
-        )
+    except TooManyAttempts as refused:
+        return throttled_page(request, settings, refused)
     except NotAuthenticated as exc:
         return _login_page(
             request,
@@ -215,6 +216,8 @@ def login_factor(
             client=client_of(request, container.settings),
             now=container.clock.now(),
         )
+    except TooManyAttempts as refused:
+        return throttled_page(request, container.settings, refused)
     except InvalidCredentials:
         return templates.TemplateResponse(
             request,
@@ -291,6 +294,8 @@ def login_link(
             client=client_of(request, container.settings),
             now=container.clock.now(),
         )
+    except TooManyAttempts as refused:
+        return throttled_page(request, container.settings, refused)
     except NotAuthenticated as exc:
         return _login_page(request, container.settings, error=exc.detail, status=401)
     background.add_task(container.deliver_notices)
@@ -298,17 +303,35 @@ def login_link(
 
 
 @router.post("/logout")
-def logout(request: Request, session: DbSession, container: AppContainer) -> Response:
+def logout(
+    request: Request,
+    session: DbSession,
+    container: AppContainer,
+    forget_device: Annotated[str, Form(max_length=10)] = "",
+) -> Response:
+    """Sign out; "This is a shared computer" forgets this browser's known device too.
+    Same-origin only: a cross-site form must not sign people out (403)."""
+    settings = container.settings
+    check_same_origin(request, settings)
+    device = request.cookies.get(cookie_name(DEVICE_COOKIE, settings)) if forget_device else None
     with contextlib.suppress(NotAuthenticated):
         identity.sign_out(
-            session, principal=signed_in(request, session, container), now=container.clock.now()
+            session,
+            principal=signed_in(request, session, container),
+            now=container.clock.now(),
+            forget_device=device,
         )
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(
-        cookie_name(SESSION_COOKIE, container.settings),
-        secure=container.settings.cookie_secure,
-        httponly=True,
+        cookie_name(SESSION_COOKIE, settings), secure=settings.cookie_secure, httponly=True
     )
+    if forget_device:
+        response.delete_cookie(
+            cookie_name(DEVICE_COOKIE, settings),
+            secure=settings.cookie_secure,
+            httponly=True,
+            samesite="strict",
+        )
     return response
 
 
@@ -328,9 +351,13 @@ def home(request: Request, session: DbSession, container: AppContainer) -> Respo
         session, keys, household_id=reader.household_id, profile_ids=set(reader.profile_ids)
     )
     devices = households.list_devices(session, household_id=principal.household_id)
-    return templates.TemplateResponse(
-        request, "home.html", {"profiles": profiles, "devices": devices, "principal": principal}
-    )
+    context = {
+        "profiles": profiles,
+        "devices": devices,
+        "principal": principal,
+        "recovery_pending": container.recovery.pending(session, owner=principal.owner),
+    }
+    return templates.TemplateResponse(request, "home.html", context)
 
 
 @router.get("/profiles/{profile_id}", response_class=HTMLResponse)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import secrets
 from typing import Annotated, Any
 
@@ -72,6 +73,16 @@ def _login_page(
         secure=settings.cookie_secure,
         path="/",
     )
+    return response
+
+
+def staff_throttled_page(
+    request: Request, settings: Settings, refused: TooManyAttempts
+) -> Response:
+    """The staff sign-in page saying how long to wait (429 with Retry-After), as the door."""
+    response = _login_page(request, settings, error=refused.detail, status=429)
+    retry_after = float(refused.extra.get("retry_after", 1))
+    response.headers["retry-after"] = str(max(1, math.ceil(retry_after)))
     return response
 
 
@@ -151,7 +162,7 @@ def login(
             staff=True,
         )
     except TooManyAttempts as exc:
-        return _login_page(request, settings, error=exc.detail, status=429)
+        return staff_throttled_page(request, settings, exc)
     except ServiceUnavailable as exc:  # employees never sign in unchecked (S5)
         return _login_page(request, settings, error=exc.detail, status=503)
     except NotAuthenticated as exc:

@@ -6,7 +6,7 @@ so a usernameless assertion names its owner (NULL for credentials made before). 
 `passkey_ceremonies` table holds the challenges of usernameless sign-ins, each used once.
 
 Revision ID: 393728e06cbc
-Revises: 61de02cf31c9
+Revises: b6a2142ab6eb
 Create Date: 2026-12-07 14:03:45.275263
 """
 
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "393728e06cbc"
-down_revision: str | Sequence[str] | None = "61de02cf31c9"
+down_revision: str | Sequence[str] | None = "b6a2142ab6eb"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,157 @@
+"""The sign-in door: a throttled source is refused before routing (R6, S4).
+
+Refusals are counted in SQL statements: the door answers without a database session, so
+an attacker's refused guesses cost neither a hash nor a query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import event
+
+from tests.factories import PASSWORD
+from tests.functional.conftest import owner_email
+from tutela.container import Container
+from tutela.households.service import CreatedHome
+from tutela.identity.door import GUARDED_PATHS, guarded
+from tutela.identity.throttle import Attempt
+
+SLOWED = "198.51.100.66"
+API = "/api/v1"
+
+
+class StatementCounter:
+    """Counts SQL statements sent on the main and key stores' engines."""
+
+    def __init__(self, container: Container) -> None:
+        self.count = 0
+        self.engines = [container.stores.main, container.stores.keys]
+        for engine in self.engines:
+            event.listen(engine, "before_cursor_execute", self._seen)
+
+    def _seen(self, *_: object) -> None:
+        self.count += 1
+
+    def close(self) -> None:
+        for engine in self.engines:
+            event.remove(engine, "before_cursor_execute", self._seen)
+
+
+@pytest.fixture
+def statements(container: Container) -> Iterator[StatementCounter]:
+    counter = StatementCounter(container)
+    yield counter
+    counter.close()
+
+
+@pytest.fixture
+def slowed(client: TestClient, container: Container) -> TestClient:
+    """A client at a source with more failures than its free ones: it must wait."""
+    now = container.clock.now().timestamp()
+    for n in range(container.settings.signin_source_free_failures + 2):
+        container.throttle.record_failure(Attempt(f"a:{n:040x}", SLOWED), now)
+    return TestClient(client.app, client=(SLOWED, 50000))
+
+
+def test_a_throttled_source_is_refused_without_touching_the_database(
+    slowed: TestClient, home: CreatedHome, statements: StatementCounter
+) -> None:
+    """One throttle read, no SQL, no hash: 429 with Retry-After and problem+json."""
+    r = slowed.post(f"{API}/auth/token", json={"email": owner_email(home), "password": PASSWORD})
+
+    assert r.status_code == 429
+    assert statements.count == 0
+    assert int(r.headers["retry-after"]) >= 1
+    assert r.headers["content-type"] == "application/problem+json"
+    body = r.json()
+    assert body["code"] == "too_many_attempts"
+    assert body["retry_after"] > 0
+    assert "Try again in" in body["detail"] and "seconds" in body["detail"]
+
+
+def test_the_door_refuses_before_validation(
+    slowed: TestClient, statements: StatementCounter
+) -> None:
+    """Even a body FastAPI would refuse (422) is not parsed: the door answers first."""
+    for path in ("/auth/token", "/auth/token/factor", "/auth/token/link", "/signup"):
+        r = slowed.post(API + path, content=b"not json", headers={"content-type": "text/plain"})
+        assert r.status_code == 429, (path, r.text)
+    assert statements.count == 0
+
+
+def test_the_door_answers_exactly_what_the_route_answers(
+    slowed: TestClient, home: CreatedHome, statements: StatementCounter
+) -> None:
+    """A device token goes on to the route (which alone can check it): an unknown one gets
+    the route's own refusal, the same body as the door's."""
+    payload = {"email": owner_email(home), "password": PASSWORD}
+    at_the_door = slowed.post(f"{API}/auth/token", json=payload)
+    assert statements.count == 0
+    by_the_route = slowed.post(
+        f"{API}/auth/token", json=payload, headers={"x-tutela-device": "tsd_not-a-real-device"}
+    )
+    assert statements.count > 0  # it went through: the device token was looked up
+
+    assert at_the_door.status_code == by_the_route.status_code == 429
+    assert at_the_door.json() == by_the_route.json()
+    assert at_the_door.headers["retry-after"] == by_the_route.headers["retry-after"]
+
+
+def test_the_console_sign_in_page_says_when_to_try_again(
+    slowed: TestClient, statements: StatementCounter
+) -> None:
+    page = slowed.get("/login")  # the form itself is not a guess
+    assert page.status_code == 200
+    statements.count = 0
+
+    r = slowed.post("/login", data={"email": "a@example.com", "password": "x", "csrf": "y"})
+    assert r.status_code == 429
+    assert statements.count == 0
+    assert int(r.headers["retry-after"]) >= 1
+    assert "text/html" in r.headers["content-type"]
+    assert "Try again in" in r.text and "seconds" in r.text
+
+
+def test_other_sources_and_other_paths_go_through(
+    client: TestClient, slowed: TestClient, home: CreatedHome
+) -> None:
+    signed_in = client.post(
+        f"{API}/auth/token", json={"email": owner_email(home), "password": PASSWORD}
+    )
+    assert signed_in.status_code == 201, signed_in.text
+    token = signed_in.json()["token"]
+    # Sign-out (DELETE) and pages that are no guess are not the door's business.
+    ended = slowed.delete(f"{API}/auth/token", headers={"authorization": f"Bearer {token}"})
+    assert ended.status_code == 204
+    assert slowed.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "is_guarded"),
+    [
+        ("/api/v1/auth/token", True),
+        ("/api/v1/auth/token/factor", True),
+        ("/api/v1/auth/token/link", True),
+        ("/api/v1/staff/auth/token", True),
+        ("/api/v1/signup", True),
+        ("/api/v1/auth/passkey/options", True),
+        ("/api/v1/auth/recovery", True),
+        ("/login", True),
+        ("/login/factor", True),
+        ("/login/passkey", True),
+        ("/forgot", True),
+        ("/recover/confirm", True),
+        ("/loginx", False),
+        ("/logout", False),
+        ("/api/v1/ingest/media", False),
+        ("/api/v1/auth/step-up", False),
+    ],
+)
+def test_the_guarded_paths(path: str, is_guarded: bool) -> None:
+    assert guarded(path) is is_guarded
+    assert "/api/v1/auth/passkey" in GUARDED_PATHS and "/login/passkey" in (
+        p + "/passkey" for p in GUARDED_PATHS
+    )
