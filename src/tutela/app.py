@@ -32,6 +32,7 @@ from tutela.households.api import router as households_router
 from tutela.identity.api import router as identity_router
 from tutela.identity.door import SignInDoor
 from tutela.identity.logins import too_many
+from tutela.identity.passkey_api import router as passkey_router
 from tutela.identity.recovery_api import router as recovery_router
 from tutela.retention.api import router as retention_router
 from tutela.settings import Settings
@@ -388,6 +389,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
 
     for router in (
         identity_router,
+        passkey_router,
         recovery_router,
         households_router,
         ingest_router,

@@ -364,7 +364,8 @@ def sign_in(page: Page, email: str, password: str) -> None:
     page.goto("/login")
     page.get_by_label("Email").fill(email)
     page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
+    # Exactly: the page also offers "Sign in with a passkey".
+    page.get_by_role("button", name="Sign in", exact=True).click()
 
 
 @pytest.fixture(scope="session")
@@ -591,7 +592,7 @@ def test_a_passkey_is_added_on_the_security_page_and_then_signs_in(
     # The code just given is a fresh second factor: no further step-up for a few minutes.
     page.goto("/account/security")
     page.get_by_label("Name for a new passkey or security key").fill("Laptop passkey")
-    page.get_by_role("button", name="Add a passkey or security key").click()
+    page.get_by_role("button", name="Add a passkey", exact=True).click()
     expect(page.get_by_role("row").filter(has_text="Laptop passkey")).to_have_count(1)
 
     page.context.clear_cookies()

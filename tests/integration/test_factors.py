@@ -394,7 +394,12 @@ def test_registration_options_exclude_existing_credentials(
             ttl=TTL,
         )
     request = json.loads(options)
-    assert request["user"]["id"] == base64.urlsafe_b64encode(owner.id.bytes).rstrip(b"=").decode()
+    # The user handle is the owner's random one, the same as their first credential's,
+    # never the account id (WebAuthn §14.6.1).
+    assert factor.user_handle is not None
+    handle = base64.urlsafe_b64encode(factor.user_handle).rstrip(b"=").decode()
+    assert request["user"]["id"] == handle
+    assert handle != base64.urlsafe_b64encode(owner.id.bytes).rstrip(b"=").decode()
     assert request["authenticatorSelection"]["userVerification"] == "preferred"
     assert len(request["excludeCredentials"]) == 1
     assert factor.credential_id in key.credentials

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Request, Response
 from fastapi.responses import JSONResponse
@@ -115,7 +115,14 @@ class CodeIn(BaseModel):
 class WebAuthnIn(BaseModel):
     ceremony: str = Field(min_length=1, max_length=200)
     credential: dict[str, Any]
-    label: str = Field(default="Security key", min_length=1, max_length=64)
+    # Without one: "Passkey" or "Security key", as the ceremony was.
+    label: str | None = Field(default=None, min_length=1, max_length=64)
+
+
+class WebAuthnOptionsIn(BaseModel):
+    # A passkey signs in on its own (discoverable, user-verifying); a security key is a
+    # second factor after the password.
+    kind: Literal["security_key", "passkey"] = "security_key"
 
 
 class CeremonyOut(BaseModel):
@@ -502,9 +509,13 @@ def confirm_totp(
 
 @router.post("/factors/webauthn/options", response_model=CeremonyOut)
 def webauthn_options(
-    principal: AnySignedIn, session: DbSession, container: AppContainer
+    principal: AnySignedIn,
+    session: DbSession,
+    container: AppContainer,
+    payload: WebAuthnOptionsIn | None = None,
 ) -> CeremonyOut:
-    """Options for `navigator.credentials.create()`: a passkey or a security key."""
+    """Options for `navigator.credentials.create()`: a security key (the default), or a
+    passkey (`{"kind": "passkey"}`: resident key and user verification required)."""
     changing_factors(session, container, principal)
     settings = container.settings
     now = container.clock.now()
@@ -516,6 +527,7 @@ def webauthn_options(
         display_name=name,
         rp_id=settings.rp_id,
         rp_name=settings.webauthn_rp_name,
+        passkey=payload is not None and payload.kind == "passkey",
         now=now,
         ttl=container.challenge_ttl,
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -354,6 +355,21 @@ def _webauthn_failed() -> InvalidInput:
     return InvalidInput("The security key's answer was not accepted.", code=_WEBAUTHN_FAILED)
 
 
+USER_HANDLE_BYTES: Final = 32
+
+
+def user_handle_of(session: Session, owner: Owner) -> bytes:
+    """The owner's WebAuthn user handle: the one their credentials already carry, else a
+    fresh random one (WebAuthn §14.6.1: a user handle holds no personal information)."""
+    existing = session.scalar(
+        select(Factor.user_handle)
+        .where(owner.where(Factor), Factor.user_handle.is_not(None))
+        .order_by(Factor.created_at)
+        .limit(1)
+    )
+    return existing if existing is not None else secrets.token_bytes(USER_HANDLE_BYTES)
+
+
 def registration_options(
     session: Session,
     owner: Owner,
@@ -362,39 +378,48 @@ def registration_options(
     display_name: str,
     rp_id: str,
     rp_name: str,
-    require_resident_key: bool = False,
+    passkey: bool = False,
     now: datetime,
     ttl: timedelta,
 ) -> tuple[str, str]:
-    """Start registering a security key or passkey: (ceremony token, options JSON).
+    """Start registering a security key or a passkey: (ceremony token, options JSON).
+
+    A passkey is a discoverable credential that verifies its user (a PIN or biometric):
+    resident key and user verification are required, so it can later sign in without a
+    username, standing for both factors. A security key is asked for neither.
 
     The challenge is kept server-side in a single-use SignInChallenge found by the
     token's SHA-256; the owner's existing credentials are excluded (WebAuthn §5.4.3).
     """
+    purposes = [ChallengePurpose.WEBAUTHN_REGISTER, ChallengePurpose.PASSKEY_REGISTER]
     session.execute(
         delete(SignInChallenge)
         .where(
             owner.where(SignInChallenge),
-            SignInChallenge.purpose == ChallengePurpose.WEBAUTHN_REGISTER,
+            SignInChallenge.purpose.in_([str(p) for p in purposes]),
             SignInChallenge.expires_at < now,
         )
         .execution_options(synchronize_session=False)
     )
+    handle = user_handle_of(session, owner)
+    if passkey:
+        selection = AuthenticatorSelectionCriteria(
+            resident_key=ResidentKeyRequirement.REQUIRED,
+            user_verification=UserVerificationRequirement.REQUIRED,
+        )
+    else:
+        selection = AuthenticatorSelectionCriteria(
+            resident_key=ResidentKeyRequirement.DISCOURAGED,
+            user_verification=UserVerificationRequirement.PREFERRED,
+        )
     options = generate_registration_options(
         rp_id=rp_id,
         rp_name=rp_name,
         user_name=user_name,
-        user_id=owner.id.bytes,
+        user_id=handle,
         user_display_name=display_name,
         timeout=int(ttl.total_seconds() * 1000),
-        authenticator_selection=AuthenticatorSelectionCriteria(
-            resident_key=(
-                ResidentKeyRequirement.REQUIRED
-                if require_resident_key
-                else ResidentKeyRequirement.DISCOURAGED
-            ),
-            user_verification=UserVerificationRequirement.PREFERRED,
-        ),
+        authenticator_selection=selection,
         exclude_credentials=_credential_descriptors(session, owner),
     )
     token = secrets.token_urlsafe(32)
@@ -403,7 +428,7 @@ def registration_options(
             id=uuid7(),
             **owner.columns(),
             token_hash=_token_hash(token),
-            purpose=ChallengePurpose.WEBAUTHN_REGISTER,
+            purpose=purposes[1] if passkey else purposes[0],
             # A ceremony runs inside a signed-in console session; it opens no session.
             session_kind=SessionKind.COOKIE,
             breached=False,
@@ -411,6 +436,7 @@ def registration_options(
             expires_at=now + ttl,
             attempts=0,
             webauthn_challenge=options.challenge,
+            user_handle=handle,
         )
     )
     session.flush()
@@ -425,18 +451,23 @@ def finish_registration(
     credential: str | dict[str, Any],
     rp_id: str,
     origin: str,
-    label: str,
+    label: str | None,
     now: datetime,
 ) -> Factor:
     """Verify the authenticator's attestation (WebAuthn §7.1) and store the credential.
 
-    The ceremony's challenge is consumed first, atomically, so it serves one answer.
+    The ceremony's challenge is consumed first, atomically, so it serves one answer. A
+    passkey ceremony refuses a credential made without user verification. Without a
+    label the credential is called "Passkey" or "Security key".
     """
-    name = _clean_label(label)
+    if label is not None:
+        _clean_label(label)  # a bad name is refused before the ceremony is spent
     challenge = session.scalar(
         select(SignInChallenge).where(
             SignInChallenge.token_hash == _token_hash(token),
-            SignInChallenge.purpose == ChallengePurpose.WEBAUTHN_REGISTER,
+            SignInChallenge.purpose.in_(
+                [ChallengePurpose.WEBAUTHN_REGISTER, ChallengePurpose.PASSKEY_REGISTER]
+            ),
             owner.where(SignInChallenge),
         )
     )
@@ -448,6 +479,9 @@ def finish_registration(
     ):
         raise _webauthn_failed()
     expected = challenge.webauthn_challenge
+    passkey = challenge.purpose == ChallengePurpose.PASSKEY_REGISTER
+    name = _clean_label(label or ("Passkey" if passkey else "Security key"))
+    handle = challenge.user_handle
     consumed = _claimed(
         session,
         update(SignInChallenge)
@@ -467,6 +501,7 @@ def finish_registration(
             expected_challenge=expected,
             expected_rp_id=rp_id,
             expected_origin=origin,
+            require_user_verification=passkey,
         )
     except (WebAuthnException, ValueError, TypeError, KeyError) as exc:
         raise _webauthn_failed() from exc
@@ -486,6 +521,7 @@ def finish_registration(
         credential_id=verified.credential_id,
         public_key=verified.credential_public_key,
         sign_count=verified.sign_count,
+        user_handle=handle,
     )
     session.add(factor)
     session.flush()
@@ -509,11 +545,21 @@ def authentication_options(session: Session, owner: Owner, *, rp_id: str) -> tup
     return options.challenge, options_to_json(options)
 
 
-def _parse_assertion(credential: str | dict[str, Any]) -> AuthenticationCredential:
+def parse_assertion(credential: str | dict[str, Any]) -> AuthenticationCredential:
+    """The browser's assertion JSON, parsed; anything malformed is the one refusal."""
     try:
         return parse_authentication_credential_json(credential)
     except (WebAuthnException, ValueError, TypeError, KeyError) as exc:
         raise _webauthn_failed() from exc
+
+
+def handle_matches(factor: Factor, owner: Owner, user_handle: bytes) -> bool:
+    """Whether `user_handle` is the one `factor` was registered with (constant time).
+
+    Credentials made before random handles existed carry the owner's id.
+    """
+    expected = factor.user_handle if factor.user_handle is not None else owner.id.bytes
+    return hmac.compare_digest(expected, user_handle)
 
 
 def verify_assertion(
@@ -526,13 +572,8 @@ def verify_assertion(
     origin: str,
     now: datetime,
 ) -> Factor:
-    """Verify an assertion (WebAuthn §7.2) made by one of the owner's credentials.
-
-    The origin and RP ID are checked, so a look-alike site's relay fails (R4). The
-    signature counter must grow (§6.1.1): a count at or below the stored one means a
-    cloned authenticator, unless both are 0 (passkeys that keep no counter).
-    """
-    parsed = _parse_assertion(credential)
+    """Verify an assertion (WebAuthn §7.2) made by one of the owner's credentials."""
+    parsed = parse_assertion(credential)
     factor = session.scalar(
         select(Factor).where(
             owner.where(Factor),
@@ -541,10 +582,34 @@ def verify_assertion(
             Factor.confirmed_at.is_not(None),
         )
     )
-    if factor is None or factor.public_key is None:
+    if factor is None:
         raise _webauthn_failed()
     user_handle = parsed.response.user_handle
-    if user_handle and user_handle != owner.id.bytes:
+    if user_handle and not handle_matches(factor, owner, user_handle):
+        raise _webauthn_failed()
+    return verify_with(
+        session, factor, parsed, challenge=challenge, rp_id=rp_id, origin=origin, now=now
+    )
+
+
+def verify_with(
+    session: Session,
+    factor: Factor,
+    parsed: AuthenticationCredential,
+    *,
+    challenge: bytes,
+    rp_id: str,
+    origin: str,
+    now: datetime,
+) -> Factor:
+    """Check `parsed` against `factor`'s public key and claim its signature counter.
+
+    The origin and RP ID are checked, so a look-alike site's relay fails (R4); user
+    verification is required. The signature counter must grow (§6.1.1): a count at or
+    below the stored one means a cloned authenticator, unless both are 0 (passkeys that
+    keep no counter, whose challenges the caller makes single-use).
+    """
+    if factor.public_key is None:
         raise _webauthn_failed()
     try:
         verified = verify_authentication_response(

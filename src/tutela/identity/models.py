@@ -50,6 +50,8 @@ class ChallengePurpose(StrEnum):
     SECOND_FACTOR = "second_factor"
     EMAIL_LINK = "email_link"
     WEBAUTHN_REGISTER = "webauthn_register"
+    # A passkey: a discoverable credential that verifies its user (usernameless sign-in).
+    PASSKEY_REGISTER = "passkey_register"
     STEP_UP = "step_up"
 
 
@@ -148,6 +150,7 @@ class Factor(OwnerColumns, Base):
     __table_args__ = (
         *_owner_constraints("factors"),
         Index("ix_factors_credential_id", "credential_id", unique=True),
+        Index("ix_factors_user_handle", "user_handle"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
@@ -163,6 +166,11 @@ class Factor(OwnerColumns, Base):
     credential_id: Mapped[bytes | None] = mapped_column(Binary)
     public_key: Mapped[bytes | None] = mapped_column(Binary)
     sign_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    # WebAuthn: the user handle given to the authenticator (`user.id`), random and the
+    # same for every credential of one owner, so a usernameless assertion names its
+    # owner without revealing an account id. NULL for credentials registered with the
+    # owner's id before handles existed.
+    user_handle: Mapped[bytes | None] = mapped_column(Binary)
 
 
 class RecoveryCode(OwnerColumns, Base):
@@ -201,7 +209,39 @@ class SignInChallenge(OwnerColumns, Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     webauthn_challenge: Mapped[bytes | None] = mapped_column(Binary)
+    # A registration ceremony: the user handle offered to the authenticator, kept for the
+    # new credential.
+    user_handle: Mapped[bytes | None] = mapped_column(Binary)
     consumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class PasskeyAudience(StrEnum):
+    """Who may answer a usernameless passkey ceremony: a customer or an employee."""
+
+    ACCOUNT = "account"
+    STAFF = "staff"
+
+
+class PasskeyCeremony(Base):
+    """A usernameless passkey sign-in waiting for its assertion (W3C WebAuthn L2 §13.4.3).
+
+    The challenge is the ceremony's only name: the browser signs it into clientDataJSON,
+    so the answer finds its row without a username. `used_at` is claimed with one
+    conditional UPDATE, which makes a challenge single-use across processes.
+    """
+
+    __tablename__ = "passkey_ceremonies"
+    __table_args__ = (
+        Index("ix_passkey_ceremonies_challenge", "challenge", unique=True),
+        Index("ix_passkey_ceremonies_expires_at", "expires_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    challenge: Mapped[bytes] = mapped_column(Binary)
+    kind: Mapped[str] = mapped_column(String(8))  # PasskeyAudience
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class KnownDevice(OwnerColumns, Base):

@@ -55,6 +55,7 @@ from tutela.identity.models import (
     SessionKind,
     SessionStage,
 )
+from tutela.identity.passkeys import PasskeySignIn
 from tutela.identity.signup import SignUp
 from tutela.identity.staff import ENROLMENT_WINDOW
 from tutela.identity.staff_door import refuse_employee
@@ -66,8 +67,9 @@ log = logging.getLogger("tutela.identity")
 __all__ = ["Client", "Gate", "Login", "SignInOutcome"]
 
 
-class Gate(InSession, SignUp):
-    """The sign-in use cases: the password step here, the rest from the steps it joins."""
+class Gate(InSession, SignUp, PasskeySignIn):
+    """The sign-in use cases: the password step here, the rest (second step, step-up,
+    sign-up, usernameless passkeys) from the steps it joins."""
 
     # -- the password step -------------------------------------------------------------
 

@@ -36,7 +36,7 @@ from tutela.deps import (
 )
 from tutela.households import service as households
 from tutela.identity import service as identity
-from tutela.identity.models import SessionKind, SessionStage
+from tutela.identity.models import PasskeyAudience, SessionKind, SessionStage
 from tutela.identity.signin import SignInOutcome
 from tutela.identity.staff_door import UseStaffSignIn
 from tutela.settings import Settings
@@ -229,6 +229,43 @@ def login_factor(
                 "error": "That code is not right.",
             },
             status_code=401,
+        )
+    except NotAuthenticated as exc:
+        return _login_page(request, container.settings, error=exc.detail, status=401)
+    return outcome_page(request, outcome, container.settings)
+
+
+@router.post("/login/passkey")
+def login_passkey(
+    request: Request,
+    session: DbSession,
+    container: AppContainer,
+    background: BackgroundTasks,
+    credential: Annotated[str, Form(max_length=20_000)],
+) -> Response:
+    """A usernameless passkey sign-in made by `static/webauthn.js` (R5). Same-origin only,
+    like every sign-in step (login CSRF)."""
+    check_same_origin(request)
+    try:
+        parsed = json.loads(credential)
+    except ValueError:
+        parsed = None
+    background.add_task(container.deliver_notices)
+    try:
+        outcome = container.gate.passkey_sign_in(
+            session,
+            assertion=parsed if isinstance(parsed, dict) else {},
+            audience=PasskeyAudience.ACCOUNT,
+            kind=SessionKind.COOKIE,
+            client=client_of(request, container.settings),
+            now=container.clock.now(),
+        )
+    except TooManyAttempts:
+        return _login_page(
+            request,
+            container.settings,
+            error="Too many failed sign-ins from your network. Wait a little and try again.",
+            status=429,
         )
     except NotAuthenticated as exc:
         return _login_page(request, container.settings, error=exc.detail, status=401)

@@ -34,7 +34,7 @@ from tutela.deps import (
     signed_in,
 )
 from tutela.identity import service as identity
-from tutela.identity.models import SessionKind, SessionStage, SignInSession
+from tutela.identity.models import PasskeyAudience, SessionKind, SessionStage, SignInSession
 from tutela.identity.service import StaffPrincipal
 from tutela.identity.signin import SignInOutcome
 from tutela.identity.staff import StaffRole, needs_webauthn
@@ -222,6 +222,38 @@ def login_factor(
         response: Response = RedirectResponse("/", status_code=303)
         set_session_cookies(response, outcome, container.settings)
         return response
+    return _outcome_page(request, outcome, container.settings)
+
+
+@router.post("/login/passkey")
+def login_passkey(
+    request: Request,
+    session: DbSession,
+    container: AppContainer,
+    background: BackgroundTasks,
+    credential: Annotated[str, Form(max_length=20_000)],
+) -> Response:
+    """An employee's usernameless passkey sign-in (R4: phishing-resistant, both factors).
+    Only an employee's passkey answers a staff ceremony. Same-origin only (login CSRF)."""
+    check_same_origin(request)
+    try:
+        parsed = json.loads(credential)
+    except ValueError:
+        parsed = None
+    background.add_task(container.deliver_notices)
+    try:
+        outcome = container.gate.passkey_sign_in(
+            session,
+            assertion=parsed if isinstance(parsed, dict) else {},
+            audience=PasskeyAudience.STAFF,
+            kind=SessionKind.COOKIE,
+            client=client_of(request, container.settings),
+            now=container.clock.now(),
+        )
+    except TooManyAttempts as exc:
+        return _login_page(request, container.settings, error=exc.detail, status=429)
+    except NotAuthenticated as exc:
+        return _login_page(request, container.settings, error=exc.detail, status=401)
     return _outcome_page(request, outcome, container.settings)
 
 

@@ -18,7 +18,13 @@
   }
 
   async function register(button) {
-    var answer = await fetch("/api/v1/factors/webauthn/options", { method: "POST" });
+    // A passkey signs in on its own; a security key (the default) follows the password.
+    var kind = button.dataset.kind || "security_key";
+    var answer = await fetch("/api/v1/factors/webauthn/options", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ kind: kind })
+    });
     var body = await answer.json();
     if (!answer.ok) { say("webauthn-error", body.detail || "That did not work."); return; }
     var options = body.options;
@@ -37,7 +43,7 @@
       headers: { "content-type": "application/json" },
       body: JSON.stringify({
         ceremony: body.ceremony,
-        label: (label && label.value) || "Passkey",
+        label: (label && label.value.trim()) || (kind === "passkey" ? "Passkey" : "Security key"),
         credential: {
           id: made.id,
           rawId: text(made.rawId),
@@ -110,11 +116,34 @@
     window.location.assign(button.dataset.next || "/account/security");
   }
 
+  // Usernameless: fresh options with no credential list, so the browser offers whichever
+  // passkey this device holds for the site.
+  async function passkey(button) {
+    var answer = await fetch(button.dataset.options, { method: "POST" });
+    var body = await answer.json();
+    if (!answer.ok) { say("webauthn-error", body.detail || "That did not work."); return; }
+    var options = body.options;
+    options.challenge = bytes(options.challenge);
+    (options.allowCredentials || []).forEach(function (c) { c.id = bytes(c.id); });
+    var got;
+    try {
+      got = await navigator.credentials.get({ publicKey: options });
+    } catch (e) {
+      say("webauthn-error", "No passkey answered. Sign in with your email and password instead."); return;
+    }
+    var form = document.getElementById("passkey-form");
+    form.elements.credential.value = JSON.stringify(assertion(got));
+    form.submit();
+  }
+
   document.addEventListener("click", function (event) {
     var target = event.target.closest("[data-webauthn]");
     if (!target) { return; }
     event.preventDefault();
     var kind = target.dataset.webauthn;
-    if (kind === "register") { register(target); } else if (kind === "step-up") { stepUp(target); } else { authenticate(target); }
+    if (kind === "register") { register(target); }
+    else if (kind === "passkey") { passkey(target); }
+    else if (kind === "step-up") { stepUp(target); }
+    else { authenticate(target); }
   });
 })();
