@@ -177,10 +177,15 @@ def headline(
         report["goals"]["recovery_emails"] = "at most one per account per window"
         report["met"]["recovery_taken_over"] = recovery["taken_over"] <= GOAL_RECOVERY_TAKEN_OVER
         report["met"]["recovery_emails_within_throttle"] = recovery["addresses_over_allowance"] == 0
+    elif recovery is not None and recovery["status"] == "error":
+        report["met"]["recovery_taken_over"] = False  # not shown: not met
+        report["met"]["recovery_emails_within_throttle"] = False
     elif recovery is not None:
         unavailable.append("recovery")
     guessing = figures.get("factor_guessing")
-    if guessing is not None:
+    if guessing is not None and guessing["status"] == "error":
+        report["met"]["factor_guessing_no_account_falls"] = False
+    elif guessing is not None:
         report["goals"]["factor_guessing_fallen_max"] = GOAL_GUESSING_FALLEN
         report["met"]["factor_guessing_no_account_falls"] = (
             guessing["accounts_fallen"] <= GOAL_GUESSING_FALLEN
@@ -241,7 +246,9 @@ def extra_lines(report: dict[str, Any], met: dict[str, str]) -> list[str]:
     """The recovery-abuse and factor-guessing verdicts, when those runs were made."""
     lines = []
     recovery = report.get("recovery")
-    if recovery is not None and recovery["status"] != "measured":
+    if recovery is not None and recovery["status"] == "error":
+        lines.append(f"  recovery abuse: error {recovery['error']}")
+    elif recovery is not None and recovery["status"] != "measured":
         lines.append(f"  recovery abuse: unavailable (HTTP {recovery['probe_status']})")
     elif recovery is not None:
         lines.append(
@@ -252,7 +259,9 @@ def extra_lines(report: dict[str, Any], met: dict[str, str]) -> list[str]:
             f" over (goal 0: {met['recovery_emails_within_throttle']})"
         )
     guessing = report.get("factor_guessing")
-    if guessing is not None:
+    if guessing is not None and guessing["status"] == "error":
+        lines.append(f"  known-device factor guessing: error {guessing['error']}")
+    elif guessing is not None:
         lines.append(
             f"  known-device factor guessing: {guessing['guesses_checked']} guesses checked on"
             f" {guessing['victims']} accounts (first refusal after"

@@ -75,6 +75,7 @@ def recovery_abuse(
         )
         for _ in range(requests)
     ]
+    settle(mail_dir)  # notices of the attack, delivered late, are not counted
     before = {p.name for p in mail_dir.glob("*.eml")} if mail_dir.is_dir() else set()
     started = time.perf_counter()
     answers = asyncio.run(send_all(base_url, plan, connections))
@@ -88,7 +89,8 @@ def recovery_abuse(
     real_emails = {p.email.casefold() for p in real}
     # One email per address per window: as many as the windows its requests spanned.
     allowed = {e: math.floor((max(t) - min(t)) / window_s) + 1 for e, t in asked.items()}
-    sent = collections.Counter(to for to in mail if to in asked)
+    sent = collections.Counter(to for to, _ in mail if to in asked)
+    subjects = collections.Counter(subject for to, subject in mail if to in asked)
     over = {e: n for e, n in sent.items() if n > allowed[e]}
     statuses = collections.Counter(status for status, _, _ in answers)
     granted = sum(1 for status, keys, _ in answers if status == 201 or keys & GRANTS)
@@ -113,7 +115,8 @@ def recovery_abuse(
         "emails_allowed": sum(allowed[e] for e in asked if e in real_emails),
         "addresses_over_allowance": len(over),
         "over_allowance_examples": dict(list(over.items())[:3]),
-        "other_mail": sum(1 for to in mail if to not in asked),
+        "email_subjects": dict(subjects.most_common(5)),
+        "other_mail": sum(1 for to, _ in mail if to not in asked),
     }
 
 
@@ -148,8 +151,8 @@ async def send_all(
     return answers
 
 
-def new_mail(mail_dir: Path, before: set[str]) -> list[str]:
-    """The recipient of each message written after `before`, once the outbox is quiet."""
+def settle(mail_dir: Path) -> None:
+    """Wait until the outbox has written nothing for `MAIL_SETTLE_S` (at most `MAIL_WAIT_S`)."""
     deadline = time.monotonic() + MAIL_WAIT_S
     count, quiet_since = -1, time.monotonic()
     while time.monotonic() < deadline:
@@ -157,14 +160,20 @@ def new_mail(mail_dir: Path, before: set[str]) -> list[str]:
         if now_count != count:
             count, quiet_since = now_count, time.monotonic()
         elif time.monotonic() - quiet_since >= MAIL_SETTLE_S:
-            break
+            return
         time.sleep(0.5)
-    found: list[str] = []
+
+
+def new_mail(mail_dir: Path, before: set[str]) -> list[tuple[str, str]]:
+    """(recipient, subject) of each message written after `before`, once the outbox is quiet."""
+    settle(mail_dir)
+    found: list[tuple[str, str]] = []
     for path in sorted(mail_dir.glob("*.eml")) if mail_dir.is_dir() else []:
         if path.name in before:
             continue
         message = BytesParser(policy=policy.default).parsebytes(path.read_bytes())
-        found += [a.casefold() for _, a in getaddresses(message.get_all("To", []))]
+        subject = str(message.get("Subject", ""))
+        found += [(a.casefold(), subject) for _, a in getaddresses(message.get_all("To", []))]
     return found
 
 

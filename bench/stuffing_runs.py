@@ -9,6 +9,8 @@ import random
 import shutil
 import tempfile
 import time
+import traceback
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -281,7 +283,8 @@ def bench_store(
                 finally:
                     users.close()
                 if extras:
-                    figures["recovery"] = recovery_abuse(
+                    figures["recovery"] = guarded(
+                        recovery_abuse,
                         base_url=base_url,
                         mail_dir=work / "home" / "mail",
                         people=[p for p in people if p.role in ("legit", "bystander")],
@@ -294,8 +297,8 @@ def bench_store(
                     )
                     say_recovery(figures["recovery"])
             if extras:
-                figures["factor_guessing"] = factor_guessing(
-                    env, victims=plan.guess_victims, cap=plan.guess_cap, seed=seed
+                figures["factor_guessing"] = guarded(
+                    factor_guessing, env, victims=plan.guess_victims, cap=plan.guess_cap, seed=seed
                 )
                 say_guessing(figures["factor_guessing"])
             log_lines = (work / "server.log").read_text(errors="replace").strip().splitlines()
@@ -312,7 +315,19 @@ def bench_store(
     return figures
 
 
+def guarded(run: Callable[..., dict[str, Any]], *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """An extra run's figures, or what stopped it: the main figures are kept either way."""
+    try:
+        return run(*args, **kwargs)
+    except Exception as failure:  # reported in the JSON and on stderr, not hidden
+        traceback.print_exc()
+        return {"status": "error", "error": f"{type(failure).__name__}: {failure}"[:500]}
+
+
 def say_recovery(found: dict[str, Any]) -> None:
+    if found["status"] == "error":
+        print(f"{'':>10}  recovery: error {found['error']}", flush=True)
+        return
     if found["status"] != "measured":
         print(f"{'':>10}  recovery: unavailable (HTTP {found['probe_status']})", flush=True)
         return
@@ -326,6 +341,9 @@ def say_recovery(found: dict[str, Any]) -> None:
 
 
 def say_guessing(found: dict[str, Any]) -> None:
+    if found["status"] == "error":
+        print(f"{'':>10}  factor guessing: error {found['error']}", flush=True)
+        return
     print(
         f"{'':>10}  factor guessing: {found['victims']} victims, {found['guesses_checked']}"
         f" guesses checked (at most {found['guesses_checked_max']} per account; first"
