@@ -68,6 +68,7 @@ import json
 import os
 import subprocess
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -291,15 +292,22 @@ def run_store(store: str, plan: Plan, args: argparse.Namespace, source: str) -> 
         variants_of(args.seed, args.attacker_connections, args.variants)
     ):
         print(f"{store:>10}: run {n + 1} ({label}: seed {seed}, {connections} connections)")
-        figures = bench_store(
-            store,
-            plan,
-            seed,
-            args.redis_url,
-            connections=connections,
-            extras=n == 0 and not args.no_extras,
-            keep=args.keep,
-        )
+        try:
+            figures = bench_store(
+                store,
+                plan,
+                seed,
+                args.redis_url,
+                connections=connections,
+                extras=n == 0 and not args.no_extras,
+                keep=args.keep,
+            )
+        except Exception as failure:  # a variant that could not run: reported, not hidden
+            if main_report is None:
+                raise
+            traceback.print_exc()
+            others.append({"variant": label, "seed": seed, "error": repr(failure)[:500]})
+            continue
         report = headline(store, plan, figures, seed, connections, source)
         for line in report_lines(report):
             print(line, flush=True)
@@ -313,7 +321,7 @@ def run_store(store: str, plan: Plan, args: argparse.Namespace, source: str) -> 
             {k: v for k, v in o.items() if k in VARIANT_FIGURES} for o in others
         ]
         main_report["variants_same_verdicts"] = all(
-            o["met"] == {k: main_report["met"][k] for k in o["met"]} for o in others
+            "met" in o and o["met"] == {k: main_report["met"][k] for k in o["met"]} for o in others
         )
     return main_report
 
@@ -339,6 +347,7 @@ VARIANT_FIGURES = {
     "p99_ms_baseline",
     "p99_ratio",
     "met",
+    "error",
 }
 
 

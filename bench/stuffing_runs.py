@@ -168,8 +168,11 @@ def bench_store(
                 try:
                     users.say("setup")
                     figures["setup"] = users.answer()
-                    if figures["setup"]["signed_in"] != len(legit):
-                        raise RuntimeError(f"setup sign-ins failed: {figures['setup']}")
+                    if figures["setup"]["signed_in"] == 0:
+                        raise RuntimeError(f"no setup sign-in succeeded: {figures['setup']}")
+                    if figures["setup"]["with_device"] != len(legit):
+                        # They go on without a device token: their sign-ins will show it.
+                        print(f"{'':>10}  setup: {figures['setup']}", flush=True)
 
                     cpu0 = tree_cpu(proc.pid)
                     users.say(f"baseline {plan.baseline_s}")
