@@ -22,6 +22,8 @@ app.add_typer(staff_app, name="staff")
 log = logging.getLogger("tutela.cli")
 STOP_CHECK_SECONDS = 0.2
 """How soon `tutela worker` notices SIGTERM or SIGINT while it waits."""
+WORKER_HEALTHCHECK_S = 60
+"""How long an API worker of `tutela serve` may take to answer its supervisor's ping."""
 
 
 def _settings() -> Settings:
@@ -50,6 +52,10 @@ def serve(
         access_log=False,
         log_config=None,
         server_header=False,
+        # uvicorn kills a worker that does not answer its ping within 5 s and starts
+        # another: on loaded cores a starting worker misses it, over and over, and the
+        # service never listens. A hung worker is still replaced, only later.
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
         # X-Forwarded-For only from the proxies named in settings, never by default.
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
