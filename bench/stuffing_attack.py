@@ -161,21 +161,28 @@ def attacker_main() -> None:
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    print(json.dumps(asyncio.run(attack(config))), flush=True)
+    result = asyncio.run(attack(config))
+    # A file, not stdout: the event loop may leave stdout non-blocking, and a result of
+    # several hundred KiB then reached the orchestrator cut at 128 KiB.
+    Path(config["result"]).write_text(json.dumps(result))
 
 
 def run_attacker(config: dict[str, Any]) -> dict[str, Any]:
+    """One attacker process over `config`; what it saw."""
+    result_path = Path(config["list"]).with_suffix(".result.json")
+    result_path.unlink(missing_ok=True)
     done = subprocess.run(
         [sys.executable, __file__],
-        input=json.dumps(config) + "\n",
+        input=json.dumps({**config, "result": str(result_path)}) + "\n",
         capture_output=True,
         text=True,
         check=False,
         timeout=config["limit_s"] + 300,
     )
-    if done.returncode != 0:
+    if done.returncode != 0 or not result_path.exists():
         raise RuntimeError("the attacker process failed:\n" + done.stderr[-3000:])
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(result_path.read_text())
+    result_path.unlink()
     return result
 
 

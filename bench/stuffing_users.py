@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import os
 import random
 import subprocess
 import sys
@@ -268,11 +269,18 @@ async def users_session(config: dict[str, Any]) -> None:
             else:  # "attack": until the orchestrator says "stop"
                 stop = asyncio.Event()
                 running = asyncio.create_task(users.load(config["rate"], stop))
-                print(json.dumps({"started": True}), flush=True)
+                answer({"started": True})
                 await loop.run_in_executor(None, sys.stdin.readline)
                 stop.set()
                 result = await running
-            print(json.dumps(result), flush=True)
+            answer(result)
+
+
+def answer(result: dict[str, Any]) -> None:
+    """One JSON line to the orchestrator. Blocking first: the event loop may have made
+    stdout non-blocking, and a long line would then be cut."""
+    os.set_blocking(sys.stdout.fileno(), True)
+    print(json.dumps(result), flush=True)
 
 
 def users_main() -> None:
