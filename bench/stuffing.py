@@ -291,7 +291,10 @@ def run_store(store: str, plan: Plan, args: argparse.Namespace, source: str) -> 
     for n, (label, seed, connections) in enumerate(
         variants_of(args.seed, args.attacker_connections, args.variants)
     ):
-        print(f"{store:>10}: run {n + 1} ({label}: seed {seed}, {connections} connections)")
+        print(
+            f"{store:>10}: run {n + 1} ({label}: seed {seed}, {connections} connections)",
+            flush=True,
+        )
         try:
             figures = bench_store(
                 store,
@@ -390,16 +393,22 @@ def main() -> None:
     started = time.perf_counter()
     source = source_version()  # what the server runs: read before it starts
     stores = ["postgresql", "sqlite"] if args.store == "both" else [args.store]
-    reports = {store: run_store(store, plan, args, source) for store in stores}
-    if len(reports) == 1:
-        report = reports[stores[0]]
+    if len(stores) == 1:
+        report = run_store(stores[0], plan, args, source)
     else:
+        reports: dict[str, dict[str, Any]] = {}
+        for store in stores:
+            try:
+                reports[store] = run_store(store, plan, args, source)
+            except Exception as failure:  # the other store still runs; reported, not hidden
+                traceback.print_exc()
+                reports[store] = {"store": store, "error": repr(failure)[:500], "met": {}}
         report = {
             "bench": "stuffing",
             "quick": plan is QUICK,
             "source": source,
             "stores": reports,
-            "met": {store: all(r["met"].values()) for store, r in reports.items()},
+            "met": {s: bool(r["met"]) and all(r["met"].values()) for s, r in reports.items()},
         }
     report["elapsed_s"] = time.perf_counter() - started
     if plan is QUICK:
