@@ -92,6 +92,10 @@ def bind(addresses: list[str], port: int, *, optional: frozenset[str]) -> list[s
     return sockets
 
 
+WORKER_HEALTHCHECK_S = 60
+"""How long an API worker of `tutela serve` may take to answer its supervisor's ping."""
+
+
 def serve(settings: Settings, *, host: str | None, port: int | None, workers: int | None) -> None:
     """Run uvicorn on every listening address (one socket each, shared by the workers)."""
     import uvicorn  # noqa: PLC0415
@@ -110,6 +114,10 @@ def serve(settings: Settings, *, host: str | None, port: int | None, workers: in
         access_log=False,
         log_config=None,
         server_header=False,
+        # uvicorn kills a worker that does not answer its ping within 5 s and starts
+        # another: on loaded cores a starting worker misses it, over and over, and the
+        # service never listens. A hung worker is still replaced, only later.
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
         # X-Forwarded-For only from the proxies named in settings, never by default.
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
