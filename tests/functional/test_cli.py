@@ -23,7 +23,7 @@ from tutela.settings import Settings
 def home_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     use_home(monkeypatch, tmp_path)
     # These homes have cameras; a password alone signs their owners in here (R5 is off).
-    monkeypatch.setenv("TUTELA_MFA_REQUIRED_FOR_CAMERA_OWNERS", "false")
+    monkeypatch.setenv("TUTELA_MFA_REQUIRED_FOR_CAMERA_VIEWERS", "false")
     return tmp_path
 
 

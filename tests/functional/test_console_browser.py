@@ -319,7 +319,7 @@ def console_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
         public_url=origin,
         # Ana owns a camera; most tests here sign her in with a password alone. The second
         # factor is shown with Cy, who enrolled one (R5 itself: test_sign_in_api.py).
-        mfa_required_for_camera_owners=False,
+        mfa_required_for_camera_viewers=False,
     )
     migrate.upgrade(settings.main_url, settings.keys_url)
     breached.seed_default(app_sessions(settings))

@@ -66,7 +66,7 @@ def test_the_api_and_the_receipt_never_claim_more_than_the_epoch_allows(
 @pytest.fixture
 def home_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     use_home(monkeypatch, tmp_path)
-    monkeypatch.setenv("TUTELA_MFA_REQUIRED_FOR_CAMERA_OWNERS", "false")
+    monkeypatch.setenv("TUTELA_MFA_REQUIRED_FOR_CAMERA_VIEWERS", "false")
     return tmp_path
 
 

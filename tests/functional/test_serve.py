@@ -61,7 +61,7 @@ def _serve(env: dict[str, str]) -> Iterator[str]:
 def served_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Settings, str]:
     use_home(monkeypatch, tmp_path)
     # The factory home has a camera; its owner signs in with a password alone here (R5 off).
-    monkeypatch.setenv("TUTELA_MFA_REQUIRED_FOR_CAMERA_OWNERS", "false")
+    monkeypatch.setenv("TUTELA_MFA_REQUIRED_FOR_CAMERA_VIEWERS", "false")
     settings = Settings()
     migrate.upgrade(settings.main_url, settings.keys_url)
     container = build(settings)
@@ -111,7 +111,7 @@ def test_the_embedded_worker_completes_an_erasure_with_a_verifiable_receipt(
     from tutela.erasure import receipts
 
     use_home(monkeypatch, tmp_path)
-    monkeypatch.setenv("TUTELA_MFA_REQUIRED_FOR_CAMERA_OWNERS", "false")
+    monkeypatch.setenv("TUTELA_MFA_REQUIRED_FOR_CAMERA_VIEWERS", "false")
     settings = Settings()
     migrate.upgrade(settings.main_url, settings.keys_url)
     container = build(settings)

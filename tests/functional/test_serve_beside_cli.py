@@ -114,7 +114,7 @@ def test_cli_commands_beside_a_served_process_lose_nothing(
     deleted under the server, no request answered 500, and every write the server
     acknowledged is there, seen by the CLI during the run and in the files after it."""
     use_home(monkeypatch, tmp_path / "home")
-    monkeypatch.setenv("TUTELA_MFA_REQUIRED_FOR_CAMERA_OWNERS", "false")
+    monkeypatch.setenv("TUTELA_MFA_REQUIRED_FOR_CAMERA_VIEWERS", "false")
     settings = Settings()
     assert settings.erasure_raw_scan and settings.embedded_worker
     migrate.upgrade(settings.main_url, settings.keys_url)

@@ -836,7 +836,7 @@ def test_the_last_factor_of_a_camera_owner_cannot_be_removed(
     container: Container, home: CreatedHome, variant: Variant
 ) -> None:
     """R5: where MFA is required, the last factor stays (409 factor_required)."""
-    r5, r5_client = variant(mfa_required_for_camera_owners=True)
+    r5, r5_client = variant(mfa_required_for_camera_viewers=True)
     headers = enrolment_session(r5, r5_client, owner_email(home))
     totp, factor_id = add_totp(r5_client, container, headers)
     assert r5_client.get(f"{API}/account/security", headers=headers).json()["stage"] == "full"
@@ -937,7 +937,7 @@ def test_a_camera_owner_without_a_factor_must_enrol_before_anything_else(
     """R5: the first sign-in (the password, then the emailed link, since a password alone
     must not choose the first factor) opens an enrolment session; enrolling (no step-up
     needed) makes it a full one."""
-    r5, r5_client = variant(mfa_required_for_camera_owners=True)
+    r5, r5_client = variant(mfa_required_for_camera_viewers=True)
     headers = enrolment_session(r5, r5_client, owner_email(home))
 
     blocked = r5_client.get(f"{API}/profiles", headers=headers)
@@ -956,7 +956,7 @@ def test_a_member_of_a_camera_home_is_not_forced_to_enrol(
 ) -> None:
     """R5 asks it of owners only."""
     home = make_home(container, tag=unique + "m", second_adult=True)
-    _, r5_client = variant(mfa_required_for_camera_owners=True)
+    _, r5_client = variant(mfa_required_for_camera_viewers=True)
     member = next(email for email in home.accounts if email.startswith("bruno."))
 
     headers = signed_in(sign_in(r5_client, member), "full")

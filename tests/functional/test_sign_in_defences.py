@@ -230,7 +230,7 @@ def test_a_stolen_session_cannot_guess_its_way_past_step_up(
 
 @pytest.fixture
 def camera_rule(settings: Settings, clock: FakeClock) -> Iterator[tuple[Container, TestClient]]:
-    strict = settings.model_copy(update={"mfa_required_for_camera_owners": True})
+    strict = settings.model_copy(update={"mfa_required_for_camera_viewers": True})
     built = build(strict, clock=clock)
     with TestClient(create_app(container=built)) as client:
         yield built, client
