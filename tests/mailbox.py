@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import re
+import time
 from email import policy
 from email.parser import BytesParser
 from email.utils import getaddresses
+from pathlib import Path
+
+import httpx
 
 from tutela.container import Container
 
@@ -14,7 +18,23 @@ LINK = re.compile(r"/login/link#(tsl_[A-Za-z0-9_\-]+)")
 
 def emailed_link(container: Container, email: str) -> str:
     """The token of the newest sign-in (or sign-up) link mailed to `email`."""
-    directory = container.settings.mail_path
+    return link_in(container.settings.mail_path, email)
+
+
+def link_in(directory: Path, email: str, *, wait_seconds: float = 0) -> str:
+    """The newest link token in `directory`'s mail to `email`; a served process delivers
+    after answering, so the mail may take a moment (`wait_seconds`)."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        found = _newest_link(directory, email)
+        if found is not None:
+            return found
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"no sign-in link was mailed to {email}")
+        time.sleep(0.05)
+
+
+def _newest_link(directory: Path, email: str) -> str | None:
     parser = BytesParser(policy=policy.default)
     for path in sorted(directory.glob("*.eml"), reverse=True) if directory.is_dir() else []:
         message = parser.parsebytes(path.read_bytes())
@@ -24,4 +44,26 @@ def emailed_link(container: Container, email: str) -> str:
         found = LINK.search(str(message.get_body(("plain",)).get_content()))  # type: ignore[union-attr]
         if found is not None:
             return found.group(1)
-    raise AssertionError(f"no sign-in link was mailed to {email}")
+    return None
+
+
+def sign_in_served(
+    base: str, email: str, password: str, mail: Path, *, headers: dict[str, str] | None = None
+) -> httpx.Response:
+    """Sign in to a served process over HTTP: the password, then the emailed link that a
+    device Tutela has not seen must follow (R6). The answer that holds the token."""
+    r = httpx.post(
+        base + "/api/v1/auth/token",
+        json={"email": email, "password": password},
+        headers=headers or {},
+        timeout=30,
+    )
+    if r.status_code == 202 and r.json() == {"status": "link_sent"}:
+        token = link_in(mail, email, wait_seconds=10)
+        r = httpx.post(
+            base + "/api/v1/auth/token/link",
+            json={"token": token},
+            headers=headers or {},
+            timeout=30,
+        )
+    return r

@@ -28,6 +28,7 @@ from sqlalchemy import select
 
 from tests.conftest import use_home
 from tests.factories import PASSWORD, device_token, make_home
+from tests.mailbox import sign_in_served
 from tutela.container import build
 from tutela.db import migrate
 from tutela.erasure.models import ErasureRequest
@@ -159,12 +160,7 @@ def test_cli_commands_beside_a_served_process_lose_nothing(
         _served(env, tmp_path / "serve.log") as (base, pid),
         httpx.Client(base_url=base, timeout=30) as client,
     ):
-        r = call(
-            client,
-            "POST",
-            "/api/v1/auth/token",
-            json={"email": next(iter(home.accounts)), "password": PASSWORD},
-        )
+        r = sign_in_served(base, next(iter(home.accounts)), PASSWORD, settings.mail_path)
         assert r.status_code == 201, r.text
         auth = {"authorization": f"Bearer {r.json()['token']}"}
         for n in range(ROUNDS):
