@@ -21,13 +21,18 @@ def emailed_link(container: Container, email: str) -> str:
     return link_in(container.settings.mail_path, email)
 
 
+_HANDED_OUT: set[str] = set()
+
+
 def link_in(directory: Path, email: str, *, wait_seconds: float = 0) -> str:
-    """The newest link token in `directory`'s mail to `email`; a served process delivers
-    after answering, so the mail may take a moment (`wait_seconds`)."""
+    """The newest link token in `directory`'s mail to `email`. A served process delivers
+    after answering, so with `wait_seconds` this waits for a link it has not returned
+    before (links work once: an older one would be a used one)."""
     deadline = time.monotonic() + wait_seconds
     while True:
         found = _newest_link(directory, email)
-        if found is not None:
+        if found is not None and not (wait_seconds and found in _HANDED_OUT):
+            _HANDED_OUT.add(found)
             return found
         if time.monotonic() >= deadline:
             raise AssertionError(f"no sign-in link was mailed to {email}")
