@@ -31,11 +31,9 @@ class SignUp(GateCore):
         password: str,
         client: Client,
         now: datetime,
-        cookie: bool = False,
     ) -> None:
         """Open a household with its owner's account (S1, R7), whose mailbox is proven by
-        an emailed link before its first session (`cookie`: the link opens a console
-        session rather than an API token).
+        an emailed link before its first session (R6).
 
         The new password is checked in full (length, breached and common passwords, the
         service's name, the email) and refused with the reason. An address that already
@@ -99,7 +97,7 @@ class SignUp(GateCore):
         self._send_link(
             session,
             login,
-            kind=SessionKind.COOKIE if cookie else SessionKind.API,
+            kind=SessionKind.API,
             breached=False,
             now=now,
             client=client,
