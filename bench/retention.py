@@ -838,7 +838,7 @@ def bench_store(
                 "TUTELA_BLOB_STORE": "local",
                 "TUTELA_LOG_LEVEL": "WARNING",
                 "TUTELA_EMBEDDED_WORKER": "false",
-                "TUTELA_MFA_REQUIRED_FOR_CAMERA_OWNERS": "false",
+                "TUTELA_MFA_REQUIRED_FOR_CAMERA_VIEWERS": "false",
                 "TUTELA_ERASURE_RAW_SCAN": "true" if raw_scan else "false",
                 **db_env,
             }

@@ -18,7 +18,7 @@ one argon2id hash per distinct password, as the demo does):
 Then it starts `tutela serve --workers 2` with the throttle in Redis (shared by both
 workers; db 5 of 127.0.0.1:6379 by default, flushed before and after), X-Forwarded-For
 believed from 127.0.0.1 only (`TUTELA_TRUSTED_PROXIES`), and MFA only where enrolled
-(`TUTELA_MFA_REQUIRED_FOR_CAMERA_OWNERS=false`); every other setting is the default.
+(`TUTELA_MFA_REQUIRED_FOR_CAMERA_VIEWERS=false`); every other setting is the default.
 
 1. setup: every legitimate user signs in once from its address (with TOTP when enrolled;
    through the emailed link, read from `<TUTELA_HOME>/mail`, when the server asks for the

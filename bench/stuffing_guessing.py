@@ -58,7 +58,7 @@ def factor_guessing(env: dict[str, str], *, victims: int, cap: int, seed: int) -
     ]
     clock = FakeClock(datetime.now(UTC).replace(microsecond=0))
     settings = settings_of(
-        env, redis_url=None, mfa_required_for_camera_owners=False, embedded_worker=False
+        env, redis_url=None, mfa_required_for_camera_viewers=False, embedded_worker=False
     )
     container = build(settings, clock=clock)
     started = time.perf_counter()

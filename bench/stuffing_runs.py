@@ -144,7 +144,7 @@ def bench_store(
                 "TUTELA_LOG_LEVEL": "WARNING",
                 "TUTELA_REDIS_URL": redis_url,
                 "TUTELA_TRUSTED_PROXIES": '["127.0.0.1"]',
-                "TUTELA_MFA_REQUIRED_FOR_CAMERA_OWNERS": "false",
+                "TUTELA_MFA_REQUIRED_FOR_CAMERA_VIEWERS": "false",
                 **db_env,
             }
             figures.update(create_population(env, people))

@@ -133,7 +133,7 @@ def settings(store_urls: tuple[str, str], tmp_path: Path) -> Settings:
         max_upload_bytes=2 * 1024 * 1024,
         # The factory homes have cameras; tests of other parts sign their owners in with a
         # password alone. Tests of R5 turn this back on (tests/functional/test_sign_in_api.py).
-        mfa_required_for_camera_owners=False,
+        mfa_required_for_camera_viewers=False,
         # Tests run erasure jobs and sweeps themselves, at the fake clock's time; the
         # embedded worker has its own test (tests/functional/test_serve.py).
         embedded_worker=False,

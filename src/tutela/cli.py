@@ -242,6 +242,7 @@ def demo(
     from tutela.container import build  # noqa: PLC0415
     from tutela.demo import (  # noqa: PLC0415
         DEMO_PASSWORD,
+        DEMO_SECOND_PARENT_TOTP_SECRET,
         DEMO_TOTP_SECRET,
         build_demo,
         demo_exists,
@@ -263,7 +264,9 @@ def demo(
     typer.echo(f"  at {console}/login")
     typer.echo("  parent@demo.tutela.test   a parent of two children, with cameras; its second")
     typer.echo(f"                            factor is the authenticator key {DEMO_TOTP_SECRET}")
-    typer.echo("  parent2@demo.tutela.test  the other parent of the same home")
+    typer.echo("  parent2@demo.tutela.test  the other parent of the same home, who sees its")
+    typer.echo("                            cameras too; its second factor is the authenticator")
+    typer.echo(f"                            key {DEMO_SECOND_PARENT_TOTP_SECRET}")
     typer.echo(f"  at {console}/staff/login (employees; a second factor is set up at the first")
     typer.echo("  sign-in, R4)")
     typer.echo("  support@demo.tutela.test  support: adds an authenticator app from its QR code")

@@ -52,10 +52,12 @@ from tutela.vault.models import ItemKind
 DEMO_PASSWORD = "tutela-demo-2026"  # noqa: S105
 DEMO_DOMAIN = "demo.tutela.test"
 DEMO_OWNER_EMAIL = f"parent@{DEMO_DOMAIN}"
-# The demo owner has cameras, so a second factor is required (R5): an authenticator key
-# published here and printed by `tutela demo`. Never a pattern for real accounts.
+# The demo home has cameras, so both parents, who see its recordings, need a second
+# factor (R5): authenticator keys published here and printed by `tutela demo`. Never a
+# pattern for real accounts.
 DEMO_TOTP_SECRET = "TUTELADEMOTUTELADEMOTUTELADEMO22"  # noqa: S105
 DEMO_SECOND_PARENT_EMAIL = f"parent2@{DEMO_DOMAIN}"
+DEMO_SECOND_PARENT_TOTP_SECRET = "TUTELADEMOSECONDPARENTTUTELADEMO"  # noqa: S105
 
 HISTORY = timedelta(days=60)
 SAMPLE_RATE = 8_000  # telephone quality: audible, and a quarter of the bytes of 16 kHz
@@ -261,7 +263,13 @@ def build_demo(container: Container, *, households: int, seed: int) -> None:
                     _plan_history(rng, plan, documented=index == 0, now=now)
                     _create(session, container, plan, voices=voices, rng=rng, tally=tally)
                     if index == 0:
-                        _enrol_demo_totp(session, container, now=now)
+                        for email, secret in (
+                            (DEMO_OWNER_EMAIL, DEMO_TOTP_SECRET),
+                            (DEMO_SECOND_PARENT_EMAIL, DEMO_SECOND_PARENT_TOTP_SECRET),
+                        ):
+                            _enrol_demo_totp(
+                                session, container, email=email, secret=secret, now=now
+                            )
                     tally.homes += 1
             progress.advance(task)
     console.print(
@@ -273,14 +281,14 @@ def build_demo(container: Container, *, households: int, seed: int) -> None:
     )
 
 
-def _enrol_demo_totp(session: Session, container: Container, *, now: datetime) -> None:
-    """Give the demo owner the published authenticator key, confirmed."""
+def _enrol_demo_totp(
+    session: Session, container: Container, *, email: str, secret: str, now: datetime
+) -> None:
+    """Give a demo parent its published authenticator key, confirmed."""
     from tutela.identity import factors  # noqa: PLC0415
     from tutela.identity.owners import Owner  # noqa: PLC0415
 
-    account = households.find_account(
-        session, container.vault.keys, email=DEMO_OWNER_EMAIL, now=now
-    )
+    account = households.find_account(session, container.vault.keys, email=email, now=now)
     assert account is not None
     owner = Owner.account(account.household_id, account.id, account.profile_id)
     enrolment = factors.begin_totp(
@@ -288,9 +296,9 @@ def _enrol_demo_totp(session: Session, container: Container, *, now: datetime) -
         container.vault.keys,
         owner,
         label="Demo authenticator",
-        account_name=DEMO_OWNER_EMAIL,
+        account_name=email,
         now=now,
-        secret=base64.b32decode(DEMO_TOTP_SECRET),
+        secret=base64.b32decode(secret),
     )
     factor = session.get(Factor, enrolment.factor_id)
     assert factor is not None

@@ -172,3 +172,20 @@ def current_device(request: Request, session: DbSession, container: AppContainer
 
 
 CurrentDevice = Annotated[Device, Depends(current_device)]
+
+
+def media_reader(
+    principal: CurrentPrincipal, reader: CurrentReader, session: DbSession, container: AppContainer
+) -> Reader:
+    """A reader of recordings, checked live on every media route (R5): an account that can
+    see camera media and has no second factor is refused, whatever stage its session was
+    given at sign-in (it may have opened before the first camera arrived)."""
+    if container.gate.camera_factor_missing(session, principal.owner, reader.profile_ids):
+        raise Forbidden(
+            "Add a second factor before you see camera recordings.",
+            code="second_factor_required",
+        )
+    return reader
+
+
+MediaReader = Annotated[Reader, Depends(media_reader)]

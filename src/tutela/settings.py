@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
@@ -99,7 +99,16 @@ class Settings(BaseSettings):
     )
     webauthn_rp_id: str | None = Field(default=None, description="Default: public_url's host.")
     webauthn_rp_name: str = "Tutela"
-    mfa_required_for_camera_owners: bool = True
+    # R5: every adult who can see camera media enrols a second factor first. The old
+    # name, which spoke of owners alone, is still read.
+    mfa_required_for_camera_viewers: bool = Field(
+        default=True,
+        validation_alias=AliasChoices(
+            "mfa_required_for_camera_viewers",
+            "tutela_mfa_required_for_camera_viewers",
+            "tutela_mfa_required_for_camera_owners",
+        ),
+    )
     step_up_minutes: int = Field(default=10, ge=1, le=120)
     challenge_ttl_minutes: int = Field(default=5, ge=1, le=30)
     email_link_ttl_minutes: int = Field(default=15, ge=1, le=120)

@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from tests.factories import PASSWORD, device_token, make_home
+from tests.mailbox import emailed_link
 from tutela.app import create_app
 from tutela.container import Container
 from tutela.households.service import CreatedHome
@@ -82,11 +84,62 @@ def upload_voice(
     return str(r.json()["id"])
 
 
-def sign_in(client: TestClient, email: str) -> dict[str, str]:
-    r = client.post("/api/v1/auth/token", json={"email": email, "password": PASSWORD})
+DEVICE_HEADER = "x-tutela-device"
+
+
+def known_devices(client: TestClient) -> dict[str, str]:
+    """The known-device tokens this test's client holds, by email (R6)."""
+    state = client.app.state  # type: ignore[attr-defined]
+    if not hasattr(state, "test_known_devices"):
+        state.test_known_devices = {}
+    devices: dict[str, str] = state.test_known_devices
+    return devices
+
+
+def sign_in(
+    client: TestClient, email: str, password: str = PASSWORD, *, user_agent: str | None = None
+) -> dict[str, str]:
+    """Sign in as a customer would: from a device Tutela has not seen, the password is
+    answered with an emailed link (R6), which is followed; the device is kept, so the
+    next sign-in of `email` from this client is from a known device."""
+    devices = known_devices(client)
+    headers = {DEVICE_HEADER: devices[email]} if email in devices else {}
+    if user_agent is not None:
+        headers["user-agent"] = user_agent
+    r = client.post(
+        "/api/v1/auth/token", json={"email": email, "password": password}, headers=headers
+    )
+    if r.status_code == 202 and r.json()["status"] == "link_sent":
+        container: Container = client.app.state.container  # type: ignore[attr-defined]
+        token = emailed_link(container, email)
+        r = client.post("/api/v1/auth/token/link", json={"token": token}, headers=headers)
     assert r.status_code == 201, r.text
+    if r.json().get("device_token"):
+        devices[email] = r.json()["device_token"]
     return {"authorization": f"Bearer {r.json()['token']}"}
 
 
 def owner_email(home: CreatedHome) -> str:
     return next(iter(home.accounts))
+
+
+def console_sign_in(client: TestClient, email: str, password: str = PASSWORD) -> httpx.Response:
+    """Sign in through the console's form as a person would: the password, then, from a
+    browser Tutela has not seen, the emailed link (R6). The client keeps the session and
+    known-device cookies; the answer is the final redirect into the console."""
+    form = client.get("/login")
+    csrf = form.cookies.get("__Host-tutela_csrf") or client.cookies["tutela_csrf"]
+    r = client.post(
+        "/login",
+        data={"email": email, "password": password, "csrf": csrf},
+        follow_redirects=False,
+    )
+    if r.status_code == 202 and "Check your email" in r.text:
+        container: Container = client.app.state.container  # type: ignore[attr-defined]
+        r = client.post(
+            "/login/link",
+            data={"token": emailed_link(container, email)},
+            follow_redirects=False,
+        )
+    assert r.status_code == 303, r.text
+    return r

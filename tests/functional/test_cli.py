@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from tests.conftest import use_home
-from tests.factories import PASSWORD, make_home, wav_bytes
-from tests.functional.conftest import upload_voice
+from tests.factories import make_home, wav_bytes
+from tests.functional.conftest import sign_in, upload_voice
 from tutela.app import create_app
 from tutela.cli import app
 from tutela.container import build
@@ -23,7 +23,7 @@ from tutela.settings import Settings
 def home_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     use_home(monkeypatch, tmp_path)
     # These homes have cameras; a password alone signs their owners in here (R5 is off).
-    monkeypatch.setenv("TUTELA_MFA_REQUIRED_FOR_CAMERA_OWNERS", "false")
+    monkeypatch.setenv("TUTELA_MFA_REQUIRED_FOR_CAMERA_VIEWERS", "false")
     return tmp_path
 
 
@@ -50,12 +50,8 @@ def test_rotate_master_then_a_recording_still_plays(home_dir: Path) -> None:
         assert result.exit_code == 0, result.output
         assert "1 old master key(s) retired" in result.output
         assert (home_dir / "master.key").read_text() != key_file_before
-        token = client.post(
-            "/api/v1/auth/token", json={"email": "ana.cli@example.com", "password": PASSWORD}
-        ).json()["token"]
-        got = client.get(
-            f"/api/v1/items/{item_id}/content", headers={"authorization": f"Bearer {token}"}
-        )
+        headers = sign_in(client, "ana.cli@example.com")
+        got = client.get(f"/api/v1/items/{item_id}/content", headers=headers)
         assert got.status_code == 200
         assert got.content == audio
     container.close()

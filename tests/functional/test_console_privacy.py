@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from tests.factories import PASSWORD, make_home, seed_media
-from tests.functional.conftest import owner_email, sign_in
+from tests.factories import make_home, seed_media
+from tests.functional.conftest import console_sign_in, owner_email, sign_in
 from tutela.container import Container
 from tutela.core.clock import FakeClock
 from tutela.core.errors import KeyUnavailable
@@ -22,17 +22,6 @@ from tutela.retention.models import InactiveChild
 from tutela.retention.sweep import run_sweep
 
 EVIL = {"origin": "https://evil.example"}
-
-
-def console_sign_in(client: TestClient, email: str) -> None:
-    """Sign in through the console's form; the client keeps the session cookie."""
-    client.get("/login")
-    r = client.post(
-        "/login",
-        data={"email": email, "password": PASSWORD, "csrf": client.cookies["tutela_csrf"]},
-        follow_redirects=False,
-    )
-    assert r.status_code == 303, r.text
 
 
 def options(page: str, select_id: str) -> list[str]:

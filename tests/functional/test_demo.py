@@ -24,6 +24,7 @@ from tutela.demo import (
     DEMO_OWNER_EMAIL,
     DEMO_PASSWORD,
     DEMO_SECOND_PARENT_EMAIL,
+    DEMO_SECOND_PARENT_TOTP_SECRET,
     DEMO_TOTP_SECRET,
 )
 from tutela.erasure import rawscan
@@ -71,14 +72,18 @@ def client(demo_home: Path) -> Iterator[TestClient]:
 
 def sign_in(client: TestClient, email: str) -> dict[str, str]:
     r = client.post("/api/v1/auth/token", json={"email": email, "password": DEMO_PASSWORD})
-    if email == DEMO_OWNER_EMAIL:
-        # The demo owner has cameras: the published authenticator key is its second factor.
-        assert r.status_code == 202, r.text
-        assert r.json()["factors"] == ["totp"]
-        r = client.post(
-            "/api/v1/auth/token/factor",
-            json={"challenge": r.json()["challenge"], "code": pyotp.TOTP(DEMO_TOTP_SECRET).now()},
-        )
+    # The demo home has cameras: each parent, who sees them, has a published authenticator
+    # key as its second factor (R5).
+    secret = {
+        DEMO_OWNER_EMAIL: DEMO_TOTP_SECRET,
+        DEMO_SECOND_PARENT_EMAIL: DEMO_SECOND_PARENT_TOTP_SECRET,
+    }[email]
+    assert r.status_code == 202, r.text
+    assert r.json()["factors"] == ["totp"]
+    r = client.post(
+        "/api/v1/auth/token/factor",
+        json={"challenge": r.json()["challenge"], "code": pyotp.TOTP(secret).now()},
+    )
     assert r.status_code == 201, r.text
     assert r.json()["stage"] == "full"
     return {"authorization": f"Bearer {r.json()['token']}"}

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from tests.conftest import use_home
-from tests.factories import PASSWORD, make_home, wav_bytes
+from tests.factories import make_home, wav_bytes
 from tests.functional.conftest import owner_email, sign_in, upload_voice
 from tests.functional.test_erasure_api import erase, public_key
 from tutela.app import create_app
@@ -66,7 +66,7 @@ def test_the_api_and_the_receipt_never_claim_more_than_the_epoch_allows(
 @pytest.fixture
 def home_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     use_home(monkeypatch, tmp_path)
-    monkeypatch.setenv("TUTELA_MFA_REQUIRED_FOR_CAMERA_OWNERS", "false")
+    monkeypatch.setenv("TUTELA_MFA_REQUIRED_FOR_CAMERA_VIEWERS", "false")
     return tmp_path
 
 
@@ -98,11 +98,7 @@ def test_rotate_epoch_from_the_command_line_keeps_every_recording_playable(
         assert stat.S_IMODE(epochs_file.stat().st_mode) == 0o600
         assert len(json.loads(epochs_file.read_text())["epochs"]) == 1
 
-        token = client.post(
-            f"{API}/auth/token", json={"email": "ana.epochs@example.com", "password": PASSWORD}
-        ).json()["token"]
-        got = client.get(
-            f"{API}/items/{item}/content", headers={"authorization": f"Bearer {token}"}
-        )
+        headers = sign_in(client, "ana.epochs@example.com")
+        got = client.get(f"{API}/items/{item}/content", headers=headers)
         assert got.status_code == 200 and got.content == audio
     container.close()

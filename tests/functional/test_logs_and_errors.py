@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.factories import wav_bytes
-from tests.functional.conftest import owner_email, sign_in, upload_voice
+from tests.functional.conftest import console_sign_in, owner_email, sign_in, upload_voice
 from tutela.app import create_app
 from tutela.container import Container
 from tutela.households.service import CreatedHome
@@ -88,16 +88,7 @@ def test_behind_https_cookies_are_host_only_and_secure(
         csrf = form.cookies.get("__Host-tutela_csrf")
         assert csrf, form.headers.get("set-cookie")
         assert "secure" in form.headers["set-cookie"].lower()
-        r = client.post(
-            "/login",
-            data={
-                "email": owner_email(home),
-                "password": "correct horse battery staple",
-                "csrf": csrf,
-            },
-            follow_redirects=False,
-        )
-        assert r.status_code == 303
+        r = console_sign_in(client, owner_email(home), "correct horse battery staple")
         cookie = r.headers["set-cookie"]
         assert (
             cookie.startswith("__Host-tutela_session=")

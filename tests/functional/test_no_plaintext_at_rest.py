@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 
 from tests.factories import PASSWORD, device_token, wav_bytes
-from tests.functional.conftest import owner_email, upload_voice
+from tests.functional.conftest import owner_email, sign_in, upload_voice
 from tutela.container import Container
 from tutela.erasure import rawscan
 from tutela.households.service import CreatedHome
@@ -40,13 +40,7 @@ def _write_everything(client: TestClient, container: Container, home: CreatedHom
     assert t.status_code == 201
     # The data is really there and readable through Tutela; the sign-in's user agent and
     # address are personal data too.
-    r = client.post(
-        "/api/v1/auth/token",
-        json={"email": owner_email(home), "password": PASSWORD},
-        headers={"user-agent": "Mozilla/5.0 (Zephyrine-iPad)"},
-    )
-    assert r.status_code == 201
-    headers = {"authorization": f"Bearer {r.json()['token']}"}
+    headers = sign_in(client, owner_email(home), user_agent="Mozilla/5.0 (Zephyrine-iPad)")
     assert (
         client.get(f"/api/v1/items/{item_id}", headers=headers).json()["transcript"] == TRANSCRIPT
     )
@@ -59,8 +53,7 @@ def _add_secrets_of_sign_in(
     client: TestClient, container: Container, home: CreatedHome
 ) -> list[bytes]:
     """An authenticator app's seed, an employee's email, and queued notices (R5, R4, R6)."""
-    r = client.post("/api/v1/auth/token", json={"email": owner_email(home), "password": PASSWORD})
-    headers = {"authorization": f"Bearer {r.json()['token']}"}
+    headers = sign_in(client, owner_email(home))
     assert (
         client.post(
             "/api/v1/auth/step-up", json={"password": PASSWORD}, headers=headers

@@ -8,8 +8,7 @@ from email.parser import BytesParser
 
 from fastapi.testclient import TestClient
 
-from tests.factories import PASSWORD
-from tests.functional.conftest import owner_email
+from tests.functional.conftest import owner_email, sign_in
 from tutela.container import Container
 from tutela.households.service import CreatedHome
 
@@ -25,12 +24,7 @@ def test_a_hostile_user_agent_never_reaches_the_new_device_email(
     client: TestClient, container: Container, home: CreatedHome
 ) -> None:
     email = owner_email(home)
-    r = client.post(
-        "/api/v1/auth/token",
-        json={"email": email, "password": PASSWORD},
-        headers={"user-agent": HOSTILE_UA},
-    )
-    assert r.status_code == 201, r.text
+    assert sign_in(client, email, user_agent=HOSTILE_UA)
     container.deliver_notices()
     parser = BytesParser(policy=policy.default)
     messages = [

@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from tests.conftest import use_home
 from tests.factories import PASSWORD, make_home
+from tests.mailbox import sign_in_served
 from tutela.container import build
 from tutela.db import migrate
 from tutela.households.models import Account
@@ -61,7 +62,7 @@ def _serve(env: dict[str, str]) -> Iterator[str]:
 def served_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Settings, str]:
     use_home(monkeypatch, tmp_path)
     # The factory home has a camera; its owner signs in with a password alone here (R5 off).
-    monkeypatch.setenv("TUTELA_MFA_REQUIRED_FOR_CAMERA_OWNERS", "false")
+    monkeypatch.setenv("TUTELA_MFA_REQUIRED_FOR_CAMERA_VIEWERS", "false")
     settings = Settings()
     migrate.upgrade(settings.main_url, settings.keys_url)
     container = build(settings)
@@ -71,10 +72,8 @@ def served_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Settin
 
 
 def _signed_in_address(settings: Settings, base: str, email: str) -> str:
-    r = httpx.post(
-        base + "/api/v1/auth/token",
-        json={"email": email, "password": PASSWORD},
-        headers={"x-forwarded-for": "198.51.100.23"},
+    r = sign_in_served(
+        base, email, PASSWORD, settings.mail_path, headers={"x-forwarded-for": "198.51.100.23"}
     )
     assert r.status_code == 201, r.text
     container = build(settings)
@@ -111,7 +110,7 @@ def test_the_embedded_worker_completes_an_erasure_with_a_verifiable_receipt(
     from tutela.erasure import receipts
 
     use_home(monkeypatch, tmp_path)
-    monkeypatch.setenv("TUTELA_MFA_REQUIRED_FOR_CAMERA_OWNERS", "false")
+    monkeypatch.setenv("TUTELA_MFA_REQUIRED_FOR_CAMERA_VIEWERS", "false")
     settings = Settings()
     migrate.upgrade(settings.main_url, settings.keys_url)
     container = build(settings)
@@ -120,10 +119,7 @@ def test_the_embedded_worker_completes_an_erasure_with_a_verifiable_receipt(
     container.close()
     env = {**os.environ, "TUTELA_LOG_LEVEL": "WARNING", "TUTELA_EMBEDDED_WORKER_POLL_SECONDS": "60"}
     with _serve(env) as base:
-        r = httpx.post(
-            base + "/api/v1/auth/token",
-            json={"email": next(iter(home.accounts)), "password": PASSWORD},
-        )
+        r = sign_in_served(base, next(iter(home.accounts)), PASSWORD, settings.mail_path)
         auth = {"authorization": f"Bearer {r.json()['token']}"}
         r = httpx.post(
             base + "/api/v1/erasures", json={"scope": "item", "item_id": str(voice)}, headers=auth

@@ -28,6 +28,7 @@ from sqlalchemy import select
 
 from tests.conftest import use_home
 from tests.factories import PASSWORD, device_token, make_home
+from tests.mailbox import sign_in_served
 from tutela.container import build
 from tutela.db import migrate
 from tutela.erasure.models import ErasureRequest
@@ -114,7 +115,7 @@ def test_cli_commands_beside_a_served_process_lose_nothing(
     deleted under the server, no request answered 500, and every write the server
     acknowledged is there, seen by the CLI during the run and in the files after it."""
     use_home(monkeypatch, tmp_path / "home")
-    monkeypatch.setenv("TUTELA_MFA_REQUIRED_FOR_CAMERA_OWNERS", "false")
+    monkeypatch.setenv("TUTELA_MFA_REQUIRED_FOR_CAMERA_VIEWERS", "false")
     settings = Settings()
     assert settings.erasure_raw_scan and settings.embedded_worker
     migrate.upgrade(settings.main_url, settings.keys_url)
@@ -159,12 +160,7 @@ def test_cli_commands_beside_a_served_process_lose_nothing(
         _served(env, tmp_path / "serve.log") as (base, pid),
         httpx.Client(base_url=base, timeout=30) as client,
     ):
-        r = call(
-            client,
-            "POST",
-            "/api/v1/auth/token",
-            json={"email": next(iter(home.accounts)), "password": PASSWORD},
-        )
+        r = sign_in_served(base, next(iter(home.accounts)), PASSWORD, settings.mail_path)
         assert r.status_code == 201, r.text
         auth = {"authorization": f"Bearer {r.json()['token']}"}
         for n in range(ROUNDS):

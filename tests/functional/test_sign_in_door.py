@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event
 
 from tests.factories import PASSWORD
-from tests.functional.conftest import owner_email
+from tests.functional.conftest import owner_email, sign_in
 from tutela.container import Container
 from tutela.households.service import CreatedHome
 from tutela.identity.door import GUARDED_PATHS, guarded
@@ -118,13 +118,9 @@ def test_the_console_sign_in_page_says_when_to_try_again(
 def test_other_sources_and_other_paths_go_through(
     client: TestClient, slowed: TestClient, home: CreatedHome
 ) -> None:
-    signed_in = client.post(
-        f"{API}/auth/token", json={"email": owner_email(home), "password": PASSWORD}
-    )
-    assert signed_in.status_code == 201, signed_in.text
-    token = signed_in.json()["token"]
+    headers = sign_in(client, owner_email(home))
     # Sign-out (DELETE) and pages that are no guess are not the door's business.
-    ended = slowed.delete(f"{API}/auth/token", headers={"authorization": f"Bearer {token}"})
+    ended = slowed.delete(f"{API}/auth/token", headers=headers)
     assert ended.status_code == 204
     assert slowed.get("/healthz").status_code == 200
 

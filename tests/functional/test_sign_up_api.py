@@ -1,5 +1,6 @@
 """Sign-up: the whole new password checked with the reason given (S1, R7), and the same
-answer whether or not the address already has an account (OWASP, S4)."""
+answer whether or not the address already has an account (OWASP, S4), and the mailbox
+proven by an emailed link before the new account's first session (R6)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.factories import PASSWORD
-from tests.functional.conftest import owner_email
+from tests.functional.conftest import DEVICE_HEADER, emailed_link, owner_email, sign_in
 from tutela.container import Container
 from tutela.households.service import CreatedHome
 from tutela.notices.mail import latest_message
@@ -47,15 +48,42 @@ def test_a_weak_password_is_refused_with_the_reason(
     assert signed.status_code == 401  # no account was made
 
 
-def test_a_new_account_can_sign_in_and_owns_its_household(client: TestClient) -> None:
+def test_a_new_account_proves_its_mailbox_before_its_first_session(
+    client: TestClient, container: Container
+) -> None:
+    """Sign-up opens no session: the link it mails does, and only then does the password
+    sign in (from the device that followed it, R6)."""
     status, _ = sign_up(client, "Rae.Newcomer@Example.com", GOOD)
     assert status == 202
-    signed = client.post(
+    mail = latest_message(container.settings.mail_path, to="rae.newcomer@example.com")
+    assert mail is not None
+    assert mail["subject"] == "Confirm your new Tutela account"
+    sign_up_link = emailed_link(container, "rae.newcomer@example.com")
+
+    # The password alone opens nothing yet, from any device: a link is mailed instead.
+    before = client.post(
         "/api/v1/auth/token", json={"email": "rae.newcomer@example.com", "password": GOOD}
     )
-    assert signed.status_code == 201, signed.text
-    me = client.get("/api/v1/me", headers={"authorization": f"Bearer {signed.json()['token']}"})
+    assert before.status_code == 202
+    assert before.json() == {"status": "link_sent"}
+
+    confirmed = client.post("/api/v1/auth/token/link", json={"token": sign_up_link})
+    assert confirmed.status_code == 201, confirmed.text
+    assert confirmed.json()["stage"] == "full"
+    me = client.get("/api/v1/me", headers={"authorization": f"Bearer {confirmed.json()['token']}"})
     assert me.json()["role"] == "owner"
+    # The link works once.
+    again = client.post("/api/v1/auth/token/link", json={"token": sign_up_link})
+    assert again.status_code == 401
+
+    # From the device that followed it, the password is enough from now on.
+    known = client.post(
+        "/api/v1/auth/token",
+        json={"email": "rae.newcomer@example.com", "password": GOOD},
+        headers={DEVICE_HEADER: confirmed.json()["device_token"]},
+    )
+    assert known.status_code == 201, known.text
+    assert known.json()["stage"] == "full"
 
 
 def test_an_existing_address_gets_the_same_answer_and_its_holder_a_notice(
@@ -68,7 +96,4 @@ def test_an_existing_address_gets_the_same_answer_and_its_holder_a_notice(
     assert mail is not None
     assert "tried to open a Tutela account" in str(mail["subject"])
     # The holder's password is untouched.
-    signed = client.post(
-        "/api/v1/auth/token", json={"email": owner_email(home), "password": PASSWORD}
-    )
-    assert signed.status_code == 201
+    assert sign_in(client, owner_email(home), PASSWORD)

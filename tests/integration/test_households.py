@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.factories import make_home, password_hash
+from tests.mailbox import emailed_link
 from tutela.container import Container
 from tutela.core.errors import Conflict, InvalidDeviceToken, InvalidInput
 from tutela.households import service
@@ -130,6 +131,15 @@ def test_a_sessions_address_and_user_agent_are_kept_sealed_and_readable_by_tutel
             email=f"ana.{unique}@example.com",
             password=PASSWORD,
             kind=SessionKind.API,
+            client=Client(address="203.0.113.7", user_agent="Firefox/140 (Linux)"),
+            now=container.clock.now(),
+        )
+        # A device Tutela has not seen: the session comes from the emailed link (R6).
+        assert outcome.status == "link_sent"
+        container.deliver_notices()
+        outcome = container.gate.complete_link(
+            s,
+            token=emailed_link(container, f"ana.{unique}@example.com"),
             client=Client(address="203.0.113.7", user_agent="Firefox/140 (Linux)"),
             now=container.clock.now(),
         )

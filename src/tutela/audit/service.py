@@ -19,6 +19,7 @@ class AuditTag(StrEnum):
     ACCOUNT_LOGIN_FAILURE = "identity:login:failure"
     ACCOUNT_LOGOUT = "identity:session:end"
     SESSIONS_ENDED = "identity:sessions:end-all"
+    SESSIONS_DEMOTED = "identity:sessions:demote"
     LOGIN_THROTTLED = "identity:login:throttled"
     SECOND_FACTOR_REQUIRED = "identity:login:second-factor-required"
     SECOND_FACTOR_FAILURE = "identity:factor:failure"

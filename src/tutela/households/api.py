@@ -65,6 +65,7 @@ def register_device(
         now=container.clock.now(),
         actor=f"account:{principal.account_id}",
         actor_role=principal.role,
+        camera_needs_factor=container.settings.mfa_required_for_camera_viewers,
     )
     return RegisteredDeviceOut(device=DeviceOut.of(device), token=token)
 

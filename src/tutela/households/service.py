@@ -25,6 +25,7 @@ from tutela.households.models import (
     Account,
     AccountRole,
     Device,
+    DeviceKind,
     EmailIndexEpoch,
     Guardianship,
     Household,
@@ -502,12 +503,23 @@ def register_device(
     now: datetime,
     actor: str = "system",
     actor_role: str = AccountRole.OWNER,
+    camera_needs_factor: bool = False,
 ) -> tuple[Device, str]:
-    """Add a device; its token is returned this once and kept only as a hash."""
+    """Add a device; its token is returned this once and kept only as a hash.
+
+    With `camera_needs_factor` (R5), a camera demotes the open sessions of every account
+    of the household that has no second factor: they may only enrol one from now on.
+    """
     _check_owner(actor_role)
     if session.get(Household, household_id) is None:
         raise NotFound("No such household.", code="household_not_found")
     device, token = _new_device(session, household_id=household_id, spec=spec, now=now, actor=actor)
+    if camera_needs_factor and device.kind == DeviceKind.CAMERA:
+        # Imported here: identity reads households, not the other way round, except for
+        # this one rule about who may keep a session once a camera films the home.
+        from tutela.identity.camera import demote_without_factor  # noqa: PLC0415
+
+        demote_without_factor(session, household_id=household_id, now=now)
     session.commit()
     return device, token
 

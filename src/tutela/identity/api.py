@@ -206,7 +206,9 @@ def sign_up(
 ) -> dict[str, str]:
     """Open a household and its owner's account. A weak password is refused with the
     reason (422, S1, R7); otherwise the answer is the same whether or not the address
-    already had an account (its holder gets a notice)."""
+    already had an account (its holder gets a notice). The new account's first session
+    comes from the link emailed to it (`POST /auth/token/link`): the mailbox is proven
+    first."""
     container.gate.sign_up(
         session,
         name=payload.name,
@@ -216,7 +218,10 @@ def sign_up(
         now=container.clock.now(),
     )
     background.add_task(container.deliver_notices)
-    return {"status": "accepted", "detail": "If the address can be used, you can now sign in."}
+    return {
+        "status": "accepted",
+        "detail": "If the address can be used, we sent it a link that opens the account.",
+    }
 
 
 @router.post("/staff/auth/token", status_code=201, response_model=TokenOut)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,8 +23,8 @@ from tutela.core.errors import (
 )
 from tutela.core.ids import uuid7
 from tutela.households import service as households
-from tutela.households.models import Account, Device, DeviceKind, Profile, ProfileState
-from tutela.identity import factors
+from tutela.households.models import Account, Profile, ProfileState
+from tutela.identity import camera, factors
 from tutela.identity import service as sessions
 from tutela.identity.admission import Admission, busy
 from tutela.identity.breached import BreachChecker
@@ -264,23 +265,21 @@ class GateCore:
         return row
 
     def _mfa_required(self, session: Session, login: Login) -> bool:
-        """Employees always (R4); owners of households with cameras unless turned off (R5)."""
+        """Employees always (R4); customers who can see camera media unless turned off (R5):
+        the owner, the other parent and any adult whose profiles a camera films."""
         if login.staff is not None:
             return True
-        if not self.settings.mfa_required_for_camera_owners:
+        if not self.settings.mfa_required_for_camera_viewers:
             return False
-        owner = login.owner
-        account = session.get(Account, (owner.household_id, owner.id))
-        if account is None or account.role != "owner":
+        return camera.account_sees_camera_media(session, login.owner)
+
+    def camera_factor_missing(
+        self, session: Session, owner: Owner, profile_ids: frozenset[uuid.UUID]
+    ) -> bool:
+        """The live check of every media route (R5); see `identity.camera`."""
+        if owner.is_staff or not self.settings.mfa_required_for_camera_viewers:
             return False
-        camera = session.scalar(
-            select(Device.id).where(
-                Device.household_id == owner.household_id,
-                Device.kind == DeviceKind.CAMERA,
-                Device.revoked_at.is_(None),
-            )
-        )
-        return camera is not None
+        return camera.camera_factor_missing(session, owner=owner, profile_ids=profile_ids)
 
     def stage_for(self, session: Session, login: Login, *, breached: bool) -> SessionStage:
         """What a new session of `login` may do: enrol first, change first, or everything."""
@@ -403,8 +402,11 @@ class GateCore:
         breached: bool,
         now: datetime,
         client: Client,
+        notice: NoticeKind = NoticeKind.SIGN_IN_LINK,
     ) -> None:
-        """An emailed one-time link that completes the sign-in (for accounts with no factor)."""
+        """An emailed one-time link that completes the sign-in (for accounts with no factor,
+        from a device not seen before), or proves the mailbox of a new account (`notice`
+        SIGN_UP_CONFIRM)."""
         owner = login.owner
         # One live link per account: a flood of attempts must not flood the mailbox.
         live = session.scalar(
@@ -435,7 +437,7 @@ class GateCore:
         enqueue(
             session,
             self.keys,
-            kind=NoticeKind.SIGN_IN_LINK,
+            kind=notice,
             owner=owner,
             params={
                 "at": now.isoformat(),

@@ -19,8 +19,10 @@ The order of checks on `POST /api/v1/auth/token`:
 3. **Breached-password check** by k-anonymity (S5): a breached password admits the person
    only to a forced change (R7), after a second factor or an emailed link.
 4. **Second factor**: always when one is enrolled; TOTP (replays refused), WebAuthn or a
-   recovery code. An account without one gets an emailed one-time link when its sign-in
-   is risky (failures on the account, or defended mode and a risky source or new device).
+   recovery code. An account without one gets an emailed one-time link when it signs in
+   from a device Tutela has not seen (from the first attempt, in any mode), and from a
+   known device when the sign-in is risky (failures on the account, or defended mode and
+   a risky source).
 5. **Stuffing detector**: failure ratio, accounts per source and breached hits switch the
    service into defended mode and raise a security alert.
 
@@ -53,7 +55,6 @@ from tutela.identity.models import (
     KnownDevice,
     PasswordCredential,
     SessionKind,
-    SessionStage,
 )
 from tutela.identity.passkeys import PasskeySignIn
 from tutela.identity.signup import SignUp
@@ -291,10 +292,13 @@ class Gate(InSession, SignUp, PasskeySignIn):
         if enrolled:
             return self._factor_challenge(session, login, kind=kind, breached=breached, now=now)
         stage = self.stage_for(session, login, breached=breached)
-        # The password alone must not let someone enrol the first factor from a new
-        # device, nor open a session on a risky or breached sign-in: the mailbox decides.
-        first_enrolment = stage == SessionStage.ENROL and known is None
-        if login.staff is None and (risky or breached or login.must_change or first_enrolment):
+        # No session from a device Tutela has not seen on a password alone (R6), from the
+        # first attempt: a stuffed password is right the first time, so no counter or
+        # detector could have warned. The mailbox decides, as it does on a risky or
+        # breached sign-in. A new account's first sign-in is always such a case, so the
+        # mailbox is proven before its first session.
+        new_device = known is None
+        if login.staff is None and (risky or breached or login.must_change or new_device):
             self._send_link(session, login, kind=kind, breached=breached, now=now, client=client)
             return SignInOutcome(status="link_sent", notices=True)
         return self._complete(

@@ -11,6 +11,7 @@ from tutela.households import service as households
 from tutela.identity import password_rules
 from tutela.identity.admission import Caller
 from tutela.identity.logins import Client, GateCore, too_many
+from tutela.identity.models import SessionKind
 from tutela.identity.owners import Owner
 from tutela.identity.throttle import Attempt
 from tutela.notices.service import NoticeKind, enqueue
@@ -31,7 +32,8 @@ class SignUp(GateCore):
         client: Client,
         now: datetime,
     ) -> None:
-        """Open a household with its owner's account (S1, R7).
+        """Open a household with its owner's account (S1, R7), whose mailbox is proven by
+        an emailed link before its first session (R6).
 
         The new password is checked in full (length, breached and common passwords, the
         service's name, the email) and refused with the reason. An address that already
@@ -67,7 +69,7 @@ class SignUp(GateCore):
             )
             session.commit()
             return
-        households.create_home(
+        created = households.create_home(
             session,
             self.keys,
             spec=households.HomeSpec(
@@ -82,3 +84,23 @@ class SignUp(GateCore):
             ),
             now=now,
         )
+        # The mailbox is proven before the first session: the account opens with no known
+        # device and no session, and the emailed link is the only way to its first one
+        # (a sign-in with the password from any device is answered with a new link, R6).
+        # Sent after the household is committed: should it fail, that sign-in sends one.
+        login = self.login_of(
+            session,
+            Owner.account(
+                created.household_id, created.accounts[address], created.adult_profiles[address]
+            ),
+        )
+        self._send_link(
+            session,
+            login,
+            kind=SessionKind.API,
+            breached=False,
+            now=now,
+            client=client,
+            notice=NoticeKind.SIGN_UP_CONFIRM,
+        )
+        session.commit()

@@ -67,6 +67,7 @@ class NoticeKind(StrEnum):
     DEFENDED_MODE = "defended_mode"
     STAFF_WELCOME = "staff_welcome"
     SIGN_UP_EXISTING = "sign_up_existing"
+    SIGN_UP_CONFIRM = "sign_up_confirm"
     INACTIVE_CHILD = "inactive_child"
     ERASURE_COMPLETED = "erasure_completed"
     ERASURE_DEADLINE = "erasure_deadline"
@@ -223,6 +224,16 @@ _TEMPLATES: Final[Mapping[NoticeKind, _Template]] = {
         frozenset({"at"}),
         _WHERE,
     ),
+    NoticeKind.SIGN_UP_CONFIRM: _Template(
+        "Confirm your new Tutela account",
+        "Use this link to confirm your email address and open your new Tutela account:"
+        "\n\n{link}\n\nIt works once, and only within {ttl} minutes. Until it is used, "
+        "nobody can sign in to the account; if it expires, sign in with your password and "
+        "we will send a new one.",
+        frozenset({"at", "link"}),
+        _WHERE,
+        advice="sign_up",
+    ),
     NoticeKind.INACTIVE_CHILD: _Template(
         "A child's profile in your Tutela home will be erased",
         "The profile of {profile} in your Tutela home has not been used for a long time. "
@@ -291,6 +302,11 @@ def _advice(kind: str, settings: Settings) -> str:
         return (
             f"You can also cancel it at {settings.origin}/account/recovery after you sign "
             "in. If it was you, there is nothing to do: wait for the date above."
+        )
+    if kind == "sign_up":
+        return (
+            "If you did not open an account, ignore this message: without the link the "
+            "account stays closed."
         )
     if kind == "inactive_child":
         return f"To keep it, sign in at {settings.origin}/account/privacy and choose Keep."

@@ -13,7 +13,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime
 
 from tutela.core.errors import InvalidInput
-from tutela.deps import AppContainer, CurrentDevice, CurrentReader, DbSession, current_device
+from tutela.deps import AppContainer, CurrentDevice, DbSession, MediaReader, current_device
 from tutela.vault import service
 from tutela.vault.models import ItemKind
 from tutela.vault.schemas import (
@@ -144,7 +144,7 @@ def upload_locations(
 
 @items.get("", response_model=ItemPage)
 def list_items(
-    reader: CurrentReader,
+    reader: MediaReader,
     session: DbSession,
     container: AppContainer,
     profile_id: uuid.UUID | None = None,
@@ -173,7 +173,7 @@ def list_items(
 
 @items.get("/{item_id}", response_model=ItemDetail)
 def get_item(
-    item_id: uuid.UUID, reader: CurrentReader, session: DbSession, container: AppContainer
+    item_id: uuid.UUID, reader: MediaReader, session: DbSession, container: AppContainer
 ) -> ItemDetail:
     item = service.get_item(session, reader=reader, item_id=item_id)
     derived = service.derived_items(session, item=item)
@@ -197,7 +197,7 @@ def get_item(
 @items.get("/{item_id}/content")
 def item_content(
     item_id: uuid.UUID,
-    reader: CurrentReader,
+    reader: MediaReader,
     session: DbSession,
     container: AppContainer,
     range_header: Annotated[str | None, Header(alias="range")] = None,

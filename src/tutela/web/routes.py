@@ -373,7 +373,12 @@ def profile_page(
         principal = current_principal(request, session, container)
     except NotAuthenticated:
         return RedirectResponse("/login", status_code=303)
+    except Forbidden:  # enrol a factor or change the password first
+        return RedirectResponse("/account/security", status_code=303)
     reader = current_reader(principal, session)
+    if container.gate.camera_factor_missing(session, principal.owner, reader.profile_ids):
+        # R5: camera recordings only after a second factor, whatever the session's stage.
+        return RedirectResponse("/account/security", status_code=303)
     if profile_id not in reader.profile_ids:
         raise NotFound("No such profile.", code="profile_not_found")
     keys = container.vault.keys
