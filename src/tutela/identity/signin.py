@@ -146,10 +146,16 @@ class Gate(InSession, SignUp, PasskeySignIn):
                 session.commit()
                 refused.notices_queued = True
             raise refused
-        if login is None and not staff:
+        if not staff:
             # An employee's email at the customers' door: see identity/staff_door.py.
             refuse_employee(
-                self, session, email=email, password=password, source=client.address, now=now
+                self,
+                session,
+                email=email,
+                password=password,
+                source=client.address,
+                customer=login is not None,
+                now=now,
             )
         password = password_rules.normalise(password)
         with self.admission.slot(Caller.NEW_DEVICE if known is None else Caller.KNOWN_DEVICE):

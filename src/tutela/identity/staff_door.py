@@ -8,7 +8,7 @@ password is verified, they hear where to go instead; until then the answer, and 
 behind it, are what an unknown email gets:
 
 - the same work either way: the employee's row and throttle state are looked up for every
-  email that is no customer's, and one argon2id verification is made (the employee's
+  email, a customer's too, and one argon2id verification is made (the employee's
   hash instead of the dummy one);
 - a wrong password counts on the employee's own throttle key, so guesses through either
   door add up to S2's 100 consecutive failures;
@@ -45,19 +45,30 @@ class UseStaffSignIn(NotAuthenticated):
 
 
 def refuse_employee(
-    gate: Gate, session: Session, *, email: str, password: str, source: str, now: datetime
+    gate: Gate,
+    session: Session,
+    *,
+    email: str,
+    password: str,
+    source: str,
+    customer: bool,
+    now: datetime,
 ) -> None:
-    """Return when `email` is no employee's; otherwise raise: `UseStaffSignIn` when the
-    password is right, the usual `InvalidCredentials` when it is not."""
+    """Return when `email` is a customer's or no employee's; otherwise raise:
+    `UseStaffSignIn` when the password is right, the usual `InvalidCredentials` when not.
+
+    Asked for every email at the customers' door, a customer's too: the same query and
+    the same throttle read whatever the email is, so neither an employee's email nor an
+    unknown one shows in the time an answer takes (S4)."""
     login = gate._login(session, email, staff=True, now=now)
     attempt = Attempt(
         account=gate._account_key(email, staff=True, now=now), source=source, known_device=False
     )
-    # Asked for every email that is no customer's, an employee's or not: the time an
-    # answer takes must not tell an employee's email from an unknown one.
+    # Asked for every email, a customer's too: the time an answer takes must tell neither
+    # an employee's email nor an unknown one.
     verdict = gate.throttle.check(attempt, now.timestamp())
     guess = Guess(throttle=gate.throttle, attempt=attempt, now=now.timestamp(), verdict=verdict)
-    if login is None:
+    if login is None or customer:
         return
     checkable = verdict.allowed and not verdict.password_locked
     with gate.admission.slot(Caller.NEW_DEVICE):
