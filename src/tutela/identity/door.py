@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-import anyio.to_thread
 from redis.exceptions import RedisError
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -89,10 +88,8 @@ class SignInDoor:
         client = scope.get("client")
         source = client[0] if client else ""
         try:
-            # The throttle's client blocks; a thread keeps the event loop free meanwhile.
-            wait = await anyio.to_thread.run_sync(
-                self.throttle.source_wait, source, self.clock.now().timestamp()
-            )
+            # On the event loop: Redis's asyncio client, or memory under a short lock.
+            wait = await self.throttle.source_wait_async(source, self.clock.now().timestamp())
         except RedisError:
             # The route answers for a throttle store that is down (503, never unthrottled).
             await self.app(scope, receive, send)
