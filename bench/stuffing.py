@@ -35,9 +35,10 @@ believed from 127.0.0.1 only (`TUTELA_TRUSTED_PROXIES`), and MFA only where enro
    emails; the passwords are random, none in the breached-password store, so the detector
    must find the attack by its failures alone. The attacker speaks raw HTTP/1.1 (httpx
    would take several ms of the server's two cores per request).
-4. burst: with no other load, 5,000 attempts from addresses the server's throttle (read
-   in Redis, not the attacker's notes of Retry-After, which count attempts then in flight)
-   makes wait more than two minutes longer, so every answer should be a 429 with no hash:
+4. burst: with no other load, 5,000 attempts from the attack's addresses, each held back
+   at the server's throttle (failures recorded in Redis until its wait is over two
+   minutes, as more of the attack would leave it), so every answer should be a 429 with
+   no hash:
    the server's CPU (both workers, psutil) over the burst, per refused attempt; any hash
    that happens anyway stays in the figure. The idle server's CPU per second, measured
    just before, is reported beside it. Baseline: the CPU of one argon2id verification
@@ -232,7 +233,8 @@ def report_lines(report: dict[str, Any]) -> list[str]:
         f" locked out {report['legit_locked_out']} (goal 0: {met['legit_locked_out']})"
         + (f"; {under['reasons']}" if under["reasons"] else ""),
         f"  CPU per rejected attempt {report['cpu_per_rejected_ms']:.2f} ms"
-        f" ({burst['outcomes']} from {burst['sources']} throttled addresses) vs"
+        f" ({burst['outcomes']} from {burst['sources']} throttled addresses,"
+        f" {burst['sign_in_busy']} of the 429s by admission) vs"
         f" {report['cpu_per_argon2_ms']:.1f} ms per argon2id verification:"
         f" ratio {report['cpu_ratio'] * 100:.1f}% (goal < 5%: {met['cpu_ratio']});"
         f" GET /healthz costs {report['cpu_per_healthz_ms']:.2f} ms; the idle server"
