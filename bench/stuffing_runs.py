@@ -246,6 +246,7 @@ def bench_store(
                         float(defaults.stuffing_window_seconds),
                     )
                     attack["server_cpu_s"] = attack_cpu
+                    attack["sign_in_busy"] = raw["busy"]  # 429s by admission, at the route
                     attack["server_cpu_ms_per_attempt"] = attack_cpu * 1000 / max(attack["sent"], 1)
                     attack["machine_busy"] = (busy1[0] - busy0[0]) / max(busy1[1] - busy0[1], 1.0)
                     if names:
