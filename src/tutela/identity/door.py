@@ -5,6 +5,10 @@ the throttle, with one call (one Redis round trip), how long the source must wai
 it must, the answer is the 429 the route itself would give, with `Retry-After`, and
 FastAPI never routes, validates or opens a database session for it. Refusals then cost a
 small fraction of a password hash, which an attacker otherwise makes us pay per attempt.
+The read runs on the event loop (`Throttle.source_wait_async`), not in a worker thread:
+the hop to a thread cost more CPU than the Redis round trip (`bench/door.py`). The door
+sits inside the request log and the host check, so a refusal is still logged and still
+carries the security headers.
 
 A request carrying a known-device token (cookie or header) goes on to the route: a device
 that signed in before is not slowed by failures from its network (OWASP, device cookies),
