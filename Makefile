@@ -50,6 +50,7 @@ bench: install
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/stuffing.py
 	$(BIN)/python bench/admission.py
+	$(BIN)/python bench/door.py
 	$(BIN)/python bench/erasure.py
 	$(BIN)/python bench/retention.py
 	$(BIN)/python bench/epochs.py
@@ -64,6 +65,7 @@ bench-quick: install
 	$(BIN)/python bench/ingest.py --quick
 	$(BIN)/python bench/stuffing.py --quick
 	$(BIN)/python bench/admission.py --quick
+	$(BIN)/python bench/door.py --quick
 	$(BIN)/python bench/erasure.py --quick
 	$(BIN)/python bench/retention.py --quick
 	$(BIN)/python bench/epochs.py --quick

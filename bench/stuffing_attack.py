@@ -109,6 +109,7 @@ async def attack(config: dict[str, Any]) -> dict[str, Any]:
         return {"email": emails[n], "password": passwords[n]}
 
     cpu0 = time.process_time()
+    busy = [0]
     issued = iter(range(count))
     deadline = time.perf_counter() + config["limit_s"]
 
@@ -130,6 +131,8 @@ async def attack(config: dict[str, Any]) -> dict[str, Any]:
                     done_at[n] = time.time()
                     continue
                 outcome = classify(status, body)
+                if status == 429 and isinstance(body, dict) and body.get("code") == "sign_in_busy":
+                    busy[0] += 1  # refused by admission at the route, not by the door
                 outcomes[n] = CODE[outcome]
                 done_at[n] = time.time()
                 if outcome == "too_many_attempts":
@@ -152,6 +155,7 @@ async def attack(config: dict[str, Any]) -> dict[str, Any]:
         "client_cpu_s": time.process_time() - cpu0,
         "defended": seen,
         "blocked_until": blocked_until,
+        "busy": busy[0],
     }
 
 

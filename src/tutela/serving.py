@@ -111,6 +111,10 @@ def serve(settings: Settings, *, host: str | None, port: int | None, workers: in
         factory=True,
         port=chosen_port,
         workers=workers or settings.api_workers,
+        # uvloop and httptools (both in the lock), named so a missing one fails at start
+        # instead of silently serving on the slower pure-Python loop and parser.
+        loop="uvloop",
+        http="httptools",
         access_log=False,
         log_config=None,
         server_header=False,

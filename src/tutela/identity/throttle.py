@@ -187,6 +187,10 @@ class Throttle(Protocol):
         """Seconds an unknown device at `source` must wait: one read, for the door."""
         ...
 
+    async def source_wait_async(self, source: str, now: float) -> float:
+        """`source_wait` for the event loop, without a thread where the store allows."""
+        ...
+
     def record_failure(self, attempt: Attempt, now: float, *, breached: bool = False) -> bool:
         """Count a failure (a wrong password, code or link) and consume a reservation;
         True only for the one call that switched defended mode on."""
@@ -222,7 +226,7 @@ def make_throttle(settings: Settings) -> Throttle:
         client = redis.Redis.from_url(
             settings.redis_url, socket_connect_timeout=2.0, socket_timeout=2.0
         )
-        return RedisThrottle(client, policy)
+        return RedisThrottle(client, policy, url=settings.redis_url)
     return MemoryThrottle(policy)
 
 
@@ -419,6 +423,10 @@ class MemoryThrottle:
                 ),
                 defended=now < self._defended_until,
             )
+
+    async def source_wait_async(self, source: str, now: float) -> float:
+        # Memory only, under a lock held for microseconds: no thread needed.
+        return self.source_wait(source, now)
 
     @staticmethod
     def _pending_keys(attempt: Attempt) -> tuple[str, str, str]:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import secrets
 from dataclasses import replace
 from typing import cast
 
+import anyio.to_thread
 import redis
+import redis.asyncio
+from redis.commands.core import AsyncScript
 
 from tutela.identity.throttle import (
     _MAX_DOUBLINGS,
@@ -266,8 +270,14 @@ class RedisThrottle:
         client: redis.Redis,
         policy: ThrottlePolicy | None = None,
         prefix: str = "tutela:throttle:",
+        *,
+        url: str | None = None,
     ) -> None:
         self._client = client
+        # With the server's URL, the door's read goes through an asyncio client on the
+        # event loop itself, not a thread: half the CPU of a refusal (`source_wait_async`).
+        self._url = url
+        self._async: tuple[asyncio.AbstractEventLoop, AsyncScript] | None = None
         self._policy = policy = policy or ThrottlePolicy()
         self._prefix = prefix
         self._defended_key = prefix + "defended"
@@ -277,7 +287,8 @@ class RedisThrottle:
         self._defended_ttl = _defended_ttl(policy)
         header = _constants(policy) + _IN_FLIGHT
         self._begin_script = client.register_script(header + _BEGIN)
-        self._source_script = client.register_script(header + _SOURCE)
+        self._source_text = header + _SOURCE
+        self._source_script = client.register_script(self._source_text)
         self._release_script = client.register_script(header + _RELEASE)
         self._record_script = client.register_script(header + _SWITCH_ON + _RECORD)
         self._enter_script = client.register_script(_ENTER)
@@ -292,19 +303,37 @@ class RedisThrottle:
         self._release_script(keys=self._pending_keys(attempt), args=(repr(now),))
 
     def source_wait(self, source: str, now: float) -> float:
-        policy = self._policy
+        reply = self._source_script(keys=self._source_keys(source), args=(repr(now),))
+        return self._source_reply(reply, now)
+
+    async def source_wait_async(self, source: str, now: float) -> float:
+        """`source_wait` from the event loop: the same script, one round trip, no thread."""
+        if self._url is None:
+            return await anyio.to_thread.run_sync(self.source_wait, source, now)
+        loop = asyncio.get_running_loop()
+        if self._async is None or self._async[0] is not loop:
+            # A client belongs to one event loop (a server process has one).
+            client = redis.asyncio.Redis.from_url(
+                self._url, socket_connect_timeout=2.0, socket_timeout=2.0
+            )
+            self._async = loop, client.register_script(self._source_text)
+        script = self._async[1]
+        reply = await script(keys=self._source_keys(source), args=(repr(now),))
+        return self._source_reply(reply, now)
+
+    def _source_keys(self, source: str) -> tuple[str, str, str, str, str]:
         source_key, network_key = _source_keys(source)
         p = self._prefix
-        reply = self._source_script(
-            keys=(
-                p + "src:" + source_key,
-                p + "net:" + network_key,
-                self._defended_key,
-                p + "pend:src:" + source_key,
-                p + "pend:net:" + network_key,
-            ),
-            args=(repr(now),),
+        return (
+            p + "src:" + source_key,
+            p + "net:" + network_key,
+            self._defended_key,
+            p + "pend:src:" + source_key,
+            p + "pend:net:" + network_key,
         )
+
+    def _source_reply(self, reply: object, now: float) -> float:
+        policy = self._policy
         text = reply.decode() if isinstance(reply, bytes) else cast("str", reply)
         s_n, s_t, p_n, p_t, defended_until, s_p, s_pt, p_p, p_pt = text.split(" ")
         memory = policy.failure_memory_seconds
