@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
-from tutela.audit.service import AuditTag, record
+from tutela.audit.service import AuditTag
 from tutela.core.errors import (
     Forbidden,
     InvalidCredentials,
@@ -43,6 +43,7 @@ from tutela.identity.models import (
     SignInChallenge,
     SignInSession,
 )
+from tutela.identity.owners import record_by
 from tutela.identity.second_step import SecondStep
 from tutela.identity.throttle import Attempt
 from tutela.notices.service import NoticeKind, enqueue
@@ -121,13 +122,7 @@ class InSession(SecondStep):
                     ok = self.hasher.verify(login.password_hash, password_rules.normalise(password))
             if not ok:
                 guess.fail()
-                record(
-                    session,
-                    tag=AuditTag.SECOND_FACTOR_FAILURE,
-                    actor=owner.ref,
-                    now=now,
-                    household_id=owner.household_id,
-                )
+                record_by(session, owner, AuditTag.SECOND_FACTOR_FAILURE, now=now)
                 session.execute(
                     update(SignInSession)
                     .where(SignInSession.id == principal.session_id)
@@ -155,13 +150,8 @@ class InSession(SecondStep):
                 .values(failed_step_ups=0)
             )
             sessions.mark_stepped_up(session, session_id=principal.session_id, now=now)
-            record(
-                session,
-                tag=AuditTag.STEP_UP,
-                actor=owner.ref,
-                now=now,
-                household_id=owner.household_id,
-                subject=f"session:{principal.session_id}",
+            record_by(
+                session, owner, AuditTag.STEP_UP, now=now, subject=f"session:{principal.session_id}"
             )
             session.commit()
 
@@ -242,13 +232,7 @@ class InSession(SecondStep):
                 )
             if not right:
                 guess.fail()
-                record(
-                    session,
-                    tag=AuditTag.ACCOUNT_LOGIN_FAILURE,
-                    actor=owner.ref,
-                    now=now,
-                    household_id=owner.household_id,
-                )
+                record_by(session, owner, AuditTag.ACCOUNT_LOGIN_FAILURE, now=now)
                 session.commit()
                 raise InvalidCredentials("The current password is not right.")
             email = self._email(session, owner, now)
@@ -276,13 +260,7 @@ class InSession(SecondStep):
             # made with the old one can complete.
             session.execute(delete(KnownDevice).where(owner.where(KnownDevice)))
             self.close_challenges(session, owner, now)
-            record(
-                session,
-                tag=AuditTag.PASSWORD_CHANGED,
-                actor=owner.ref,
-                now=now,
-                household_id=owner.household_id,
-            )
+            record_by(session, owner, AuditTag.PASSWORD_CHANGED, now=now)
             enqueue(
                 session,
                 self.keys,

@@ -38,7 +38,7 @@ from tutela.identity.models import (
     SignInChallenge,
     StaffMember,
 )
-from tutela.identity.owners import Owner
+from tutela.identity.owners import Owner, record_by
 from tutela.identity.passwords import PasswordHasher
 from tutela.identity.staff import find_staff, needs_webauthn, staff_index
 from tutela.identity.throttle import Attempt, Throttle, Verdict, wait_text
@@ -348,13 +348,7 @@ class GateCore:
                 webauthn_challenge=challenge_bytes,
             )
         )
-        record(
-            session,
-            tag=AuditTag.SECOND_FACTOR_REQUIRED,
-            actor=owner.ref,
-            now=now,
-            household_id=owner.household_id,
-        )
+        record_by(session, owner, AuditTag.SECOND_FACTOR_REQUIRED, now=now)
         return SignInOutcome(
             status="second_factor_required",
             challenge=token,
@@ -447,13 +441,7 @@ class GateCore:
             },
             now=now,
         )
-        record(
-            session,
-            tag=AuditTag.SIGN_IN_LINK_SENT,
-            actor=owner.ref,
-            now=now,
-            household_id=owner.household_id,
-        )
+        record_by(session, owner, AuditTag.SIGN_IN_LINK_SENT, now=now)
 
     def _complete(
         self,
@@ -498,12 +486,11 @@ class GateCore:
                     last_seen_at=now,
                 )
             )
-            record(
+            record_by(
                 session,
-                tag=AuditTag.NEW_DEVICE_SIGN_IN,
-                actor=owner.ref,
+                owner,
+                AuditTag.NEW_DEVICE_SIGN_IN,
                 now=now,
-                household_id=owner.household_id,
                 subject=f"session:{issued.session_id}",
             )
             enqueue(

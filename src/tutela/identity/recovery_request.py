@@ -16,7 +16,7 @@ from tutela.core.errors import TooManyAttempts
 from tutela.core.ids import uuid7
 from tutela.identity import service as sessions
 from tutela.identity.logins import Client
-from tutela.identity.owners import Owner
+from tutela.identity.owners import Owner, record_by
 from tutela.identity.recovery_models import AccountRecovery, RecoveryState
 from tutela.identity.second_step import SecondStep
 from tutela.identity.throttle import Attempt
@@ -174,11 +174,6 @@ class RecoveryRequests:
             },
             now=now,
         )
-        record(
-            session,
-            tag=AuditTag.RECOVERY_LINK_SENT,
-            actor=owner.ref,
-            now=now,
-            household_id=owner.household_id,
-            subject=f"recovery:{row.id}",
+        record_by(
+            session, owner, AuditTag.RECOVERY_LINK_SENT, now=now, subject=f"recovery:{row.id}"
         )

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from tutela.audit.service import AuditTag, record
+from tutela.audit.service import AuditTag
 from tutela.core.errors import (
     InvalidCredentials,
     InvalidInput,
@@ -35,6 +35,7 @@ from tutela.identity.models import (
     SessionKind,
     SignInChallenge,
 )
+from tutela.identity.owners import record_by
 from tutela.identity.staff import needs_webauthn
 from tutela.identity.throttle import Attempt
 from tutela.notices.service import NoticeKind, enqueue
@@ -81,13 +82,7 @@ class SecondStep(GateCore):
         if recovery_code is not None and factors.use_recovery_code(
             session, self.keys, owner, recovery_code, now=now
         ):
-            record(
-                session,
-                tag=AuditTag.RECOVERY_CODE_USED,
-                actor=owner.ref,
-                now=now,
-                household_id=owner.household_id,
-            )
+            record_by(session, owner, AuditTag.RECOVERY_CODE_USED, now=now)
             enqueue(
                 session,
                 self.keys,
@@ -206,13 +201,7 @@ class SecondStep(GateCore):
             now=now,
         )
         if accepted is None:
-            record(
-                session,
-                tag=AuditTag.SECOND_FACTOR_FAILURE,
-                actor=owner.ref,
-                now=now,
-                household_id=owner.household_id,
-            )
+            record_by(session, owner, AuditTag.SECOND_FACTOR_FAILURE, now=now)
             queued = self._first_failure_notice(session, owner, now)
             if queued:  # S4, at most one such notice per 15 minutes
                 enqueue(
