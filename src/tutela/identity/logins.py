@@ -102,6 +102,10 @@ class Client:
     user_agent: str = ""
     device_token: str | None = None
 
+    def where(self) -> dict[str, str]:
+        """Where the request came from, as notices show it (the user agent shortened)."""
+        return {"address": self.address, "device": self.user_agent[:120]}
+
 
 @dataclass
 class SignInOutcome:
@@ -436,8 +440,7 @@ class GateCore:
             params={
                 "at": now.isoformat(),
                 "link": f"{self.settings.origin}/login/link#{token}",
-                "address": client.address,
-                "device": client.user_agent[:120],
+                **client.where(),
             },
             now=now,
         )
@@ -498,11 +501,7 @@ class GateCore:
                 self.keys,
                 kind=NoticeKind.NEW_DEVICE_SIGN_IN,
                 owner=owner,
-                params={
-                    "at": now.isoformat(),
-                    "address": client.address,
-                    "device": client.user_agent[:120],
-                },
+                params={"at": now.isoformat(), **client.where()},
                 now=now,
             )
         return SignInOutcome(

@@ -43,7 +43,7 @@ from tutela.identity.logins import MAX_FACTOR_TRIES, Client, Login
 from tutela.identity.models import FactorKind
 from tutela.identity.owners import Owner, record_by
 from tutela.identity.recovery_models import AccountRecovery, RecoveryState
-from tutela.identity.recovery_request import LINK_PREFIX, RecoveryRequests, where_of
+from tutela.identity.recovery_request import LINK_PREFIX, RecoveryRequests
 from tutela.identity.throttle import Attempt
 from tutela.notices.service import NoticeKind, enqueue
 
@@ -192,7 +192,7 @@ class Recovery(RecoveryRequests):
             owner,
             new_password_hash=new_hash,
             remove_factors=False,
-            where=where_of(client),
+            where=client.where(),
             now=now,
         )
         if has_factor:  # the mailbox and a factor: as good as a complete sign-in (S2)
@@ -224,7 +224,7 @@ class Recovery(RecoveryRequests):
             new_password_hash=self.gate.hasher.hash(normalised),
             days=settings.recovery_delay_days,
             origin=settings.origin,
-            where=where_of(client),
+            where=client.where(),
             now=now,
         )
         if until is None:
@@ -282,7 +282,7 @@ class Recovery(RecoveryRequests):
                 gate.keys,
                 kind=NoticeKind.SECOND_FACTOR_FAILED,
                 owner=owner,
-                params={"at": now.isoformat(), **where_of(client)},
+                params={"at": now.isoformat(), **client.where()},
                 now=now,
             )
         if gate.throttle.record_failure(attempt, now.timestamp()):

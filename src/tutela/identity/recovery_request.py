@@ -28,11 +28,6 @@ log = logging.getLogger("tutela.identity")
 LINK_PREFIX = "tsr_"
 
 
-def where_of(client: Client) -> dict[str, str]:
-    """Where a request came from, as notices show it (the user agent shortened)."""
-    return {"address": client.address, "device": client.user_agent[:120]}
-
-
 @dataclass
 class RecoveryRequests:
     """The request step. `gate` is the sign-in service recovery builds on (its throttle,
@@ -170,7 +165,7 @@ class RecoveryRequests:
                 "at": now.isoformat(),
                 "link": f"{settings.origin}/recover#{token}",
                 "minutes": str(settings.recovery_link_minutes),
-                **where_of(client),
+                **client.where(),
             },
             now=now,
         )

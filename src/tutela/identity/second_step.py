@@ -209,11 +209,7 @@ class SecondStep(GateCore):
                     self.keys,
                     kind=NoticeKind.SECOND_FACTOR_FAILED,
                     owner=owner,
-                    params={
-                        "at": now.isoformat(),
-                        "address": client.address,
-                        "device": client.user_agent[:120],
-                    },
+                    params={"at": now.isoformat(), **client.where()},
                     now=now,
                 )
             if known is not None:
