@@ -222,20 +222,46 @@ class SecondStep(GateCore):
             wrong.notices_queued = queued
             raise wrong
         self._consume(session, row, now)
+        outcome = self._session_of(
+            session,
+            row,
+            login,
+            attempt=guess.attempt,
+            known=known,
+            client=client,
+            stepped_up=True,
+            now=now,
+        )
+        outcome.notices = True
+        return outcome
+
+    def _session_of(
+        self,
+        session: Session,
+        row: SignInChallenge,
+        login: Login,
+        *,
+        attempt: Attempt,
+        known: KnownDevice | None,
+        client: Client,
+        stepped_up: bool,
+        now: datetime,
+    ) -> SignInOutcome:
+        """The session a completed (already consumed) challenge signs in to, committed: of
+        the challenge's kind, at the stage its password earned."""
         stage = self.stage_for(session, login, breached=row.breached)
         outcome = self._complete(
             session,
             login,
-            attempt=guess.attempt,
+            attempt=attempt,
             known=known,
             kind=SessionKind(row.session_kind),
             client=client,
             stage=stage,
-            stepped_up=True,
+            stepped_up=stepped_up,
             now=now,
         )
         session.commit()
-        outcome.notices = True
         return outcome
 
     def complete_link(
@@ -305,17 +331,13 @@ class SecondStep(GateCore):
             account=self._account_for_owner(session, login, now), source=client.address
         )
         known = self._known_device(session, login, client.device_token, now)
-        stage = self.stage_for(session, login, breached=row.breached)
-        outcome = self._complete(
+        return self._session_of(
             session,
+            row,
             login,
             attempt=attempt,
             known=known,
-            kind=SessionKind(row.session_kind),
             client=client,
-            stage=stage,
             stepped_up=False,
             now=now,
         )
-        session.commit()
-        return outcome
