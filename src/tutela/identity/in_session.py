@@ -22,12 +22,10 @@ from tutela.core.errors import (
     NotAuthenticated,
     StepUpRequired,
 )
-from tutela.core.ids import uuid7
 from tutela.identity import factors, password_rules
 from tutela.identity import service as sessions
 from tutela.identity.admission import Caller
 from tutela.identity.logins import (
-    CHALLENGE_PREFIX,
     MAX_STEP_UP_FAILURES,
     Client,
     Guess,
@@ -40,7 +38,6 @@ from tutela.identity.models import (
     PasswordCredential,
     SessionKind,
     SessionStage,
-    SignInChallenge,
     SignInSession,
 )
 from tutela.identity.owners import record_by
@@ -168,20 +165,15 @@ class InSession(SecondStep):
         challenge_bytes, options = factors.authentication_options(
             session, owner, rp_id=self.settings.rp_id
         )
-        token = sessions.new_token(CHALLENGE_PREFIX)
-        session.add(
-            SignInChallenge(
-                id=uuid7(),
-                **owner.columns(),
-                token_hash=sessions.token_hash(token),
-                purpose=ChallengePurpose.STEP_UP,
-                session_kind=SessionKind.API,
-                breached=False,
-                created_at=now,
-                expires_at=now + timedelta(minutes=self.settings.challenge_ttl_minutes),
-                attempts=0,
-                webauthn_challenge=challenge_bytes,
-            )
+        token = self.add_challenge(
+            session,
+            owner,
+            ChallengePurpose.STEP_UP,
+            kind=SessionKind.API,
+            breached=False,
+            minutes=self.settings.challenge_ttl_minutes,
+            now=now,
+            webauthn_challenge=challenge_bytes,
         )
         session.commit()
         return token, options

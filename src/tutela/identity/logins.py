@@ -324,7 +324,6 @@ class GateCore:
         # One live second-factor challenge per owner: opening a new one closes the others,
         # so codes cannot be guessed on many challenges at once.
         self.close_challenges(session, owner, now, purposes=(ChallengePurpose.SECOND_FACTOR,))
-        token = sessions.new_token(CHALLENGE_PREFIX)
         kinds = sorted({f.kind for f in factors.list_factors(session, owner)})
         webauthn_only = login.staff is not None and needs_webauthn(login.roles)
         if webauthn_only:
@@ -337,20 +336,16 @@ class GateCore:
             challenge_bytes, options = factors.authentication_options(
                 session, owner, rp_id=self.settings.rp_id
             )
-        session.add(
-            SignInChallenge(
-                id=uuid7(),
-                **owner.columns(),
-                token_hash=sessions.token_hash(token),
-                purpose=ChallengePurpose.SECOND_FACTOR,
-                session_kind=kind,
-                breached=breached,
-                via_link=via_link,
-                created_at=now,
-                expires_at=now + timedelta(minutes=self.settings.challenge_ttl_minutes),
-                attempts=0,
-                webauthn_challenge=challenge_bytes,
-            )
+        token = self.add_challenge(
+            session,
+            owner,
+            ChallengePurpose.SECOND_FACTOR,
+            kind=kind,
+            breached=breached,
+            minutes=self.settings.challenge_ttl_minutes,
+            now=now,
+            via_link=via_link,
+            webauthn_challenge=challenge_bytes,
         )
         record_by(session, owner, AuditTag.SECOND_FACTOR_REQUIRED, now=now)
         return SignInOutcome(
@@ -359,6 +354,40 @@ class GateCore:
             factors=[str(k) for k in kinds],
             webauthn_options=options,
         )
+
+    def add_challenge(
+        self,
+        session: Session,
+        owner: Owner,
+        purpose: ChallengePurpose,
+        *,
+        kind: SessionKind,
+        breached: bool,
+        minutes: int,
+        now: datetime,
+        via_link: bool = False,
+        webauthn_challenge: bytes | None = None,
+    ) -> str:
+        """A new single-use challenge of `owner` that lives `minutes`; returns its token,
+        of which only a hash is stored (an emailed link's token starts `LINK_PREFIX`)."""
+        prefix = LINK_PREFIX if purpose == ChallengePurpose.EMAIL_LINK else CHALLENGE_PREFIX
+        token = sessions.new_token(prefix)
+        session.add(
+            SignInChallenge(
+                id=uuid7(),
+                **owner.columns(),
+                token_hash=sessions.token_hash(token),
+                purpose=purpose,
+                session_kind=kind,
+                breached=breached,
+                via_link=via_link,
+                created_at=now,
+                expires_at=now + timedelta(minutes=minutes),
+                attempts=0,
+                webauthn_challenge=webauthn_challenge,
+            )
+        )
+        return token
 
     def _ttl(self, kind: SessionKind) -> timedelta:
         """How long a session of `kind` lives: the console's cookie or an API token."""
@@ -418,19 +447,14 @@ class GateCore:
         )
         if live is not None:
             return
-        token = sessions.new_token(LINK_PREFIX)
-        session.add(
-            SignInChallenge(
-                id=uuid7(),
-                **owner.columns(),
-                token_hash=sessions.token_hash(token),
-                purpose=ChallengePurpose.EMAIL_LINK,
-                session_kind=kind,
-                breached=breached,
-                created_at=now,
-                expires_at=now + timedelta(minutes=self.settings.email_link_ttl_minutes),
-                attempts=0,
-            )
+        token = self.add_challenge(
+            session,
+            owner,
+            ChallengePurpose.EMAIL_LINK,
+            kind=kind,
+            breached=breached,
+            minutes=self.settings.email_link_ttl_minutes,
+            now=now,
         )
         enqueue(
             session,
