@@ -5,10 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import math
-import os
-import socket
-import threading
-import time
 import uuid
 import wave
 from array import array
@@ -21,27 +17,29 @@ from typing import Any
 import httpx
 import pyotp
 import pytest
-import uvicorn
 from PIL import Image, ImageDraw
 from playwright.sync_api import Page, expect
-from sqlalchemy.orm import Session, sessionmaker
 
+from tests.browser import (  # noqa: F401 (the browser's fixtures, shared)
+    _quick_failures,
+    browser_type_launch_args,
+    console_settings,
+    loopback_listener,
+    prepared_app,
+    serving,
+    virtual_authenticator,
+)
 from tests.mailbox import link_in
-from tutela.app import create_app
 from tutela.container import Container
-from tutela.db import migrate
-from tutela.db.engine import make_engine
 from tutela.households import service as households
 from tutela.households.models import AccountRole, Device
-from tutela.identity import breached, factors
+from tutela.identity import factors
 from tutela.identity.models import Factor
 from tutela.identity.owners import Owner
-from tutela.settings import Settings
 from tutela.vault import service as vault
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = Path("/tmp/console-profile.png")
 PASSWORD = "correct horse battery staple"
 SAMPLE_RATE = 16_000
@@ -230,10 +228,6 @@ DEE_EMAIL = "dee@example.com"
 DEE_TOTP = "KRUGKIDROVUWG2ZAMJZG653OEBTG66BA"
 
 
-def app_sessions(settings: Settings) -> sessionmaker[Session]:
-    return sessionmaker(make_engine(settings.main_url))
-
-
 def _add_cy_with_an_authenticator(container: Container) -> None:
     _add_home_with_an_authenticator(container, CY_EMAIL, CY_TOTP, "Cy Parent")
     _add_home_with_an_authenticator(container, DEE_EMAIL, DEE_TOTP, "Dee Parent")
@@ -276,74 +270,22 @@ def _add_home_with_an_authenticator(
 
 
 @pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is missing: `apt-get install -y chromium` (RECIPES.md)"
-        if os.environ.get("TUTELA_REQUIRE_BROWSER") == "1":
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
-    return {
-        **browser_type_launch_args,
-        "executable_path": str(CHROMIUM),
-        "args": [
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--autoplay-policy=no-user-gesture-required",
-        ],
-    }
-
-
-@pytest.fixture(scope="session")
 def console_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Household]]:
     """The app on a free loopback port, over a fresh home folder holding two households."""
     home = tmp_path_factory.mktemp("tutela-home")
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    # `localhost`, not an IP address: WebAuthn needs a domain as its relying party id.
-    origin = f"http://localhost:{port}"
-    # Explicit stores, so a developer's TUTELA_DATABASE_URL or S3 settings are never touched.
-    settings = Settings(
-        environment="test",
-        home=home,
-        database_url=None,
-        keystore_url=None,
-        master_key=None,
-        master_key_file=None,
-        blob_store="local",
-        blob_dir=None,
-        log_level="WARNING",
-        public_url=origin,
+    listener, origin = loopback_listener()
+    settings = console_settings(
+        home,
+        origin,
         # Ana owns a camera; most tests here sign her in with a password alone. The second
         # factor is shown with Cy, who enrolled one (R5 itself: test_sign_in_api.py).
         mfa_required_for_camera_viewers=False,
     )
     MAIL[:] = [settings.mail_path]
-    migrate.upgrade(settings.main_url, settings.keys_url)
-    breached.seed_default(app_sessions(settings))
-    app = create_app(settings)
+    app = prepared_app(settings)
     household = _build_households(app.state.container)
-
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("The console server did not start.", pytrace=False)
-        time.sleep(0.01)
-    try:
+    with serving(app, listener):
         yield origin, household
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        listener.close()
 
 
 @pytest.fixture(scope="session")
@@ -354,12 +296,6 @@ def base_url(console_app: tuple[str, Household]) -> str:
 @pytest.fixture(scope="session")
 def household(console_app: tuple[str, Household]) -> Household:
     return console_app[1]
-
-
-@pytest.fixture(autouse=True)
-def _quick_failures(page: Page) -> None:
-    # Every page here answers in milliseconds; a 30 s wait would only hide a failure.
-    page.set_default_timeout(5_000)
 
 
 MAIL: list[Path] = []  # the served home's mail folder, set by `console_app`
@@ -585,20 +521,7 @@ def test_a_passkey_is_added_on_the_security_page_and_then_signs_in(
     """R5 (W3C WebAuthn): a passkey added in the console right after a sign-in with a
     second factor (a fresh step-up, C7), then used as the second factor. Chromium's
     virtual authenticator plays the passkey."""
-    cdp = page.context.new_cdp_session(page)
-    cdp.send("WebAuthn.enable")
-    cdp.send(
-        "WebAuthn.addVirtualAuthenticator",
-        {
-            "options": {
-                "protocol": "ctap2",
-                "transport": "internal",
-                "hasResidentKey": True,
-                "hasUserVerification": True,
-                "isUserVerified": True,
-            }
-        },
-    )
+    virtual_authenticator(page)
     totp = pyotp.TOTP(DEE_TOTP)
     sign_in(page, DEE_EMAIL, PASSWORD)
     page.get_by_label("Code").fill(totp.now())

@@ -13,6 +13,11 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.browser import (  # noqa: F401 (the browser's fixtures)
+    _quick_failures,
+    browser_context_args,
+    browser_type_launch_args,
+)
 from tests.functional import test_console_browser as console
 from tests.functional.test_console_browser import Household, open_child_page
 
@@ -20,19 +25,10 @@ pytestmark = pytest.mark.browser
 
 # The fixtures themselves, so the Chromium path, TUTELA_REQUIRE_BROWSER and the server
 # setup stay in one place.
-browser_type_launch_args = console.browser_type_launch_args
 console_app = console.console_app
 base_url = console.base_url
 household = console.household
 parent_cookie = console.parent_cookie
-_quick_failures = console._quick_failures
-
-
-@pytest.fixture
-def browser_context_args(base_url: str) -> dict[str, Any]:
-    """This module's server. pytest-playwright computes its own once a session, with the
-    first module's server; asking for it here would fix it to ours for the other module."""
-    return {"base_url": base_url}
 
 
 def test_a_parent_deletes_a_recording_and_shortens_voice_retention(

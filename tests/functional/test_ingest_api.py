@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from tests.factories import device_token, jpeg_bytes, mp4_bytes, ogg_opus_bytes, past, wav_bytes
 from tests.functional.conftest import owner_email, sign_in, stored
+from tests.raw_asgi import media_upload_scope, run_apart
 from tutela.container import Container
 from tutela.households import service as households
 from tutela.households.service import CreatedHome
@@ -434,9 +435,6 @@ def test_a_body_longer_than_its_declared_length_is_refused(
     container: Container, home: CreatedHome
 ) -> None:
     """A server that trusts Content-Length must not read past it (ASGI driven directly)."""
-    import asyncio
-    from concurrent.futures import ThreadPoolExecutor
-
     from tutela.app import create_app
 
     app = create_app(container=container)
@@ -453,28 +451,8 @@ def test_a_body_longer_than_its_declared_length_is_refused(
         sent.append(message)
 
     token = device_token(home, container, "voice")
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/api/v1/ingest/media",
-        "raw_path": b"/api/v1/ingest/media",
-        "root_path": "",
-        "query_string": query.encode(),
-        "client": ("127.0.0.1", 5000),
-        "server": ("testserver", 80),
-        "headers": [
-            (b"host", b"testserver"),
-            (b"authorization", f"Bearer {token}".encode()),
-            (b"content-type", b"audio/wav"),
-            (b"content-length", b"100"),
-        ],
-    }
-    # A thread of its own: the browser tests may leave an event loop on this one.
-    with ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, app(scope, receive, send)).result()  # type: ignore[arg-type]
+    scope = media_upload_scope(query, token, content_length=b"100")
+    run_apart(app(scope, receive, send))  # type: ignore[arg-type]
     start = next(m for m in sent if m["type"] == "http.response.start")
     payload = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")  # type: ignore[misc]
     assert start["status"] == 422

@@ -7,31 +7,31 @@ the relying party id WebAuthn needs (an IP address is refused).
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pyotp
 import pytest
-import uvicorn
 from playwright.sync_api import Page, expect
 from sqlalchemy import select, update
 
-from tests.functional.test_console_browser import (  # noqa: F401 (the launch fixture)
+from tests.browser import (  # noqa: F401 (the browser's fixtures)
+    _quick_failures,
+    browser_context_args,
+    browser_type_launch_args,
+    console_settings,
+    loopback_listener,
+    prepared_app,
+    serving,
+    virtual_authenticator,
+)
+from tests.functional.test_console_browser import (
     PASSWORD,
     _add_home_with_an_authenticator,
-    app_sessions,
-    browser_type_launch_args,
     sign_in,
 )
-from tutela.app import create_app
 from tutela.container import Container
-from tutela.db import migrate
-from tutela.identity import breached
 from tutela.identity.models import Factor, FactorKind, SignInSession
-from tutela.settings import Settings
 
 pytestmark = pytest.mark.browser
 
@@ -43,44 +43,13 @@ EVA_TOTP = "MFRGGZDFMZTWQ2LKNNWG23TPOBYXE43U"
 def passkey_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Container]]:
     """The app on a free loopback port, reached as `localhost` (the RP id)."""
     home = tmp_path_factory.mktemp("tutela-passkeys")
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    origin = f"http://localhost:{port}"
-    settings = Settings(
-        environment="test",
-        home=home,
-        database_url=None,
-        keystore_url=None,
-        master_key=None,
-        master_key_file=None,
-        blob_store="local",
-        blob_dir=None,
-        log_level="WARNING",
-        public_url=origin,
-        webauthn_rp_id="localhost",
-    )
-    migrate.upgrade(settings.main_url, settings.keys_url)
-    breached.seed_default(app_sessions(settings))
-    app = create_app(settings)
+    listener, origin = loopback_listener()
+    settings = console_settings(home, origin, webauthn_rp_id="localhost")
+    app = prepared_app(settings)
     container: Container = app.state.container
     _add_home_with_an_authenticator(container, EVA_EMAIL, EVA_TOTP, "Eva Parent")
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("The console server did not start.", pytrace=False)
-        time.sleep(0.01)
-    try:
+    with serving(app, listener):
         yield origin, container
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        listener.close()
 
 
 @pytest.fixture(scope="session")
@@ -88,36 +57,10 @@ def base_url(passkey_app: tuple[str, Container]) -> str:
     return passkey_app[0]
 
 
-@pytest.fixture
-def browser_context_args(base_url: str) -> dict[str, Any]:
-    """This module's server. pytest-playwright computes its own once a session, with the
-    first module's server; asking for it here would fix it to ours for the other modules."""
-    return {"base_url": base_url}
-
-
-@pytest.fixture(autouse=True)
-def _quick_failures(page: Page) -> None:
-    page.set_default_timeout(5_000)
-
-
 def a_phone_with_passkeys(page: Page) -> dict[str, Any]:
     """A virtual platform authenticator that keeps passkeys and checks its user."""
-    cdp = page.context.new_cdp_session(page)
-    cdp.send("WebAuthn.enable")
-    made = cdp.send(
-        "WebAuthn.addVirtualAuthenticator",
-        {
-            "options": {
-                "protocol": "ctap2",
-                "transport": "internal",
-                "hasResidentKey": True,
-                "hasUserVerification": True,
-                "isUserVerified": True,
-                "automaticPresenceSimulation": True,
-            }
-        },
-    )
-    return {"cdp": cdp, "id": made["authenticatorId"]}
+    cdp, authenticator = virtual_authenticator(page, automaticPresenceSimulation=True)
+    return {"cdp": cdp, "id": authenticator}
 
 
 def test_a_passkey_alone_signs_in_with_no_email_or_password(

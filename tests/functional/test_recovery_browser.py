@@ -12,29 +12,26 @@ import time
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
-from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.browser import (  # noqa: F401 (the browser's fixtures)
+    _quick_failures,
+    browser_context_args,
+    browser_type_launch_args,
+)
 from tests.functional import test_console_browser as console
 from tests.functional.test_console_browser import Household, sign_in
 from tests.functional.test_recovery_api import NEW_PASSWORD, SUBJECT_RESET
 
 pytestmark = pytest.mark.browser
 
-browser_type_launch_args = console.browser_type_launch_args
 console_app = console.console_app
 base_url = console.base_url
 household = console.household
-_quick_failures = console._quick_failures
 
 LINK = re.compile(r"(http://localhost:\d+/recover#tsr_[A-Za-z0-9_\-]+)")
-
-
-@pytest.fixture
-def browser_context_args(base_url: str) -> dict[str, Any]:
-    return {"base_url": base_url}
 
 
 def newest_link(tmp_path_factory: pytest.TempPathFactory, base_url: str, to: str) -> str:

@@ -8,32 +8,28 @@ key printed under it) and signs in with its codes.
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pyotp
 import pytest
-import uvicorn
 from playwright.sync_api import Page, expect
 from sqlalchemy import update
 
-from tests.functional.test_console_browser import (  # noqa: F401 (fixtures)
+from tests.browser import (  # noqa: F401 (the browser's fixtures)
     _quick_failures,
-    app_sessions,
+    browser_context_args,
     browser_type_launch_args,
+    console_settings,
+    loopback_listener,
+    prepared_app,
+    serving,
+    virtual_authenticator,
 )
-from tutela.app import create_app
 from tutela.container import Container
-from tutela.db import migrate
-from tutela.identity import breached
 from tutela.identity.models import SignInSession
 from tutela.identity.staff import add_staff
-from tutela.settings import Settings
 
 pytestmark = pytest.mark.browser
 
@@ -69,26 +65,10 @@ def _employee(container: Container, email: str, role: str) -> str:
 def staff_console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Staff]]:
     """The app at http://localhost:PORT (a host name, so WebAuthn works) with employees."""
     home = tmp_path_factory.mktemp("tutela-staff-home")
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    origin = f"http://localhost:{port}"
-    settings = Settings(
-        environment="test",
-        home=home,
-        database_url=None,
-        keystore_url=None,
-        master_key=None,
-        master_key_file=None,
-        blob_store="local",
-        blob_dir=None,
-        log_level="WARNING",
-        public_url=origin,
-    )
+    listener, origin = loopback_listener()
+    settings = console_settings(home, origin)
     assert settings.rp_id == "localhost"
-    migrate.upgrade(settings.main_url, settings.keys_url)
-    breached.seed_default(app_sessions(settings))
-    app = create_app(settings)
+    app = prepared_app(settings)
     container: Container = app.state.container
     staff = Staff(
         officer="pia@operator.example",
@@ -99,34 +79,13 @@ def staff_console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
         door_password=_employee(container, "eve@operator.example", "support"),
         container=container,
     )
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("The console server did not start.", pytrace=False)
-        time.sleep(0.01)
-    try:
+    with serving(app, listener):
         yield origin, staff
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        listener.close()
 
 
 @pytest.fixture(scope="session")
 def base_url(staff_console: tuple[str, Staff]) -> str:
     return staff_console[0]
-
-
-@pytest.fixture
-def browser_context_args(base_url: str) -> dict[str, Any]:
-    """This module's server. pytest-playwright computes its own once a session, with the
-    first module's server; asking for it here would fix it to ours for the other modules."""
-    return {"base_url": base_url}
 
 
 @pytest.fixture(scope="session")
@@ -135,16 +94,7 @@ def staff(staff_console: tuple[str, Staff]) -> Staff:
 
 
 def virtual_passkey(page: Page) -> None:
-    cdp = page.context.new_cdp_session(page)
-    cdp.send("WebAuthn.enable")
-    options: dict[str, Any] = {
-        "protocol": "ctap2",
-        "transport": "internal",
-        "hasResidentKey": True,
-        "hasUserVerification": True,
-        "isUserVerified": True,
-    }
-    cdp.send("WebAuthn.addVirtualAuthenticator", {"options": options})
+    virtual_authenticator(page)
 
 
 def staff_sign_in(page: Page, email: str, password: str) -> None:

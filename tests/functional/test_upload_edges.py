@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
@@ -16,6 +15,7 @@ import pytest
 
 from tests.factories import device_token, past, wav_bytes
 from tests.functional.conftest import stored
+from tests.raw_asgi import media_upload_scope, run_apart
 from tutela.app import create_app
 from tutela.container import Container
 from tutela.households.service import CreatedHome
@@ -56,33 +56,14 @@ def run_upload(
 ) -> None:
     app = create_app(container=container)
     length = sum(len(c) for c in upload.chunks)
-    declared_length = [(b"content-length", str(length).encode())] if declared else []
     query = urlencode(
         {"profile_id": str(home.child_profiles[0]), "kind": "voice", "captured_at": past(container)}
     )
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/api/v1/ingest/media",
-        "raw_path": b"/api/v1/ingest/media",
-        "root_path": "",
-        "query_string": query.encode(),
-        "client": ("127.0.0.1", 5000),
-        "server": ("testserver", 80),
-        "headers": [
-            (b"host", b"testserver"),
-            (b"authorization", f"Bearer {token}".encode()),
-            (b"content-type", b"audio/wav"),
-            *declared_length,
-        ],
-    }
-    # A thread of its own: the browser tests may leave an event loop on this one.
-    with ThreadPoolExecutor(1) as pool:
-        call = app(scope, upload.receive, upload.send)  # type: ignore[arg-type]
-        pool.submit(asyncio.run, asyncio.wait_for(call, 60)).result()
+    scope = media_upload_scope(
+        query, token, content_length=str(length).encode() if declared else None
+    )
+    call = app(scope, upload.receive, upload.send)  # type: ignore[arg-type]
+    run_apart(asyncio.wait_for(call, 60))
 
 
 def chunks_of(body: bytes) -> list[bytes]:

@@ -7,15 +7,14 @@ Set TUTELA_TEST_REDIS=required (CI does) to fail, not skip, when Redis is down.
 
 from __future__ import annotations
 
-import os
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
-import redis
 
+from tests import redis_server
+from tests.redis_server import REDIS_URL, redis_space
 from tutela.core.errors import SignInBusy
 from tutela.identity.admission import (
     Admission,
@@ -27,8 +26,7 @@ from tutela.identity.admission import (
 )
 from tutela.settings import Settings
 
-REDIS_URL = os.environ.get("TUTELA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-REDIS_REQUIRED = os.environ.get("TUTELA_TEST_REDIS", "") == "required"
+redis_up = redis_server.redis_up  # the fixture, shared with the other Redis tests
 
 T0 = 1_700_000_000.0
 # Five hashes a second, ten at once after a quiet spell; no waiting for a slot.
@@ -53,19 +51,6 @@ class Backend:
         return self.twins(policy, 1)[0]
 
 
-@pytest.fixture(scope="session")
-def redis_up() -> bool:
-    try:
-        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
-        client.ping()
-        client.close()
-    except redis.RedisError:
-        if REDIS_REQUIRED:
-            pytest.fail("Redis is required (TUTELA_TEST_REDIS=required) but unreachable")
-        return False
-    return True
-
-
 @pytest.fixture(params=["memory", "redis"])
 def backend(request: pytest.FixtureRequest, redis_up: bool) -> Iterator[Backend]:
     if request.param == "memory":
@@ -77,25 +62,12 @@ def backend(request: pytest.FixtureRequest, redis_up: bool) -> Iterator[Backend]
         return
     if not redis_up:
         pytest.skip("Redis is not reachable")
-    prefix = f"tutela:test:{uuid.uuid4().hex}:"
-    clients: list[redis.Redis] = []
+    with redis_space() as (prefix, connect):
 
-    def redis_twins(policy: AdmissionPolicy, n: int) -> list[Admission]:
-        made: list[Admission] = []
-        for _ in range(n):
-            client = redis.Redis.from_url(REDIS_URL)
-            clients.append(client)
-            made.append(RedisAdmission(client, policy, prefix=prefix))
-        return made
+        def redis_twins(policy: AdmissionPolicy, n: int) -> list[Admission]:
+            return [RedisAdmission(connect(), policy, prefix=prefix) for _ in range(n)]
 
-    yield Backend("redis", redis_twins)
-    cleaner = redis.Redis.from_url(REDIS_URL)
-    keys = list(cleaner.scan_iter(match=prefix + "*", count=1000))
-    if keys:
-        cleaner.delete(*keys)
-    cleaner.close()
-    for client in clients:
-        client.close()
+        yield Backend("redis", redis_twins)
 
 
 def spend(admission: Admission, now: float, times: int) -> int:

@@ -12,7 +12,7 @@ from fastapi import APIRouter, BackgroundTasks, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from tutela.audit.service import AuditTag, record
+from tutela.audit.service import AuditTag
 from tutela.core.errors import Conflict, Forbidden
 from tutela.deps import (
     DEVICE_COOKIE,
@@ -26,7 +26,7 @@ from tutela.identity import factors
 from tutela.identity import service as sessions
 from tutela.identity.key_uri import qr_svg
 from tutela.identity.models import FactorKind, SessionKind, SessionStage
-from tutela.identity.owners import email_of
+from tutela.identity.owners import email_of, record_by
 from tutela.identity.signin import SignInOutcome
 from tutela.identity.staff import needs_webauthn
 from tutela.notices.service import NoticeKind, enqueue
@@ -443,14 +443,7 @@ def _factor_added(
 ) -> None:
     now = container.clock.now()
     owner = principal.owner
-    record(
-        session,
-        tag=AuditTag.FACTOR_ADDED,
-        actor=owner.ref,
-        now=now,
-        household_id=owner.household_id,
-        subject=f"factor:{factor.id}",
-    )
+    record_by(session, owner, AuditTag.FACTOR_ADDED, now=now, subject=f"factor:{factor.id}")
     enqueue(
         session,
         container.vault.keys,
@@ -585,14 +578,7 @@ def remove_factor(
             + (" (a security key or passkey)." if factor.kind == FactorKind.WEBAUTHN else "."),
             code="factor_required",
         )
-    record(
-        session,
-        tag=AuditTag.FACTOR_REMOVED,
-        actor=owner.ref,
-        now=now,
-        household_id=owner.household_id,
-        subject=f"factor:{factor.id}",
-    )
+    record_by(session, owner, AuditTag.FACTOR_REMOVED, now=now, subject=f"factor:{factor.id}")
     enqueue(
         session,
         container.vault.keys,
@@ -615,12 +601,6 @@ def recovery_codes(principal: AnySignedIn, session: DbSession, container: AppCon
     if not factors.has_second_factor(session, owner):
         raise Conflict("Add a second factor first.", code="factor_required")
     codes = factors.new_recovery_codes(session, container.vault.keys, owner, now=now)
-    record(
-        session,
-        tag=AuditTag.RECOVERY_CODES_ISSUED,
-        actor=owner.ref,
-        now=now,
-        household_id=owner.household_id,
-    )
+    record_by(session, owner, AuditTag.RECOVERY_CODES_ISSUED, now=now)
     session.commit()
     return CodesOut(codes=codes)

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
-from tutela.audit.service import AuditTag, record
+from tutela.audit.service import AuditTag
 from tutela.core.errors import (
     Forbidden,
     InvalidCredentials,
@@ -22,12 +22,10 @@ from tutela.core.errors import (
     NotAuthenticated,
     StepUpRequired,
 )
-from tutela.core.ids import uuid7
 from tutela.identity import factors, password_rules
 from tutela.identity import service as sessions
 from tutela.identity.admission import Caller
 from tutela.identity.logins import (
-    CHALLENGE_PREFIX,
     MAX_STEP_UP_FAILURES,
     Client,
     Guess,
@@ -40,9 +38,9 @@ from tutela.identity.models import (
     PasswordCredential,
     SessionKind,
     SessionStage,
-    SignInChallenge,
     SignInSession,
 )
+from tutela.identity.owners import record_by
 from tutela.identity.second_step import SecondStep
 from tutela.identity.throttle import Attempt
 from tutela.notices.service import NoticeKind, enqueue
@@ -121,13 +119,7 @@ class InSession(SecondStep):
                     ok = self.hasher.verify(login.password_hash, password_rules.normalise(password))
             if not ok:
                 guess.fail()
-                record(
-                    session,
-                    tag=AuditTag.SECOND_FACTOR_FAILURE,
-                    actor=owner.ref,
-                    now=now,
-                    household_id=owner.household_id,
-                )
+                record_by(session, owner, AuditTag.SECOND_FACTOR_FAILURE, now=now)
                 session.execute(
                     update(SignInSession)
                     .where(SignInSession.id == principal.session_id)
@@ -155,13 +147,8 @@ class InSession(SecondStep):
                 .values(failed_step_ups=0)
             )
             sessions.mark_stepped_up(session, session_id=principal.session_id, now=now)
-            record(
-                session,
-                tag=AuditTag.STEP_UP,
-                actor=owner.ref,
-                now=now,
-                household_id=owner.household_id,
-                subject=f"session:{principal.session_id}",
+            record_by(
+                session, owner, AuditTag.STEP_UP, now=now, subject=f"session:{principal.session_id}"
             )
             session.commit()
 
@@ -178,20 +165,15 @@ class InSession(SecondStep):
         challenge_bytes, options = factors.authentication_options(
             session, owner, rp_id=self.settings.rp_id
         )
-        token = sessions.new_token(CHALLENGE_PREFIX)
-        session.add(
-            SignInChallenge(
-                id=uuid7(),
-                **owner.columns(),
-                token_hash=sessions.token_hash(token),
-                purpose=ChallengePurpose.STEP_UP,
-                session_kind=SessionKind.API,
-                breached=False,
-                created_at=now,
-                expires_at=now + timedelta(minutes=self.settings.challenge_ttl_minutes),
-                attempts=0,
-                webauthn_challenge=challenge_bytes,
-            )
+        token = self.add_challenge(
+            session,
+            owner,
+            ChallengePurpose.STEP_UP,
+            kind=SessionKind.API,
+            breached=False,
+            minutes=self.settings.challenge_ttl_minutes,
+            now=now,
+            webauthn_challenge=challenge_bytes,
         )
         session.commit()
         return token, options
@@ -242,13 +224,7 @@ class InSession(SecondStep):
                 )
             if not right:
                 guess.fail()
-                record(
-                    session,
-                    tag=AuditTag.ACCOUNT_LOGIN_FAILURE,
-                    actor=owner.ref,
-                    now=now,
-                    household_id=owner.household_id,
-                )
+                record_by(session, owner, AuditTag.ACCOUNT_LOGIN_FAILURE, now=now)
                 session.commit()
                 raise InvalidCredentials("The current password is not right.")
             email = self._email(session, owner, now)
@@ -276,13 +252,7 @@ class InSession(SecondStep):
             # made with the old one can complete.
             session.execute(delete(KnownDevice).where(owner.where(KnownDevice)))
             self.close_challenges(session, owner, now)
-            record(
-                session,
-                tag=AuditTag.PASSWORD_CHANGED,
-                actor=owner.ref,
-                now=now,
-                household_id=owner.household_id,
-            )
+            record_by(session, owner, AuditTag.PASSWORD_CHANGED, now=now)
             enqueue(
                 session,
                 self.keys,

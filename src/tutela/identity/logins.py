@@ -38,7 +38,7 @@ from tutela.identity.models import (
     SignInChallenge,
     StaffMember,
 )
-from tutela.identity.owners import Owner
+from tutela.identity.owners import Owner, record_by
 from tutela.identity.passwords import PasswordHasher
 from tutela.identity.staff import find_staff, needs_webauthn, staff_index
 from tutela.identity.throttle import Attempt, Throttle, Verdict, wait_text
@@ -101,6 +101,10 @@ class Client:
     address: str
     user_agent: str = ""
     device_token: str | None = None
+
+    def where(self) -> dict[str, str]:
+        """Where the request came from, as notices show it (the user agent shortened)."""
+        return {"address": self.address, "device": self.user_agent[:120]}
 
 
 @dataclass
@@ -320,7 +324,6 @@ class GateCore:
         # One live second-factor challenge per owner: opening a new one closes the others,
         # so codes cannot be guessed on many challenges at once.
         self.close_challenges(session, owner, now, purposes=(ChallengePurpose.SECOND_FACTOR,))
-        token = sessions.new_token(CHALLENGE_PREFIX)
         kinds = sorted({f.kind for f in factors.list_factors(session, owner)})
         webauthn_only = login.staff is not None and needs_webauthn(login.roles)
         if webauthn_only:
@@ -333,34 +336,58 @@ class GateCore:
             challenge_bytes, options = factors.authentication_options(
                 session, owner, rp_id=self.settings.rp_id
             )
-        session.add(
-            SignInChallenge(
-                id=uuid7(),
-                **owner.columns(),
-                token_hash=sessions.token_hash(token),
-                purpose=ChallengePurpose.SECOND_FACTOR,
-                session_kind=kind,
-                breached=breached,
-                via_link=via_link,
-                created_at=now,
-                expires_at=now + timedelta(minutes=self.settings.challenge_ttl_minutes),
-                attempts=0,
-                webauthn_challenge=challenge_bytes,
-            )
-        )
-        record(
+        token = self.add_challenge(
             session,
-            tag=AuditTag.SECOND_FACTOR_REQUIRED,
-            actor=owner.ref,
+            owner,
+            ChallengePurpose.SECOND_FACTOR,
+            kind=kind,
+            breached=breached,
+            minutes=self.settings.challenge_ttl_minutes,
             now=now,
-            household_id=owner.household_id,
+            via_link=via_link,
+            webauthn_challenge=challenge_bytes,
         )
+        record_by(session, owner, AuditTag.SECOND_FACTOR_REQUIRED, now=now)
         return SignInOutcome(
             status="second_factor_required",
             challenge=token,
             factors=[str(k) for k in kinds],
             webauthn_options=options,
         )
+
+    def add_challenge(
+        self,
+        session: Session,
+        owner: Owner,
+        purpose: ChallengePurpose,
+        *,
+        kind: SessionKind,
+        breached: bool,
+        minutes: int,
+        now: datetime,
+        via_link: bool = False,
+        webauthn_challenge: bytes | None = None,
+    ) -> str:
+        """A new single-use challenge of `owner` that lives `minutes`; returns its token,
+        of which only a hash is stored (an emailed link's token starts `LINK_PREFIX`)."""
+        prefix = LINK_PREFIX if purpose == ChallengePurpose.EMAIL_LINK else CHALLENGE_PREFIX
+        token = sessions.new_token(prefix)
+        session.add(
+            SignInChallenge(
+                id=uuid7(),
+                **owner.columns(),
+                token_hash=sessions.token_hash(token),
+                purpose=purpose,
+                session_kind=kind,
+                breached=breached,
+                via_link=via_link,
+                created_at=now,
+                expires_at=now + timedelta(minutes=minutes),
+                attempts=0,
+                webauthn_challenge=webauthn_challenge,
+            )
+        )
+        return token
 
     def _ttl(self, kind: SessionKind) -> timedelta:
         """How long a session of `kind` lives: the console's cookie or an API token."""
@@ -420,19 +447,14 @@ class GateCore:
         )
         if live is not None:
             return
-        token = sessions.new_token(LINK_PREFIX)
-        session.add(
-            SignInChallenge(
-                id=uuid7(),
-                **owner.columns(),
-                token_hash=sessions.token_hash(token),
-                purpose=ChallengePurpose.EMAIL_LINK,
-                session_kind=kind,
-                breached=breached,
-                created_at=now,
-                expires_at=now + timedelta(minutes=self.settings.email_link_ttl_minutes),
-                attempts=0,
-            )
+        token = self.add_challenge(
+            session,
+            owner,
+            ChallengePurpose.EMAIL_LINK,
+            kind=kind,
+            breached=breached,
+            minutes=self.settings.email_link_ttl_minutes,
+            now=now,
         )
         enqueue(
             session,
@@ -442,18 +464,11 @@ class GateCore:
             params={
                 "at": now.isoformat(),
                 "link": f"{self.settings.origin}/login/link#{token}",
-                "address": client.address,
-                "device": client.user_agent[:120],
+                **client.where(),
             },
             now=now,
         )
-        record(
-            session,
-            tag=AuditTag.SIGN_IN_LINK_SENT,
-            actor=owner.ref,
-            now=now,
-            household_id=owner.household_id,
-        )
+        record_by(session, owner, AuditTag.SIGN_IN_LINK_SENT, now=now)
 
     def _complete(
         self,
@@ -498,12 +513,11 @@ class GateCore:
                     last_seen_at=now,
                 )
             )
-            record(
+            record_by(
                 session,
-                tag=AuditTag.NEW_DEVICE_SIGN_IN,
-                actor=owner.ref,
+                owner,
+                AuditTag.NEW_DEVICE_SIGN_IN,
                 now=now,
-                household_id=owner.household_id,
                 subject=f"session:{issued.session_id}",
             )
             enqueue(
@@ -511,11 +525,7 @@ class GateCore:
                 self.keys,
                 kind=NoticeKind.NEW_DEVICE_SIGN_IN,
                 owner=owner,
-                params={
-                    "at": now.isoformat(),
-                    "address": client.address,
-                    "device": client.user_agent[:120],
-                },
+                params={"at": now.isoformat(), **client.where()},
                 now=now,
             )
         return SignInOutcome(

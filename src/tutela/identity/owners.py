@@ -16,6 +16,7 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement
 from sqlalchemy.orm import Session
 
+from tutela.audit.service import AuditTag, record
 from tutela.vault.keystore import KeyStore
 
 STAFF_KEY = "staff"
@@ -68,6 +69,15 @@ class Owner:
             return keys.service_key(STAFF_KEY, now=now)
         assert self.household_id is not None and self.profile_id is not None
         return keys.profile_key(household_id=self.household_id, profile_id=self.profile_id)
+
+
+def record_by(
+    session: Session, owner: Owner, tag: AuditTag, *, now: datetime, subject: str | None = None
+) -> None:
+    """An audit event `owner` acted in, filed under its household (none for an employee)."""
+    record(
+        session, tag=tag, actor=owner.ref, now=now, household_id=owner.household_id, subject=subject
+    )
 
 
 def owner_of_row(session: Session, row: Any) -> Owner:

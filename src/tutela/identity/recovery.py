@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from tutela.audit.service import AuditTag, record
+from tutela.audit.service import AuditTag
 from tutela.core.errors import (
     Forbidden,
     Gone,
@@ -41,9 +41,9 @@ from tutela.identity import factors, password_rules, recovery_wait
 from tutela.identity import service as sessions
 from tutela.identity.logins import MAX_FACTOR_TRIES, Client, Login
 from tutela.identity.models import FactorKind
-from tutela.identity.owners import Owner
+from tutela.identity.owners import Owner, record_by
 from tutela.identity.recovery_models import AccountRecovery, RecoveryState
-from tutela.identity.recovery_request import LINK_PREFIX, RecoveryRequests, where_of
+from tutela.identity.recovery_request import LINK_PREFIX, RecoveryRequests
 from tutela.identity.throttle import Attempt
 from tutela.notices.service import NoticeKind, enqueue
 
@@ -192,7 +192,7 @@ class Recovery(RecoveryRequests):
             owner,
             new_password_hash=new_hash,
             remove_factors=False,
-            where=where_of(client),
+            where=client.where(),
             now=now,
         )
         if has_factor:  # the mailbox and a factor: as good as a complete sign-in (S2)
@@ -224,7 +224,7 @@ class Recovery(RecoveryRequests):
             new_password_hash=self.gate.hasher.hash(normalised),
             days=settings.recovery_delay_days,
             origin=settings.origin,
-            where=where_of(client),
+            where=client.where(),
             now=now,
         )
         if until is None:
@@ -273,13 +273,8 @@ class Recovery(RecoveryRequests):
         )
         if accepted is not None:
             return
-        record(
-            session,
-            tag=AuditTag.SECOND_FACTOR_FAILURE,
-            actor=owner.ref,
-            now=now,
-            household_id=owner.household_id,
-            subject=f"recovery:{row.id}",
+        record_by(
+            session, owner, AuditTag.SECOND_FACTOR_FAILURE, now=now, subject=f"recovery:{row.id}"
         )
         if gate._first_failure_notice(session, owner, now):  # S4
             enqueue(
@@ -287,7 +282,7 @@ class Recovery(RecoveryRequests):
                 gate.keys,
                 kind=NoticeKind.SECOND_FACTOR_FAILED,
                 owner=owner,
-                params={"at": now.isoformat(), **where_of(client)},
+                params={"at": now.isoformat(), **client.where()},
                 now=now,
             )
         if gate.throttle.record_failure(attempt, now.timestamp()):

@@ -16,7 +16,7 @@ from tutela.core.errors import TooManyAttempts
 from tutela.core.ids import uuid7
 from tutela.identity import service as sessions
 from tutela.identity.logins import Client
-from tutela.identity.owners import Owner
+from tutela.identity.owners import Owner, record_by
 from tutela.identity.recovery_models import AccountRecovery, RecoveryState
 from tutela.identity.second_step import SecondStep
 from tutela.identity.throttle import Attempt
@@ -26,11 +26,6 @@ from tutela.settings import Settings
 log = logging.getLogger("tutela.identity")
 
 LINK_PREFIX = "tsr_"
-
-
-def where_of(client: Client) -> dict[str, str]:
-    """Where a request came from, as notices show it (the user agent shortened)."""
-    return {"address": client.address, "device": client.user_agent[:120]}
 
 
 @dataclass
@@ -170,15 +165,10 @@ class RecoveryRequests:
                 "at": now.isoformat(),
                 "link": f"{settings.origin}/recover#{token}",
                 "minutes": str(settings.recovery_link_minutes),
-                **where_of(client),
+                **client.where(),
             },
             now=now,
         )
-        record(
-            session,
-            tag=AuditTag.RECOVERY_LINK_SENT,
-            actor=owner.ref,
-            now=now,
-            household_id=owner.household_id,
-            subject=f"recovery:{row.id}",
+        record_by(
+            session, owner, AuditTag.RECOVERY_LINK_SENT, now=now, subject=f"recovery:{row.id}"
         )

@@ -29,7 +29,7 @@ from tutela.identity.models import (
     RecoveryCode,
     SignInChallenge,
 )
-from tutela.identity.owners import Owner
+from tutela.identity.owners import Owner, record_by
 from tutela.identity.recovery_models import AccountRecovery, RecoveryState
 from tutela.notices.service import NoticeKind, enqueue
 from tutela.vault.keystore import KeyStore
@@ -101,14 +101,7 @@ def delay(
         )
         .values(state=RecoveryState.CANCELLED, cancelled_at=now, new_password_hash=None)
     )
-    record(
-        session,
-        tag=AuditTag.RECOVERY_DELAYED,
-        actor=owner.ref,
-        now=now,
-        household_id=owner.household_id,
-        subject=f"recovery:{row.id}",
-    )
+    record_by(session, owner, AuditTag.RECOVERY_DELAYED, now=now, subject=f"recovery:{row.id}")
     enqueue(
         session,
         keys,
@@ -251,12 +244,11 @@ def apply_reset(
         .where(AccountRecovery.id == row.id)
         .values(state=RecoveryState.COMPLETED, completed_at=now, new_password_hash=None)
     )
-    record(
+    record_by(
         session,
-        tag=AuditTag.RECOVERY_COMPLETED,
-        actor=owner.ref,
+        owner,
+        AuditTag.RECOVERY_COMPLETED,
         now=now,
-        household_id=owner.household_id,
         subject=f"recovery:{row.id}" + (":factors-removed" if remove_factors else ""),
     )
     params = {"at": now.isoformat(), **where}

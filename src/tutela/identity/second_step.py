@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from tutela.audit.service import AuditTag, record
+from tutela.audit.service import AuditTag
 from tutela.core.errors import (
     InvalidCredentials,
     InvalidInput,
@@ -35,6 +35,7 @@ from tutela.identity.models import (
     SessionKind,
     SignInChallenge,
 )
+from tutela.identity.owners import record_by
 from tutela.identity.staff import needs_webauthn
 from tutela.identity.throttle import Attempt
 from tutela.notices.service import NoticeKind, enqueue
@@ -81,13 +82,7 @@ class SecondStep(GateCore):
         if recovery_code is not None and factors.use_recovery_code(
             session, self.keys, owner, recovery_code, now=now
         ):
-            record(
-                session,
-                tag=AuditTag.RECOVERY_CODE_USED,
-                actor=owner.ref,
-                now=now,
-                household_id=owner.household_id,
-            )
+            record_by(session, owner, AuditTag.RECOVERY_CODE_USED, now=now)
             enqueue(
                 session,
                 self.keys,
@@ -206,13 +201,7 @@ class SecondStep(GateCore):
             now=now,
         )
         if accepted is None:
-            record(
-                session,
-                tag=AuditTag.SECOND_FACTOR_FAILURE,
-                actor=owner.ref,
-                now=now,
-                household_id=owner.household_id,
-            )
+            record_by(session, owner, AuditTag.SECOND_FACTOR_FAILURE, now=now)
             queued = self._first_failure_notice(session, owner, now)
             if queued:  # S4, at most one such notice per 15 minutes
                 enqueue(
@@ -220,11 +209,7 @@ class SecondStep(GateCore):
                     self.keys,
                     kind=NoticeKind.SECOND_FACTOR_FAILED,
                     owner=owner,
-                    params={
-                        "at": now.isoformat(),
-                        "address": client.address,
-                        "device": client.user_agent[:120],
-                    },
+                    params={"at": now.isoformat(), **client.where()},
                     now=now,
                 )
             if known is not None:
@@ -237,20 +222,46 @@ class SecondStep(GateCore):
             wrong.notices_queued = queued
             raise wrong
         self._consume(session, row, now)
+        outcome = self._session_of(
+            session,
+            row,
+            login,
+            attempt=guess.attempt,
+            known=known,
+            client=client,
+            stepped_up=True,
+            now=now,
+        )
+        outcome.notices = True
+        return outcome
+
+    def _session_of(
+        self,
+        session: Session,
+        row: SignInChallenge,
+        login: Login,
+        *,
+        attempt: Attempt,
+        known: KnownDevice | None,
+        client: Client,
+        stepped_up: bool,
+        now: datetime,
+    ) -> SignInOutcome:
+        """The session a completed (already consumed) challenge signs in to, committed: of
+        the challenge's kind, at the stage its password earned."""
         stage = self.stage_for(session, login, breached=row.breached)
         outcome = self._complete(
             session,
             login,
-            attempt=guess.attempt,
+            attempt=attempt,
             known=known,
             kind=SessionKind(row.session_kind),
             client=client,
             stage=stage,
-            stepped_up=True,
+            stepped_up=stepped_up,
             now=now,
         )
         session.commit()
-        outcome.notices = True
         return outcome
 
     def complete_link(
@@ -320,17 +331,13 @@ class SecondStep(GateCore):
             account=self._account_for_owner(session, login, now), source=client.address
         )
         known = self._known_device(session, login, client.device_token, now)
-        stage = self.stage_for(session, login, breached=row.breached)
-        outcome = self._complete(
+        return self._session_of(
             session,
+            row,
             login,
             attempt=attempt,
             known=known,
-            kind=SessionKind(row.session_kind),
             client=client,
-            stage=stage,
             stepped_up=False,
             now=now,
         )
-        session.commit()
-        return outcome

@@ -29,7 +29,7 @@ from tutela.identity.models import (
     SignInSession,
     StaffMember,
 )
-from tutela.identity.owners import Owner
+from tutela.identity.owners import Owner, record_by
 from tutela.vault import crypto
 from tutela.vault.keystore import KeyStore
 
@@ -157,13 +157,8 @@ def open_session(
         ),
     )
     session.add(row)
-    record(
-        session,
-        tag=AuditTag.ACCOUNT_LOGIN_SUCCESS,
-        actor=owner.ref,
-        now=now,
-        household_id=owner.household_id,
-        subject=f"session:{session_id}",
+    record_by(
+        session, owner, AuditTag.ACCOUNT_LOGIN_SUCCESS, now=now, subject=f"session:{session_id}"
     )
     return IssuedSession(token=token, session_id=session_id, stage=stage, expires_at=row.expires_at)
 
@@ -258,13 +253,7 @@ def forget_known_device(session: Session, *, owner: Owner, token: str, now: date
     )
     if not getattr(forgotten, "rowcount", 0):
         return False
-    record(
-        session,
-        tag=AuditTag.KNOWN_DEVICE_FORGOTTEN,
-        actor=owner.ref,
-        now=now,
-        household_id=owner.household_id,
-    )
+    record_by(session, owner, AuditTag.KNOWN_DEVICE_FORGOTTEN, now=now)
     return True
 
 
@@ -331,14 +320,7 @@ def end_all(session: Session, *, owner: Owner, now: datetime, keep: uuid.UUID | 
     )
     count = int(getattr(ended, "rowcount", 0) or 0)
     if count:
-        record(
-            session,
-            tag=AuditTag.SESSIONS_ENDED,
-            actor=owner.ref,
-            now=now,
-            household_id=owner.household_id,
-            subject=f"sessions:{count}",
-        )
+        record_by(session, owner, AuditTag.SESSIONS_ENDED, now=now, subject=f"sessions:{count}")
     return count
 
 

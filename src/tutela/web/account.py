@@ -23,7 +23,8 @@ from tutela.identity.owners import email_of
 from tutela.identity.service import AnyPrincipal, StaffPrincipal
 from tutela.identity.signin import SignInOutcome
 from tutela.identity.staff import needs_webauthn
-from tutela.web.routes import set_session_cookies, templates
+from tutela.web.forms import templates
+from tutela.web.routes import set_session_cookies
 
 router = APIRouter(prefix="/account", include_in_schema=False)
 

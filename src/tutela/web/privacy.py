@@ -30,7 +30,7 @@ from tutela.retention import service as retention
 from tutela.retention.notice import format_age
 from tutela.retention.service import RetentionView
 from tutela.vault.models import MediaItem
-from tutela.web.routes import templates
+from tutela.web.forms import templates
 
 router = APIRouter(include_in_schema=False)
 PRIVACY_PAGE = "/account/privacy"

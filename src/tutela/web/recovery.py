@@ -7,7 +7,6 @@ emailed links carry their token in the URL fragment, which no server or log sees
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Annotated, Any
 
@@ -19,7 +18,7 @@ from tutela.deps import AppContainer, DbSession, check_same_origin, client_of, s
 from tutela.identity import password_rules
 from tutela.identity.recovery import RecoveryStart
 from tutela.identity.service import AnyPrincipal
-from tutela.web.routes import templates
+from tutela.web.forms import factor_answer, templates
 
 router = APIRouter(include_in_schema=False)
 LINK_REFUSALS = frozenset({"recovery_link_invalid", "recovery_link_expired", "recovery_link_used"})
@@ -133,24 +132,16 @@ def recover(
     `static/webauthn.js`) when the account has a second factor."""
     check_same_origin(request)
     background.add_task(container.deliver_notices)
-    cleaned = code.strip().replace(" ", "")
-    is_totp = cleaned.isdigit() and len(cleaned) == 6
-    assertion: dict[str, Any] | None = None
-    if webauthn:
-        try:
-            parsed = json.loads(webauthn)
-        except ValueError:
-            parsed = None
-        assertion = parsed if isinstance(parsed, dict) else {}
+    answer = factor_answer(code, webauthn)
     now = container.clock.now()
     try:
         outcome = container.recovery.complete(
             session,
             token=token,
             new_password=new_password,
-            code=cleaned if is_totp else None,
-            recovery_code=cleaned if cleaned and not is_totp else None,
-            webauthn=assertion,
+            code=answer.code,
+            recovery_code=answer.recovery_code,
+            webauthn=answer.webauthn,
             client=client_of(request, container.settings),
             now=now,
         )

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import json
-import math
-import secrets
 import uuid
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from fastapi.templating import Jinja2Templates
 
 from tutela.core.errors import (
     Forbidden,
@@ -42,11 +38,18 @@ from tutela.identity.staff_door import UseStaffSignIn
 from tutela.settings import Settings
 from tutela.vault import service as vault
 from tutela.vault.models import ItemKind
+from tutela.web.forms import (
+    CSRF_COOKIE,
+    complete_factor,
+    csrf_form_page,
+    csrf_matches,
+    passkey_sign_in,
+    templates,
+    with_retry_after,
+)
 
 HERE = Path(__file__).parent
-templates = Jinja2Templates(directory=HERE / "templates")
 router = APIRouter(include_in_schema=False)
-CSRF_COOKIE = "tutela_csrf"
 
 
 def static_files() -> StaticFiles:
@@ -61,30 +64,16 @@ def _login_page(
     status: int = 200,
     staff_door: bool = False,
 ) -> Response:
-    token = secrets.token_urlsafe(24)
-    response = templates.TemplateResponse(
-        request,
-        "login.html",
-        {"csrf": token, "error": error, "staff_door": staff_door},
-        status_code=status,
+    return csrf_form_page(
+        request, settings, "login.html", status=status, error=error, staff_door=staff_door
     )
-    response.set_cookie(
-        cookie_name(CSRF_COOKIE, settings),
-        token,
-        httponly=True,
-        samesite="strict",
-        secure=settings.cookie_secure,
-        path="/",
-    )
-    return response
 
 
 def throttled_page(request: Request, settings: Settings, refused: TooManyAttempts) -> Response:
     """The sign-in page saying how long to wait (429 with Retry-After); the door sends it too."""
-    response = _login_page(request, settings, error=refused.detail, status=429)
-    retry_after = float(refused.extra.get("retry_after", 1))
-    response.headers["retry-after"] = str(max(1, math.ceil(retry_after)))
-    return response
+    return with_retry_after(
+        _login_page(request, settings, error=refused.detail, status=429), refused
+    )
 
 
 @router.get("/login", response_class=HTMLResponse)
@@ -153,8 +142,7 @@ def login(
     csrf: Annotated[str, Form(max_length=100)],
 ) -> Response:
     settings = container.settings
-    expected = request.cookies.get(cookie_name(CSRF_COOKIE, settings), "")
-    if not expected or not secrets.compare_digest(expected, csrf):
+    if not csrf_matches(request, settings, csrf):
         return _login_page(
             request, settings, error="Your sign-in form expired; please try again.", status=400
         )
@@ -196,25 +184,15 @@ def login_factor(
     WebAuthn assertion made by `static/webauthn.js`. Same-origin only: a cross-site form
     must not sign a victim's browser into someone else's account (login CSRF)."""
     check_same_origin(request)
-    cleaned = code.strip().replace(" ", "")
-    is_totp = cleaned.isdigit() and len(cleaned) == 6
-    assertion: dict[str, Any] | None = None
-    if webauthn:
-        try:
-            parsed = json.loads(webauthn)
-        except ValueError:
-            parsed = None
-        assertion = parsed if isinstance(parsed, dict) else {}
-    background.add_task(container.deliver_notices)
     try:
-        outcome = container.gate.complete_factor(
+        outcome = complete_factor(
+            request,
             session,
+            container,
+            background,
             challenge=challenge,
-            code=cleaned if is_totp else None,
-            recovery_code=cleaned if cleaned and not is_totp else None,
-            webauthn=assertion,
-            client=client_of(request, container.settings),
-            now=container.clock.now(),
+            code=code,
+            webauthn=webauthn,
         )
     except TooManyAttempts as refused:
         return throttled_page(request, container.settings, refused)
@@ -247,18 +225,13 @@ def login_passkey(
     like every sign-in step (login CSRF)."""
     check_same_origin(request)
     try:
-        parsed = json.loads(credential)
-    except ValueError:
-        parsed = None
-    background.add_task(container.deliver_notices)
-    try:
-        outcome = container.gate.passkey_sign_in(
+        outcome = passkey_sign_in(
+            request,
             session,
-            assertion=parsed if isinstance(parsed, dict) else {},
+            container,
+            background,
+            credential=credential,
             audience=PasskeyAudience.ACCOUNT,
-            kind=SessionKind.COOKIE,
-            client=client_of(request, container.settings),
-            now=container.clock.now(),
         )
     except TooManyAttempts:
         return _login_page(

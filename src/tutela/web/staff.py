@@ -10,10 +10,7 @@ identity part's staff `Gate` paths; these routes only turn their answers into pa
 from __future__ import annotations
 
 import contextlib
-import json
-import math
-import secrets
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -40,7 +37,15 @@ from tutela.identity.signin import SignInOutcome
 from tutela.identity.staff import StaffRole, needs_webauthn
 from tutela.settings import Settings
 from tutela.web import account
-from tutela.web.routes import CSRF_COOKIE, set_session_cookies, templates
+from tutela.web.forms import (
+    complete_factor,
+    csrf_form_page,
+    csrf_matches,
+    passkey_sign_in,
+    templates,
+    with_retry_after,
+)
+from tutela.web.routes import set_session_cookies
 
 router = APIRouter(prefix="/staff", include_in_schema=False)
 
@@ -61,29 +66,16 @@ ROLE_NAMES: dict[str, str] = {
 def _login_page(
     request: Request, settings: Settings, *, error: str | None = None, status: int = 200
 ) -> Response:
-    token = secrets.token_urlsafe(24)
-    response = templates.TemplateResponse(
-        request, "staff_login.html", {"csrf": token, "error": error}, status_code=status
-    )
-    response.set_cookie(
-        cookie_name(CSRF_COOKIE, settings),
-        token,
-        httponly=True,
-        samesite="strict",
-        secure=settings.cookie_secure,
-        path="/",
-    )
-    return response
+    return csrf_form_page(request, settings, "staff_login.html", status=status, error=error)
 
 
 def staff_throttled_page(
     request: Request, settings: Settings, refused: TooManyAttempts
 ) -> Response:
     """The staff sign-in page saying how long to wait (429 with Retry-After), as the door."""
-    response = _login_page(request, settings, error=refused.detail, status=429)
-    retry_after = float(refused.extra.get("retry_after", 1))
-    response.headers["retry-after"] = str(max(1, math.ceil(retry_after)))
-    return response
+    return with_retry_after(
+        _login_page(request, settings, error=refused.detail, status=429), refused
+    )
 
 
 def _factor_page(
@@ -145,8 +137,7 @@ def login(
 ) -> Response:
     """The password step of an employee's sign-in; a second factor always follows (R4)."""
     settings = container.settings
-    expected = request.cookies.get(cookie_name(CSRF_COOKIE, settings), "")
-    if not expected or not secrets.compare_digest(expected, csrf):
+    if not csrf_matches(request, settings, csrf):
         return _login_page(
             request, settings, error="Your sign-in form expired; please try again.", status=400
         )
@@ -184,25 +175,15 @@ def login_factor(
     Which of them an employee may use is the staff challenge's (WebAuthn only for roles
     that reach customer content, R4). Same-origin only (login CSRF)."""
     check_same_origin(request)
-    cleaned = code.strip().replace(" ", "")
-    is_totp = cleaned.isdigit() and len(cleaned) == 6
-    assertion: dict[str, Any] | None = None
-    if webauthn:
-        try:
-            parsed = json.loads(webauthn)
-        except ValueError:
-            parsed = None
-        assertion = parsed if isinstance(parsed, dict) else {}
-    background.add_task(container.deliver_notices)
     try:
-        outcome = container.gate.complete_factor(
+        outcome = complete_factor(
+            request,
             session,
+            container,
+            background,
             challenge=challenge,
-            code=cleaned if is_totp else None,
-            recovery_code=cleaned if cleaned and not is_totp else None,
-            webauthn=assertion,
-            client=client_of(request, container.settings),
-            now=container.clock.now(),
+            code=code,
+            webauthn=webauthn,
         )
     except InvalidCredentials:
         # The challenge stays usable for a few more tries; the form is drawn again
@@ -237,18 +218,13 @@ def login_passkey(
     Only an employee's passkey answers a staff ceremony. Same-origin only (login CSRF)."""
     check_same_origin(request)
     try:
-        parsed = json.loads(credential)
-    except ValueError:
-        parsed = None
-    background.add_task(container.deliver_notices)
-    try:
-        outcome = container.gate.passkey_sign_in(
+        outcome = passkey_sign_in(
+            request,
             session,
-            assertion=parsed if isinstance(parsed, dict) else {},
+            container,
+            background,
+            credential=credential,
             audience=PasskeyAudience.STAFF,
-            kind=SessionKind.COOKIE,
-            client=client_of(request, container.settings),
-            now=container.clock.now(),
         )
     except TooManyAttempts as exc:
         return _login_page(request, container.settings, error=exc.detail, status=429)
