@@ -29,6 +29,7 @@ from tutela.deps import DEVICE_COOKIE, cookie_name
 from tutela.erasure.api import router as erasure_router
 from tutela.hosts import HostCheck, answered_hosts, relative_redirects
 from tutela.households.api import router as households_router
+from tutela.identity.admission import busy as admission_busy
 from tutela.identity.api import router as identity_router
 from tutela.identity.door import SignInDoor
 from tutela.identity.logins import too_many
@@ -84,11 +85,24 @@ def problem_of(exc: TutelaError, path: str) -> JSONResponse:
     return problem(exc.status, exc.code, exc.title, exc.detail, path, **exc.extra)
 
 
-def _door_refusal(settings: Settings) -> Callable[[Scope, float], Response]:
-    """What the sign-in door answers: exactly what the route answers to the same refusal."""
+def _budget_wait(container: Container) -> Callable[[float], float]:
+    """The door's read of the hash budget: only in defended mode (R6). The gate's
+    admission is read at each call, as the gate itself does."""
+
+    def wait(now: float) -> float:
+        if not container.throttle.defended(now):
+            return 0.0
+        return container.gate.admission.wait(now)
+
+    return wait
+
+
+def _door_refusal(settings: Settings, *, busy: bool = False) -> Callable[[Scope, float], Response]:
+    """What the sign-in door answers: exactly what the route answers to the same refusal
+    (`too_many_attempts`, or `sign_in_busy` for a spent hash budget)."""
 
     def refuse(scope: Scope, wait: float) -> Response:
-        refused: TooManyAttempts = too_many(wait)
+        refused: TooManyAttempts = admission_busy(wait) if busy else too_many(wait)
         if scope["path"].startswith("/api/"):
             return problem_of(refused, scope["path"])
         if scope["path"].startswith("/staff/"):
@@ -374,6 +388,8 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         clock=app.state.container.clock,
         refuse=_door_refusal(settings),
         device_cookie=cookie_name(DEVICE_COOKIE, settings),
+        busy_wait=_budget_wait(app.state.container),
+        refuse_busy=_door_refusal(settings, busy=True),
     )
     app.add_middleware(
         BodyLimit, limit=settings.max_json_bytes, media_limit=settings.max_upload_bytes

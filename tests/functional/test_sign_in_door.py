@@ -13,9 +13,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event
 
 from tests.factories import PASSWORD
-from tests.functional.conftest import owner_email, sign_in
+from tests.functional.conftest import DEVICE_HEADER, known_devices, owner_email, sign_in
 from tutela.container import Container
 from tutela.households.service import CreatedHome
+from tutela.identity.admission import AdmissionPolicy, MemoryAdmission
 from tutela.identity.door import GUARDED_PATHS, guarded
 from tutela.identity.throttle import Attempt
 
@@ -151,3 +152,73 @@ def test_the_guarded_paths(path: str, is_guarded: bool) -> None:
     assert "/api/v1/auth/passkey" in GUARDED_PATHS and "/login/passkey" in (
         p + "/passkey" for p in GUARDED_PATHS
     )
+
+
+def _spent_budget(container: Container) -> None:
+    """Defended mode on, and the hash budget for unknown devices spent (R6)."""
+    now = container.clock.now().timestamp()
+    container.gate.admission = MemoryAdmission(AdmissionPolicy(hashes_per_second=0.1, burst=1))
+    container.throttle.enter_defended(now)
+    assert container.gate.admission.take(now) == 0.0  # the one hash of the burst
+
+
+def test_a_spent_hash_budget_is_answered_at_the_door(
+    client: TestClient, container: Container, home: CreatedHome, statements: StatementCounter
+) -> None:
+    """R6: in defended mode with the budget spent, an unknown device's sign-in gets the
+    route's `sign_in_busy` before routing: no SQL, no hash, Retry-After."""
+    _spent_budget(container)
+    stranger = TestClient(client.app, client=("203.0.113.77", 50000))
+
+    r = stranger.post(f"{API}/auth/token", json={"email": owner_email(home), "password": PASSWORD})
+
+    assert r.status_code == 429, r.text
+    assert statements.count == 0
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["code"] == "sign_in_busy"
+    assert int(r.headers["retry-after"]) >= 1
+    page = stranger.post("/login", data={"email": owner_email(home), "password": PASSWORD})
+    assert page.status_code == 429
+    assert statements.count == 0
+    assert "Sign-in is busy" in page.text
+
+
+def test_with_the_budget_spent_known_devices_and_second_steps_still_reach_the_route(
+    client: TestClient, container: Container, home: CreatedHome, statements: StatementCounter
+) -> None:
+    """The door reads the budget only for an unknown device's password or sign-up: the
+    holder's known device signs in, and a factor step goes on to the route."""
+    email = owner_email(home)
+    sign_in(client, email)  # before the attack: this device becomes known
+    _spent_budget(container)
+
+    again = client.post(
+        f"{API}/auth/token",
+        json={"email": email, "password": PASSWORD},
+        headers={DEVICE_HEADER: known_devices(client)[email]},
+    )
+    assert again.status_code == 201, again.text
+    before = statements.count
+    factor = client.post(f"{API}/auth/token/factor", json={"challenge": "x", "code": "123456"})
+    assert factor.status_code != 429
+    assert statements.count > before
+
+
+def test_with_a_hash_in_the_budget_the_door_lets_the_route_spend_it(
+    client: TestClient, container: Container, home: CreatedHome
+) -> None:
+    """The door's read spends nothing: the route takes the budget's hash and checks."""
+    now = container.clock.now().timestamp()
+    container.gate.admission = MemoryAdmission(AdmissionPolicy(hashes_per_second=0.1, burst=1))
+    container.throttle.enter_defended(now)
+    stranger = TestClient(client.app, client=("203.0.113.79", 50000))
+
+    first = stranger.post(
+        f"{API}/auth/token", json={"email": owner_email(home), "password": "a wrong guess"}
+    )
+    assert first.status_code == 401, first.text
+    second = stranger.post(
+        f"{API}/auth/token", json={"email": owner_email(home), "password": "a wrong guess"}
+    )
+    assert second.status_code == 429
+    assert second.json()["code"] in {"sign_in_busy", "too_many_attempts"}

@@ -90,6 +90,11 @@ class Admission(Protocol):
         """
         ...
 
+    def wait(self, now: float) -> float:
+        """Seconds until a hash is available, spending nothing (0.0 if one is there): the
+        sign-in door's read, before routing."""
+        ...
+
     def slot(self, caller: Caller) -> AbstractContextManager[None]:
         """Hold one of this process's argon2 slots while hashing; `SignInBusy` if the
         slots `caller` may use stay taken for its wait (`slot_wait_seconds` for a new
@@ -172,6 +177,12 @@ class MemoryAdmission:
             self._tokens = tokens
             return (1.0 - tokens) / policy.hashes_per_second
 
+    def wait(self, now: float) -> float:
+        policy = self._policy
+        with self._lock:
+            tokens = _refill(policy, self._tokens, self._last, now)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / policy.hashes_per_second
+
     def slot(self, caller: Caller) -> AbstractContextManager[None]:
         return self._slots.hold(caller)
 
@@ -221,6 +232,7 @@ class RedisAdmission:
         self._key = prefix + "bucket"
         # Long enough to refill from empty, and then some: after it the bucket is full anyway.
         self._ttl = str(math.ceil(policy.burst / policy.hashes_per_second) + 60)
+        self._client = client
         self._take = client.register_script(_TAKE)
 
     def take(self, now: float) -> float:
@@ -231,6 +243,14 @@ class RedisAdmission:
         )
         text = reply.decode() if isinstance(reply, bytes) else cast("str", reply)
         return float(text)
+
+    def wait(self, now: float) -> float:
+        policy = self._policy
+        tokens_text, last_text = self._client.hmget(self._key, ["tokens", "t"])
+        if tokens_text is None or last_text is None:
+            return 0.0  # no bucket yet: full
+        tokens = _refill(policy, float(tokens_text), float(last_text), now)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / policy.hashes_per_second
 
     def slot(self, caller: Caller) -> AbstractContextManager[None]:
         return self._slots.hold(caller)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+import anyio.to_thread
 from redis.exceptions import RedisError
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -46,9 +47,24 @@ GUARDED_PATHS: tuple[str, ...] = (
     "/recover",
 )
 GUARDED_METHODS = frozenset({"POST"})
+# The paths where an unknown device's request costs a password hash (sign-in, sign-up):
+# in defended mode, with the hash budget spent, the door answers `sign_in_busy` itself
+# rather than after routing, a database session and the throttle's reservation (R6).
+HASHING_PATHS = frozenset(
+    {
+        "/api/v1/auth/token",
+        "/api/v1/staff/auth/token",
+        "/api/v1/signup",
+        "/login",
+        "/staff/login",
+    }
+)
 DEVICE_HEADER = b"x-tutela-device"
 
 Refusal = Callable[[Scope, float], Response]
+BusyWait = Callable[[float], float]
+"""Seconds until the defended-mode hash budget has a hash for an unknown device; 0.0 when
+defended mode is off or a hash is there. Reads only: the route still spends it."""
 
 
 def guarded(path: str, paths: tuple[str, ...] = GUARDED_PATHS) -> bool:
@@ -60,7 +76,9 @@ class SignInDoor:
     """Refuses POSTs to the sign-in paths from a source the throttle is slowing down.
 
     `refuse(scope, wait)` builds the answer: the same body the route gives for the same
-    refusal (problem+json for the API, the sign-in page for the console).
+    refusal (problem+json for the API, the sign-in page for the console). With `busy_wait`
+    and `refuse_busy`, a POST to one of `HASHING_PATHS` in defended mode while the hash
+    budget is spent gets the route's `sign_in_busy` the same way (two reads more).
     """
 
     def __init__(
@@ -72,8 +90,12 @@ class SignInDoor:
         refuse: Refusal,
         device_cookie: str,
         paths: tuple[str, ...] = GUARDED_PATHS,
+        busy_wait: BusyWait | None = None,
+        refuse_busy: Refusal | None = None,
     ) -> None:
         self.app = app
+        self.busy_wait = busy_wait
+        self.refuse_busy = refuse_busy
         self.throttle = throttle
         self.clock = clock
         self.refuse = refuse
@@ -99,10 +121,24 @@ class SignInDoor:
             await self.app(scope, receive, send)
             return
         if wait <= 0:
-            await self.app(scope, receive, send)
-            return
-        response = self.refuse(scope, wait)
+            wait = await self._busy(scope)
+            if wait <= 0 or self.refuse_busy is None:
+                await self.app(scope, receive, send)
+                return
+            response = self.refuse_busy(scope, wait)
+        else:
+            response = self.refuse(scope, wait)
         await response(scope, receive, send)
+
+    async def _busy(self, scope: Scope) -> float:
+        """The budget's wait for a hashing path; 0.0 elsewhere or when Redis is down (the
+        route then answers for it, 503 in defended mode, never a hash unbudgeted)."""
+        if self.busy_wait is None or scope["path"] not in HASHING_PATHS:
+            return 0.0
+        try:
+            return await anyio.to_thread.run_sync(self.busy_wait, self.clock.now().timestamp())
+        except RedisError:
+            return 0.0
 
     def _carries_device(self, scope: Scope) -> bool:
         for name, value in scope.get("headers", ()):
