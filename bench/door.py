@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import json
 import pstats
 import shutil
 import tempfile
@@ -41,35 +40,15 @@ from typing import Any
 import redis
 from starlette.types import ASGIApp, Message
 
+from refusal_bench import ROUNDS, argon2_verification, clear_redis, report
 from tutela.app import create_app
 from tutela.container import build
 from tutela.db import migrate
-from tutela.identity.passwords import PasswordHasher
 from tutela.identity.throttle import Attempt, RedisThrottle, Throttle, ThrottlePolicy
 from tutela.settings import Settings
 
-GOAL_RATIO = 0.05
-ROUNDS = 5
 SOURCE = "203.0.113.77"
 BODY = b'{"email":"someone@example.com","password":"a leaked password"}'
-
-
-def argon2_verification(settings: Settings, count: int) -> tuple[float, float]:
-    hasher = PasswordHasher(
-        time_cost=settings.argon2_time_cost,
-        memory_kib=settings.argon2_memory_kib,
-        parallelism=settings.argon2_parallelism,
-    )
-    stored = hasher.hash("bench-door-baseline")
-    hasher.verify(stored, "bench-door-baseline")
-    cpu, wall = [], []
-    for _ in range(ROUNDS):
-        c0, w0 = time.process_time(), time.perf_counter()
-        for _ in range(count):
-            assert hasher.verify(stored, "bench-door-baseline")
-        cpu.append((time.process_time() - c0) / count)
-        wall.append((time.perf_counter() - w0) / count)
-    return min(cpu), min(wall)
 
 
 def slow_down(throttle: Throttle, settings: Settings) -> None:
@@ -196,43 +175,18 @@ def main() -> None:
         again_cpu, again_wall = argon2_verification(settings, verifications)
     finally:
         if client is not None:
-            keys = list(client.scan_iter(match=prefix + "*", count=1000))
-            if keys:
-                client.delete(*keys)
-            client.close()
+            clear_redis(client, prefix)
         shutil.rmtree(work, ignore_errors=True)
 
-    baseline = {
-        "argon2_params": f"argon2id t={settings.argon2_time_cost},"
-        f" m={settings.argon2_memory_kib} KiB, p={settings.argon2_parallelism}",
-        "argon2_verify_cpu_ms": min(argon_cpu, again_cpu) * 1e3,
-        "argon2_verify_wall_ms": min(argon_wall, again_wall) * 1e3,
-    }
-    stores = [s for s in ("memory", "redis") if f"refused_{s}_cpu_ms" in figures]
-    ratios = {s: figures[f"refused_{s}_cpu_ms"] / baseline["argon2_verify_cpu_ms"] for s in stores}
-    for store in stores:
-        print(
-            f"refused by the door ({store}): {figures[f'refused_{store}_cpu_ms']:.3f} ms CPU"
-            f" ({figures[f'refused_{store}_wall_ms']:.3f} ms wall);"
-            f" {ratios[store]:.2%} of one argon2id verification"
-        )
-    print(
-        f"argon2id verification ({baseline['argon2_params']}):"
-        f" {baseline['argon2_verify_cpu_ms']:.1f} ms CPU"
-        f" ({baseline['argon2_verify_wall_ms']:.1f} ms wall)"
+    report(
+        "door",
+        "refused by the door",
+        quick=args.quick,
+        settings=settings,
+        figures=figures,
+        argon=(argon_cpu, argon_wall),
+        again=(again_cpu, again_wall),
     )
-    ratio = max(ratios.values())
-    report = {
-        "bench": "door",
-        "quick": args.quick,
-        "figures": {k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()},
-        "baseline": {k: round(v, 3) if isinstance(v, float) else v for k, v in baseline.items()},
-        "ratio": round(ratio, 4),
-        "ratios": {k: round(v, 4) for k, v in ratios.items()},
-        "goal": "< 5% of argon2id",
-        "met": ratio < GOAL_RATIO,
-    }
-    print(json.dumps(report))
 
 
 if __name__ == "__main__":
