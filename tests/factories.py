@@ -9,7 +9,10 @@ import uuid
 import wave
 from datetime import date, timedelta
 
+from tutela.consent.ledger import Subject
+from tutela.consent.models import Channel, Method, ParentalConsent
 from tutela.container import Container
+from tutela.core.ids import uuid7
 from tutela.households import service as households
 from tutela.households.models import AccountRole, Device
 from tutela.households.service import AdultSpec, ChildSpec, CreatedHome, DeviceSpec, HomeSpec
@@ -206,3 +209,49 @@ def seed_media(
         )
         made["location"].append(loc.id)
     return made
+
+
+def grant_parental_consent(
+    container: Container,
+    home: CreatedHome,
+    *,
+    child: uuid.UUID | None = None,
+    purposes: tuple[str, ...] = ("storage", "precise_geolocation"),
+) -> uuid.UUID:
+    """Record a verified parental consent of the home's first guardian for a child, and
+    that guardian's grants of `purposes` resting on it (C3); returns the consent's id.
+    Tests of the verification methods themselves go through their API."""
+    child_id = child or home.child_profiles[0]
+    guardian = next(iter(home.accounts.values()))
+    now = container.clock.now()
+    ledger = container.consent
+    consent_id = uuid7()
+    with container.stores.session() as session:
+        session.add(
+            ParentalConsent(
+                household_id=home.household_id,
+                id=consent_id,
+                child_profile_id=child_id,
+                guardian_account_id=guardian,
+                method=Method.SIGNED_FORM,
+                verified=True,
+                notice_version=ledger.catalogue.notice_version,
+                at=now,
+                evidence_sealed=None,
+            )
+        )
+        session.flush()
+        if purposes:
+            ledger.record(
+                session,
+                Subject(home.household_id, child_id, "child"),
+                dict.fromkeys(purposes, True),
+                actor=f"account:{guardian}",
+                channel=Channel.CONSOLE,
+                method=Method.SIGNED_FORM,
+                notice_version=ledger.catalogue.notice_version,
+                now=now,
+                guardian_account_id=guardian,
+            )
+        session.commit()
+    return consent_id

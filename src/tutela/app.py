@@ -23,6 +23,7 @@ from starlette.requests import Request as StarletteRequest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tutela import __version__
+from tutela.consent.api import router as consent_router
 from tutela.container import Container, build
 from tutela.core.errors import TooManyAttempts, TutelaError
 from tutela.deps import DEVICE_COOKIE, cookie_name
@@ -412,6 +413,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         items_router,
         erasure_router,
         retention_router,
+        consent_router,
         web_router,
         account_router,
         privacy_router,

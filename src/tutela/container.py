@@ -12,6 +12,8 @@ from sqlalchemy import select
 
 from tutela.audit.models import AuditEvent
 from tutela.audit.service import AuditTag, record
+from tutela.consent.ledger import ConsentLedger
+from tutela.consent.purposes import load_purposes
 from tutela.core.clock import Clock, SystemClock
 from tutela.db.engine import Stores, open_stores
 from tutela.erasure.engine import ErasureEngine, Report
@@ -51,6 +53,7 @@ class Container:
     gate: Gate = field(init=False)
     recovery: Recovery = field(init=False)
     erasure: ErasureEngine = field(init=False)
+    consent: ConsentLedger = field(init=False)
     _policy: Policy | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -67,6 +70,9 @@ class Container:
             admission=self.admission,
         )
         self.recovery = Recovery(gate=self.gate, open_session=self.stores.session)
+        self.consent = ConsentLedger(
+            self.stores.session, load_purposes(self.settings.consent_purposes_file)
+        )
 
     @property
     def challenge_ttl(self) -> timedelta:

@@ -142,6 +142,11 @@ class Settings(BaseSettings):
     mail_dir: Path | None = None
     security_alert_email: str = "security@tutela.invalid"
 
+    # Consent (C2-C7): the purposes asked for and the notice version that asks.
+    consent_purposes_file: Path | None = Field(
+        default=None, description="The consent purposes (TOML); default: the packaged one."
+    )
+
     # Erasure and retention (A1-A8, C1, C5, C6, C9, C10, S6-S8).
     retention_policy_file: Path | None = Field(
         default=None, description="The retention policy (TOML); default: the packaged one."

@@ -61,6 +61,9 @@ class AuditTag(StrEnum):
     INACTIVE_CHILD_KEPT = "retention:inactive-child:keep"
     INACTIVE_CHILD_REACTIVATED = "retention:inactive-child:reactivate"
     RETENTION_SWEPT = "retention:sweep"
+    CONSENT_GRANTED = "consent:purpose:grant"
+    CONSENT_WITHDRAWN = "consent:purpose:withdraw"
+    COLLECTION_REFUSED = "consent:collection:refuse"
 
 
 def record(

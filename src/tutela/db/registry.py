@@ -1,6 +1,7 @@
 """Imports every part's tables so the metadata of both stores is complete."""
 
 from tutela.audit import models as audit_models
+from tutela.consent import models as consent_models
 from tutela.erasure import models as erasure_models
 from tutela.households import models as households_models
 from tutela.identity import models as identity_models
@@ -11,6 +12,7 @@ from tutela.vault import models as vault_models
 
 __all__ = [
     "audit_models",
+    "consent_models",
     "erasure_models",
     "households_models",
     "identity_models",

@@ -1,0 +1,119 @@
+"""Use cases of consent for a signed-in customer: see it, change it, refuse everything.
+
+An adult decides for their own profile; a child's guardian for the child (C6). Any
+other profile, in this household or another, is not found. Each change is appended to
+the ledger with an audit record in one transaction (C3).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from tutela.audit.service import AuditTag, record
+from tutela.consent.ledger import Change, ConsentLedger, Decision, Subject
+from tutela.consent.models import Channel, Method
+from tutela.core.errors import NotFound
+from tutela.households import service as households
+from tutela.households.models import Profile, ProfileState
+from tutela.identity.service import Principal
+
+
+@dataclass(frozen=True)
+class Whose:
+    """A profile the signed-in account may decide for, and in which role."""
+
+    subject: Subject
+    guardian_account_id: uuid.UUID | None
+    """Set when the profile is a child's and the account is its guardian."""
+
+
+def whose(session: Session, principal: Principal, profile_id: uuid.UUID) -> Whose:
+    visible = households.visible_profile_ids(
+        session,
+        household_id=principal.household_id,
+        account_id=principal.account_id,
+        own_profile_id=principal.profile_id,
+    )
+    profile = session.get(Profile, (principal.household_id, profile_id))
+    if profile_id not in visible or profile is None or profile.state != ProfileState.ACTIVE:
+        raise NotFound("No such profile.", code="not_found")
+    subject = Subject.of(profile)
+    guardian = principal.account_id if subject.is_child else None
+    return Whose(subject, guardian)
+
+
+def actor_of(principal: Principal) -> str:
+    return f"account:{principal.account_id}"
+
+
+def _audit(session: Session, who: Whose, changes: list[Change], actor: str, now: datetime) -> None:
+    for change in changes:
+        record(
+            session,
+            tag=AuditTag.CONSENT_GRANTED if change.granted else AuditTag.CONSENT_WITHDRAWN,
+            actor=actor,
+            now=now,
+            household_id=who.subject.household_id,
+            subject=f"profile:{who.subject.profile_id}:{change.purpose}",
+        )
+
+
+def change(
+    session: Session,
+    ledger: ConsentLedger,
+    principal: Principal,
+    profile_id: uuid.UUID,
+    changes: Mapping[str, bool],
+    *,
+    notice_version: int,
+    channel: Channel,
+    now: datetime,
+) -> dict[str, Decision]:
+    """Grant or withdraw purposes; answers the profile's consent after the change."""
+    who = whose(session, principal, profile_id)
+    actor = actor_of(principal)
+    done = ledger.record(
+        session,
+        who.subject,
+        changes,
+        actor=actor,
+        channel=channel,
+        method=Method.CHECKBOX,
+        notice_version=notice_version,
+        now=now,
+        guardian_account_id=who.guardian_account_id,
+    )
+    _audit(session, who, done, actor, now)
+    session.commit()
+    return ledger.state(session, who.subject, now)
+
+
+def refuse(
+    session: Session,
+    ledger: ConsentLedger,
+    principal: Principal,
+    profile_id: uuid.UUID,
+    *,
+    channel: Channel,
+    now: datetime,
+) -> dict[str, Decision]:
+    """Refuse further collection and use (C6): every purpose withdrawn at once. The
+    profile's devices are refused for it from the next upload on."""
+    who = whose(session, principal, profile_id)
+    actor = actor_of(principal)
+    ledger.refuse_all(session, who.subject, actor=actor, channel=channel, now=now)
+    record(
+        session,
+        tag=AuditTag.COLLECTION_REFUSED,
+        actor=actor,
+        now=now,
+        household_id=who.subject.household_id,
+        subject=f"profile:{who.subject.profile_id}",
+    )
+    session.commit()
+    return ledger.state(session, who.subject, now)
