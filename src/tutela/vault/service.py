@@ -1,9 +1,9 @@
 """Use cases of the vault: device ingestion, and a customer's listing and reading of items.
 
 An upload is sealed as it streams in (no plaintext touches a disk), under a key made for
-that item alone; a voice recording used only in place of typed words is read, checked
-and dropped, never stored (C11). If anything fails before the item's row commits, the blob and the key
-are removed again: nothing half-written stays behind.
+that item alone. If anything fails before the item's row commits, the blob and the key
+are removed again: nothing half-written stays behind. A voice recording used only in
+place of typed words is read, checked and dropped, never stored (C11).
 """
 
 from __future__ import annotations

@@ -25,22 +25,28 @@ depends_on: str | Sequence[str] | None = None
 COLUMNS = ["received_at", "household_id", "id"]
 # SQLAlchemy writes the test as `ephemeral = 1` on SQLite, and SQLite uses a partial
 # index only for a query that repeats its condition word for word.
-WHERE = {"postgresql_where": sa.text("ephemeral"), "sqlite_where": sa.text("ephemeral = 1")}
+POSTGRESQL_WHERE, SQLITE_WHERE = sa.text("ephemeral"), sa.text("ephemeral = 1")
 
 
 def upgrade() -> None:
-    # ADD COLUMN with a constant default works in place on both stores (no table copy,
-    # which the self-referencing foreign key of derived items would refuse on SQLite).
-    with op.batch_alter_table("items", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("ephemeral", sa.Boolean(), server_default=sa.false(), nullable=False)
-        )
-        batch_op.create_index("ix_items_ephemeral", COLUMNS, unique=False, **WHERE)
+    # Plain ALTER TABLE ... ADD COLUMN with a constant default, in place on both stores: a
+    # batch operation would copy the table on SQLite, which the self-referencing foreign
+    # key of derived items refuses while foreign keys are on.
+    op.add_column(
+        "items", sa.Column("ephemeral", sa.Boolean(), server_default=sa.false(), nullable=False)
+    )
+    op.create_index(
+        "ix_items_ephemeral",
+        "items",
+        COLUMNS,
+        unique=False,
+        postgresql_where=POSTGRESQL_WHERE,
+        sqlite_where=SQLITE_WHERE,
+    )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("items", schema=None) as batch_op:
-        batch_op.drop_index("ix_items_ephemeral", **WHERE)
+    op.drop_index("ix_items_ephemeral", table_name="items")
     if op.get_bind().dialect.name == "sqlite":
         # DROP COLUMN works in place on SQLite for a column no index or constraint names.
         op.execute("ALTER TABLE items DROP COLUMN ephemeral")
