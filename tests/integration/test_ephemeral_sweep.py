@@ -15,7 +15,8 @@ from tests.factories import home_device, make_home, seed_media, wav_bytes
 from tutela.container import Container, build
 from tutela.core.clock import FakeClock
 from tutela.db.engine import explain
-from tutela.erasure.models import ErasureRequest
+from tutela.erasure.models import ErasureRequest, RequesterKind, ScopeKind
+from tutela.erasure.scope import Requester, Scope
 from tutela.households.service import CreatedHome
 from tutela.retention.ephemeral import expired_page
 from tutela.retention.policy import default_policy_path
@@ -198,3 +199,21 @@ def test_the_selection_reads_the_partial_index(container: Container, backend: st
         conn.rollback()
     assert "ix_items_ephemeral" in plan, plan
     assert "SCAN items" not in plan and "Seq Scan on items" not in plan, plan
+
+
+def test_a_parent_can_erase_it_before_then_and_the_remnant_check_passes(
+    container: Container,
+) -> None:
+    """The row has no key and no blob: the one deletion path erases it all the same."""
+    home = make_home(container, tag="ephparent")
+    voice, transcript = _ephemeral_request(container, home)
+    row = container.erasure.request(
+        Scope(ScopeKind.ITEM, home.household_id, item_id=voice),
+        Requester(RequesterKind.GUARDIAN, "account:test"),
+    )
+    container.erasure.run_pending(limit=10)
+    with container.stores.session() as s:
+        done = s.get(ErasureRequest, row.id)
+        assert done is not None and done.status == "completed", done.findings if done else None
+        assert done.receipt is not None
+    assert not {voice, transcript} & _items(container, home.household_id)
