@@ -3,7 +3,8 @@
 Markdown and HTML are two renderings of one list of sections built from a `Policy`, so
 neither can say something the rules do not (A7). The notice names purposes, business
 needs and maximum ages (C9), the automatic-deletion choices (A6), the inactive-child
-rule (A1-A3), the consent-contact limit (C5) and how erasure requests are carried out.
+rule (A1-A3), the consent-contact limit (C5), how briefly voice used in place of typing
+is kept (C11) and how erasure requests are carried out.
 Legal holds appear only as a count: their households, profiles and reasons identify
 customers.
 """
@@ -57,6 +58,12 @@ def format_age(age: timedelta) -> str:
     return f"{days} days"
 
 
+def format_hours(age: timedelta) -> str:
+    """A short duration in whole hours: "1 hour", "24 hours"."""
+    hours = int(age.total_seconds() // 3600)
+    return "1 hour" if hours == 1 else f"{hours} hours"
+
+
 @dataclass(frozen=True)
 class _Table:
     headers: tuple[str, ...]
@@ -103,6 +110,17 @@ def _sections(policy: Policy, *, now: datetime, completion_days: int) -> list[_S
             )
         )
     sections += [
+        _Section(
+            title="Voice used in place of typing",
+            paragraphs=(
+                "When a device tells us that a spoken request, often a child's, was used "
+                "only in place of typed words, we do not keep the recording: it is checked "
+                "as it arrives and then discarded, and no copy of it is stored.",
+                f"Its transcript is deleted {format_hours(policy.ephemeral_voice_max_age)} "
+                "after it arrives, together with the record that the request was heard.",
+                "Neither is ever used to train models or to identify anyone.",
+            ),
+        ),
         _Section(title="Automatic deletion", paragraphs=_auto_delete_paragraphs()),
         _Section(
             title="Inactive child profiles",

@@ -1,5 +1,6 @@
-"""The retention policy file: one maximum age per kind and subject, legal holds, and the
-inactive-child and consent-contact limits (A1-A3, A6, A7, C5, C9).
+"""The retention policy file: one maximum age per kind and subject, legal holds, the
+inactive-child and consent-contact limits, and how briefly ephemeral voice is kept
+(A1-A3, A6, A7, C5, C9, C11).
 
 The file is TOML read with the standard library only. Every problem in it is reported
 with the line it is on, all of them at once, so an operator fixes a file in one pass.
@@ -31,6 +32,11 @@ MAX_DAYS = 3650
 # is requested by the first sweep after the grace period and completes within minutes,
 # so the grace period ends a day short of 90.
 MAX_INACTIVE_GRACE_DAYS = 89
+# C11: a voice used only in place of typed words is kept only briefly. Without an
+# [ephemeral_voice] table its transcript (and the recording's row) go after a day; a
+# policy may shorten that to an hour or lengthen it to three days, no more.
+DEFAULT_EPHEMERAL_VOICE_MAX_AGE = timedelta(hours=24)
+MAX_EPHEMERAL_VOICE_HOURS = 72
 
 # A6: the automatic-deletion intervals a customer can choose; None keeps recordings until
 # the policy's maximum age. Children are never offered "never".
@@ -105,6 +111,9 @@ class Policy:
     consent_contact_purpose: str
     source: str
     sha256: str
+    ephemeral_voice_max_age: timedelta = DEFAULT_EPHEMERAL_VOICE_MAX_AGE
+    """C11: how long the transcript of a voice recording used only in place of typed
+    words, and the recording's row (its audio is never stored), are kept."""
 
     def max_age(self, kind: ItemKind | str, subject: ProfileKind | str) -> timedelta:
         """The longest an item of `kind` about a `subject` may be kept; ValueError if unknown."""
@@ -286,9 +295,10 @@ def _unquote(key: str) -> str:
 
 # --- checking -----------------------------------------------------------------------------
 
-_TOP_KEYS = ("version", "inactive_child", "consent_contact", "rule", "hold")
+_TOP_KEYS = ("version", "inactive_child", "consent_contact", "ephemeral_voice", "rule", "hold")
 _INACTIVE_KEYS = ("inactive_after_days", "grace_days")
 _CONSENT_KEYS = ("max_age_days", "purpose")
+_EPHEMERAL_KEYS = ("transcript_max_age_hours",)
 _RULE_KEYS = ("kind", "subject", "purpose", "business_need", "max_age_days")
 _HOLD_KEYS = ("id", "household", "profile", "reason", "expires")
 
@@ -347,6 +357,7 @@ class _Checker:
             self.unknown_keys(consent, _CONSENT_KEYS, where, "in [consent_contact]")
             contact_age = self.days(consent, "max_age_days", where, "[consent_contact]")
             contact_purpose = self.text(consent, "purpose", where, "[consent_contact]")
+        ephemeral_age = self.ephemeral_voice(data)
         rules = self.rules(data.get("rule", []))
         holds = self.holds(data.get("hold", []))
         if (
@@ -355,6 +366,7 @@ class _Checker:
             or grace is None
             or contact_age is None
             or contact_purpose is None
+            or ephemeral_age is None
         ):
             return None
         return Policy(
@@ -366,7 +378,41 @@ class _Checker:
             consent_contact_purpose=contact_purpose,
             source=source,
             sha256=sha256,
+            ephemeral_voice_max_age=ephemeral_age,
         )
+
+    def ephemeral_voice(self, data: Mapping[str, Any]) -> timedelta | None:
+        """The optional [ephemeral_voice] table (C11); the default age when it is absent."""
+        if "ephemeral_voice" not in data:
+            return DEFAULT_EPHEMERAL_VOICE_MAX_AGE
+        table = data["ephemeral_voice"]
+        if not isinstance(table, dict):
+            self.problem(
+                self.layout.root.key_line("ephemeral_voice"),
+                f"ephemeral_voice must be a table, not {_describe(table)}",
+            )
+            return None
+        where = self.layout.table("ephemeral_voice")
+        self.unknown_keys(table, _EPHEMERAL_KEYS, where, "in [ephemeral_voice]")
+        key = "transcript_max_age_hours"
+        if key not in table:
+            self.problem(where.line, f"[ephemeral_voice] is missing {key}")
+            return None
+        value, line = table[key], where.key_line(key)
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.problem(line, f"{key} must be a whole number of hours, not {_describe(value)}")
+            return None
+        if value < 1:
+            self.problem(line, f"{key} must be at least 1 hour, not {value}")
+            return None
+        if value > MAX_EPHEMERAL_VOICE_HOURS:
+            self.problem(
+                line,
+                f"{key} must be at most {MAX_EPHEMERAL_VOICE_HOURS} hours, not {value}: a "
+                "voice used in place of typed words is kept only briefly (C11)",
+            )
+            return None
+        return timedelta(hours=value)
 
     # -- pieces --
 

@@ -1,5 +1,5 @@
-"""The retention sweep: expired items, inactive children and unanswered consent contacts
-(A1, A2, A3, A6, C5, C9).
+"""The retention sweep: expired items, ephemeral voice, inactive children and unanswered
+consent contacts (A1, A2, A3, A6, C5, C9, C11).
 
 Every deletion of personal data goes through the erasure engine and ends with a signed
 receipt (A5, A8): the sweep only finds what is due and requests its erasure in batches
@@ -56,6 +56,7 @@ from tutela.households import service as households
 from tutela.households.models import Account, Guardianship, Profile, ProfileKind, ProfileState
 from tutela.identity.owners import Owner
 from tutela.notices.service import NoticeKind, enqueue
+from tutela.retention import ephemeral
 from tutela.retention.models import AutoDeleteChoice, ConsentContact, InactiveChild
 from tutela.retention.policy import AUTO_DELETE_CHOICES, Policy
 from tutela.retention.service import (
@@ -108,6 +109,10 @@ class SweepReport:
     """Inactive profiles due for erasure that a legal hold keeps for now."""
     consent_contacts_expired: int = 0
     """Contacts kept only to ask for consent that got none in time, deleted (C5)."""
+    ephemeral_expired: int = 0
+    """Ephemeral voice rows and transcripts past their short age (C11; `ephemeral.py`)."""
+    ephemeral_held: int = 0
+    """Of those, the ones a legal hold keeps for now."""
     skipped: bool = False
     """Another process was sweeping (PostgreSQL); this run did nothing."""
 
@@ -126,6 +131,8 @@ class SweepReport:
             f"inactive children whose erasure {was} requested: {self.inactive_erasing} "
             f"({self.inactive_held} under a legal hold)",
             f"consent contacts that {were} deleted: {self.consent_contacts_expired}",
+            f"ephemeral voice past its age: {self.ephemeral_expired} "
+            f"({self.ephemeral_held} under a legal hold)",
         ]
 
 
@@ -155,6 +162,7 @@ def run_sweep(
             report.skipped = True
             return report
         sweep = _Sweep(container, container.policy, report, at, size, dry_run)
+        _expire_ephemeral(container, report, at, size, dry_run, max_batches)
         sweep.expire_items(max_batches)
         sweep.inactive_children()
         sweep.consent_contacts()
@@ -168,11 +176,37 @@ def run_sweep(
                     subject=(
                         f"sweep:items={report.expired_items},requests={len(report.requests)},"
                         f"inactive={report.inactive_identified}/{report.inactive_erasing},"
-                        f"contacts={report.consent_contacts_expired}"
+                        f"contacts={report.consent_contacts_expired},"
+                        f"ephemeral={report.ephemeral_expired}"
                     )[:80],
                 )
                 session.commit()
     return report
+
+
+def _expire_ephemeral(
+    container: Container,
+    report: SweepReport,
+    now: datetime,
+    batch_size: int,
+    dry_run: bool,
+    max_batches: int | None,
+) -> None:
+    """Ephemeral voice first (C11): its age is hours, so it is never left for a later run
+    behind a backlog of other expired items."""
+    found = ephemeral.expire_ephemeral(
+        container,
+        now=now,
+        max_age=container.policy.ephemeral_voice_max_age,
+        batch_size=batch_size,
+        dry_run=dry_run,
+        max_batches=max_batches,
+    )
+    report.ephemeral_expired += found.expired
+    report.ephemeral_held += found.held
+    for request_id in found.requests or ():
+        if request_id not in report.requests:
+            report.requests.append(request_id)
 
 
 _last_sweep: dict[int, datetime] = {}

@@ -63,6 +63,7 @@ async def upload_media(
     kind: Annotated[str, Query(max_length=16)],
     captured_at: Annotated[AwareDatetime, Query()],
     source_item_id: Annotated[uuid.UUID | None, Query()] = None,
+    ephemeral: Annotated[bool, Query()] = False,
     content_type: Annotated[str, Header()] = "",
     content_length: Annotated[int | None, Header()] = None,
 ) -> ItemOut:
@@ -72,6 +73,9 @@ async def upload_media(
     which pulls the body from the event loop piece by piece as it seals it. Not one byte
     of the body is read before the device token is found valid (R6): a client without
     one cannot make the server take in up to a megabyte for nothing.
+
+    `ephemeral=true` marks a voice recording used only in place of typed words (C11): it
+    is checked as usual, read to its end and dropped; only its row is kept, briefly.
     """
 
     def _ingest() -> ItemOut:
@@ -96,6 +100,7 @@ async def upload_media(
                 now=container.clock.now(),
                 source_item_id=source_item_id,
                 declared_length=content_length,
+                ephemeral=ephemeral,
             )
             return ItemOut.of(item)
 

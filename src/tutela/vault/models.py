@@ -61,6 +61,16 @@ class MediaItem(Base):
         # first, keyset-paged on the last three columns (A6, C9); on a sharded store this
         # index is local to each shard like the others.
         Index("ix_items_retention", "kind", "subject_class", "captured_at", "household_id", "id"),
+        # Ephemeral items (C11) are few and short-lived: the sweep finds the expired ones
+        # through this partial index, which no other item enlarges.
+        Index(
+            "ix_items_ephemeral",
+            "received_at",
+            "household_id",
+            "id",
+            postgresql_where=text("ephemeral"),
+            sqlite_where=text("ephemeral = 1"),  # as SQLAlchemy writes the test there
+        ),
     )
 
     household_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
@@ -82,6 +92,11 @@ class MediaItem(Base):
     sealed_size: Mapped[int] = mapped_column(BigInteger, default=0)
     sealed_fields: Mapped[bytes | None] = mapped_column(Binary)
     state: Mapped[str] = mapped_column(String(16), default=ItemState.ACTIVE)
+    # C11: a voice recording used only in place of typed words, or its transcript. The
+    # recording's audio was never stored (no blob, no key, no fingerprint); the row and
+    # its transcript are erased by the retention sweep after the policy's short
+    # `[ephemeral_voice]` age, and `rules.trainable` never admits either.
+    ephemeral: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class ProfileKey(KeyBase):

@@ -1,4 +1,5 @@
-"""Pure rules of the vault: which media each kind takes, sniffing, ranges, timestamps."""
+"""Pure rules of the vault: which media each kind takes, sniffing, ranges, timestamps,
+ephemeral voice and what training may never use (C11)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import uuid
 from datetime import datetime, timedelta
 
 from tutela.core.errors import InvalidInput, RangeNotSatisfiable, UnsupportedMedia
-from tutela.vault.models import ItemKind
+from tutela.households.models import ProfileKind
+from tutela.vault.models import ItemKind, ItemState, MediaItem
 
 # What each uploaded kind accepts, by declared media type.
 MEDIA_TYPES: dict[ItemKind, frozenset[str]] = {
@@ -57,6 +59,31 @@ def check_upload_kind(kind: str, declared_type: str, device_kind: str) -> tuple[
             code="unsupported_media_type",
         )
     return item_kind, canonical_media_type(base)
+
+
+def check_ephemeral(item_kind: ItemKind, ephemeral: bool) -> None:
+    """Only a voice recording can be used in place of typed words and not kept (C11)."""
+    if ephemeral and item_kind is not ItemKind.VOICE:
+        raise InvalidInput(
+            "Only voice recordings can be marked as used in place of typed words.",
+            code="ephemeral_voice_only",
+        )
+
+
+def trainable(item: MediaItem) -> bool:
+    """Whether the item itself may ever be admitted to a training set (DESIGN idea 3).
+
+    Never an ephemeral item (C11: a voice used only in place of typed words, and its
+    transcript, are never used for training or identification), never a child's, never
+    one under erasure. The training gate asks this first and no consent overrides it;
+    True says only that the item does not rule itself out (the gate still checks the
+    subject's consent and the item's access history).
+    """
+    return (
+        not item.ephemeral
+        and item.subject_class != ProfileKind.CHILD
+        and item.state == ItemState.ACTIVE
+    )
 
 
 def sniff(head: bytes) -> str | None:

@@ -20,6 +20,13 @@ class ItemOut(BaseModel):
     captured_at: datetime
     received_at: datetime
     size: int
+    ephemeral: bool = Field(
+        description=(
+            "Used in place of typed words (C11): a voice recording whose audio was not "
+            "kept, or its transcript, erased after a short time and never used for "
+            "training or identification."
+        )
+    )
 
     @classmethod
     def of(cls, item: MediaItem) -> ItemOut:
@@ -33,6 +40,7 @@ class ItemOut(BaseModel):
             captured_at=item.captured_at,
             received_at=item.received_at,
             size=item.size,
+            ephemeral=bool(item.ephemeral),
         )
 
 

@@ -2,7 +2,8 @@
 
 An upload is sealed as it streams in (no plaintext touches a disk), under a key made for
 that item alone. If anything fails before the item's row commits, the blob and the key
-are removed again: nothing half-written stays behind.
+are removed again: nothing half-written stays behind. A voice recording used only in
+place of typed words is read, checked and dropped, never stored (C11).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Table, insert, select, tuple_
 from sqlalchemy.orm import Session
 
-from tutela.core.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
+from tutela.core.errors import Conflict, Gone, InvalidInput, NotFound, PayloadTooLarge
 from tutela.core.ids import uuid7
 from tutela.households.models import Device, Profile, ProfileState
 from tutela.vault import crypto, rules
@@ -204,9 +205,15 @@ def ingest_media(
     now: datetime,
     source_item_id: uuid.UUID | None = None,
     declared_length: int | None = None,
+    ephemeral: bool = False,
 ) -> MediaItem:
-    """Take a recording, clip or snapshot from a device (R8: sealed before it is written)."""
+    """Take a recording, clip or snapshot from a device (R8: sealed before it is written).
+
+    An `ephemeral` voice recording (C11) is checked like any other and then not kept:
+    see `_take_ephemeral`.
+    """
     item_kind, media_type = rules.check_upload_kind(kind, declared_type, device.kind)
+    rules.check_ephemeral(item_kind, ephemeral)
     rules.check_captured_at(captured_at, now=now, max_skew=limits.max_future_skew)
     if declared_length is not None and declared_length > limits.max_upload_bytes:
         raise PayloadTooLarge(f"Uploads are limited to {limits.max_upload_bytes} bytes.")
@@ -234,7 +241,32 @@ def ingest_media(
         body = list(_limited([body], limit=limits.max_upload_bytes, media_type=media_type))
     else:
         body = _limited(body, limit=limits.max_upload_bytes, media_type=media_type)
+    if ephemeral:
+        return _take_ephemeral(session, item=item, pieces=body)
     return _store_sealed(session, vault, item=item, pieces=body, now=now)
+
+
+def _take_ephemeral(session: Session, *, item: MediaItem, pieces: Iterable[bytes]) -> MediaItem:
+    """Read a voice recording used only in place of typed words to its end, through the
+    same type and size checks, and keep none of it (C11).
+
+    No item key is made and nothing reaches the blob store. The row keeps what a parent
+    needs to see that a request was heard: when, by which device, the media type and the
+    length of the audio in bytes. It keeps no content fingerprint (`content_mac` is
+    empty): an HMAC of a child's voice would be an identifier kept for nothing.
+    """
+    if not isinstance(pieces, (bytes, list, tuple)):
+        session.commit()  # as `_store_sealed`: no transaction stays open while it streams
+    item.size = sum(len(piece) for piece in pieces)
+    item.content_mac = b""
+    item.ephemeral = True
+    try:
+        _insert(session, item)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    return item
 
 
 def _source_for_derived(
@@ -283,6 +315,8 @@ def ingest_transcript(
         received_at=now,
         size=len(text.encode()),
         state=ItemState.ACTIVE,
+        # The transcript of ephemeral voice is itself ephemeral: kept briefly (C11).
+        ephemeral=source.ephemeral,
     )
     try:
         key = vault.keys.create_item_key(
@@ -463,6 +497,11 @@ def open_content(
 ) -> Content:
     """Decrypt an item's content, whole or one HTTP range, a chunk at a time."""
     item = get_item(session, reader=reader, item_id=item_id)
+    if item.ephemeral and item.kind == ItemKind.VOICE:
+        raise Gone(
+            "This voice request was used in place of typing and was not kept.",
+            code="ephemeral_not_kept",
+        )
     if item.blob_key is None:
         payload = json.dumps(read_transcript(vault, item=item)).encode()
         return Content(item=item, start=0, end=len(payload), partial=False, chunks=iter([payload]))

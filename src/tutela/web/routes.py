@@ -35,6 +35,7 @@ from tutela.identity import service as identity
 from tutela.identity.models import PasskeyAudience, SessionKind, SessionStage
 from tutela.identity.signin import SignInOutcome
 from tutela.identity.staff_door import UseStaffSignIn
+from tutela.retention.notice import format_hours
 from tutela.settings import Settings
 from tutela.vault import service as vault
 from tutela.vault.models import ItemKind
@@ -376,6 +377,8 @@ def profile_page(
             "items": page.items,
             "principal": principal,
             "transcripts": transcripts,
+            # C11: how long the transcript of voice used in place of typing is kept.
+            "ephemeral_kept_for": format_hours(container.policy.ephemeral_voice_max_age),
             "next_cursor": page.next_cursor,
             "kind": kind.value if kind else "",
             "kinds": [
