@@ -15,7 +15,7 @@ from tutela.db import migrate
 from tutela.db.engine import make_engine
 from tutela.households.models import Household
 
-BEFORE = "393728e06cbc"
+BEFORE = "52e55869dd21"
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])

@@ -6,7 +6,7 @@ was never stored, and its transcript; existing rows are not ephemeral. The parti
 retention sweep finds the expired ones without reading other items.
 
 Revision ID: 37342d6507ac
-Revises: 393728e06cbc
+Revises: 52e55869dd21
 Create Date: 2026-12-07 22:48:40.312595
 """
 
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "37342d6507ac"
-down_revision: str | Sequence[str] | None = "393728e06cbc"
+down_revision: str | Sequence[str] | None = "52e55869dd21"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
