@@ -328,3 +328,21 @@ def test_the_consent_notice_is_public_and_generated_from_the_purposes(
     for purpose in catalogue.purposes.values():
         assert purpose.title in page.text
     assert f'<meta name="purposes-sha256" content="{catalogue.sha256}">' in page.text
+
+
+def test_the_page_links_to_the_consoles_verification_page_once_there_is_one(
+    client: TestClient, home: CreatedHome
+) -> None:
+    """C3: where a parent verifies consent, when the console has that page."""
+    child = home.child_profiles[0]
+
+    def verification_page() -> str:
+        return "verify here"
+
+    client.app.add_api_route(  # type: ignore[attr-defined]
+        "/privacy/{profile_id}/parental-consent", verification_page
+    )
+    console_sign_in(client, owner_email(home))
+    page = client.get(page_url(child)).text
+    assert f'<a href="/privacy/{child}/parental-consent">' in page
+    assert "A parent verifies their consent in the Tutela app" not in page

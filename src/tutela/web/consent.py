@@ -58,6 +58,8 @@ METHOD_WORDS: Final = {
     Method.ID_CHECK.value: "with an identity document check",
 }
 DONE: Final = {"saved", "unchanged", "refused"}
+HISTORY_EVENTS: Final = 500
+"""The newest events the page shows (the API's history has them all)."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,7 @@ def _history(
 ) -> list[HistoryLine]:
     ledger = container.consent
     lines: list[HistoryLine] = []
+    names: dict[str, str] = {}
 
     def key(e: ConsentEvent) -> tuple[datetime, str, str, str, int]:
         return (e.at, e.actor, e.channel, e.method, e.notice_version)
@@ -146,13 +149,15 @@ def _history(
             what = " and ".join(
                 f"turned {word} {names}" for word, names in (("on", on), ("off", off)) if names
             )
+        if actor not in names:
+            names[actor] = _who(session, container, principal, actor)
         how = CHANNEL_WORDS.get(channel, channel)
         if method in METHOD_WORDS:
             how += ", " + METHOD_WORDS[method]
         lines.append(
             HistoryLine(
                 at=at,
-                who=_who(session, container, principal, actor),
+                who=names[actor],
                 what=what,
                 how=how,
                 notice_version=version,
@@ -202,7 +207,9 @@ def _page(
         "parental_link": parental_consent_link(request, profile_id),
         "main": [r for r in rows if not r.separate],
         "separate": [r for r in rows if r.separate],
-        "history": _history(session, container, principal, ledger.history(session, subject)),
+        "history": _history(
+            session, container, principal, ledger.history(session, subject)[:HISTORY_EVENTS]
+        ),
         "notice_version": ledger.catalogue.notice_version,
         "field": FIELD,
         "error": error,
