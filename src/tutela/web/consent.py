@@ -147,7 +147,7 @@ def _history(
             on = ", ".join(title(e.purpose) for e in batch if e.granted)
             off = ", ".join(title(e.purpose) for e in batch if not e.granted)
             what = " and ".join(
-                f"turned {word} {names}" for word, names in (("on", on), ("off", off)) if names
+                f"turned {word} {listed}" for word, listed in (("on", on), ("off", off)) if listed
             )
         if actor not in names:
             names[actor] = _who(session, container, principal, actor)
