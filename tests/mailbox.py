@@ -72,3 +72,20 @@ def sign_in_served(
             timeout=30,
         )
     return r
+
+
+def mail_to(directory: Path, email: str, *, subject: str | None = None) -> list[str]:
+    """What each message mailed to `email` says (subject, blank line, plain body), oldest
+    first; only those with `subject`, when given."""
+    parser = BytesParser(policy=policy.default)
+    found = []
+    for path in sorted(directory.glob("*.eml")) if directory.is_dir() else []:
+        message = parser.parsebytes(path.read_bytes())
+        recipients = {a.lower() for _, a in getaddresses(message.get_all("To", []))}
+        if email.lower() not in recipients:
+            continue
+        if subject is not None and message["Subject"] != subject:
+            continue
+        body = str(message.get_body(("plain",)).get_content())  # type: ignore[union-attr]
+        found.append(f"{message['Subject']}\n\n{body}")
+    return found

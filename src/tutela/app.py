@@ -41,6 +41,7 @@ from tutela.settings import Settings
 from tutela.vault.api import ingest as ingest_router
 from tutela.vault.api import items as items_router
 from tutela.web.account import router as account_router
+from tutela.web.consent import router as console_consent_router
 from tutela.web.privacy import router as privacy_router
 from tutela.web.recovery import router as console_recovery_router
 from tutela.web.routes import router as web_router
@@ -417,6 +418,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         web_router,
         account_router,
         privacy_router,
+        console_consent_router,
         staff_console_router,
         console_recovery_router,
     ):

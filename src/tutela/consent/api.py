@@ -6,10 +6,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from fastapi import APIRouter
+from fastapi import APIRouter, BackgroundTasks
 from pydantic import BaseModel, Field
 
-from tutela.consent import service
+from tutela.consent import notice, service
 from tutela.consent.ledger import ConsentLedger, Decision
 from tutela.consent.models import Channel
 from tutela.deps import AppContainer, CurrentPrincipal, DbSession
@@ -108,10 +108,12 @@ def change_consent(
     principal: CurrentPrincipal,
     session: DbSession,
     container: AppContainer,
+    background: BackgroundTasks,
 ) -> ConsentOut:
     """Grant or withdraw purposes. A withdrawal counts from the next check on, in every
     process; a grant needs the current notice version, and for a child a guardian's
-    verified consent (C3); sharing with other companies is asked for alone (C4)."""
+    verified consent (C3); sharing with other companies is asked for alone (C4). Each
+    guardian of a child is told, an adult is sent a confirmation (C6)."""
     state = service.change(
         session,
         container.consent,
@@ -121,13 +123,20 @@ def change_consent(
         notice_version=payload.notice_version,
         channel=Channel.API,
         now=container.clock.now(),
+        keys=container.vault.keys,
+        origin=container.settings.origin,
     )
+    background.add_task(container.deliver_notices)
     return _out(container.consent, profile_id, state)
 
 
 @router.post("/profiles/{profile_id}/consent/refuse", response_model=ConsentOut)
 def refuse_collection(
-    profile_id: uuid.UUID, principal: CurrentPrincipal, session: DbSession, container: AppContainer
+    profile_id: uuid.UUID,
+    principal: CurrentPrincipal,
+    session: DbSession,
+    container: AppContainer,
+    background: BackgroundTasks,
 ) -> ConsentOut:
     """Refuse further collection and use (C6): every purpose withdrawn; the profile's
     devices' uploads for it are refused from now on. Data already held stays until it is
@@ -139,7 +148,10 @@ def refuse_collection(
         profile_id,
         channel=Channel.API,
         now=container.clock.now(),
+        keys=container.vault.keys,
+        origin=container.settings.origin,
     )
+    background.add_task(container.deliver_notices)
     return _out(container.consent, profile_id, state)
 
 
@@ -162,3 +174,10 @@ def consent_history(
         )
         for e in container.consent.history(session, who.subject)
     ]
+
+
+@router.get("/notices/consent")
+def consent_notice(container: AppContainer) -> dict[str, object]:
+    """The consent notice, generated from the purposes file the ledger runs on (public,
+    C3); `/notices/consent` is the same notice as a page."""
+    return notice.as_json(container.consent.catalogue)

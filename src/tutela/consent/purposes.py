@@ -7,6 +7,7 @@ notice version is refused with every problem named.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import tomllib
 from dataclasses import dataclass
@@ -57,6 +58,10 @@ class Purpose:
 class Catalogue:
     notice_version: int
     purposes: dict[str, Purpose]
+    source: str = ""
+    """The file's name, as the published notice cites it (C3)."""
+    sha256: str = ""
+    """SHA-256 of the file's text: which file a published notice was generated from."""
 
     def __getitem__(self, name: str) -> Purpose:
         return self.purposes[name]
@@ -142,7 +147,12 @@ def parse_purposes(text: str, *, source: str = "purposes.toml") -> Catalogue:
             problems.append(f"[purpose.{builtin.value}] is required")
     if problems:
         raise PurposesError(problems, source=source)
-    return Catalogue(notice_version=version, purposes=purposes)
+    return Catalogue(
+        notice_version=version,
+        purposes=purposes,
+        source=source,
+        sha256=hashlib.sha256(text.encode()).hexdigest(),
+    )
 
 
 def default_purposes_path() -> Path:

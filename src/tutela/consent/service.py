@@ -2,7 +2,9 @@
 
 An adult decides for their own profile; a child's guardian for the child (C6). Any
 other profile, in this household or another, is not found. Each change is appended to
-the ledger with an audit record in one transaction (C3).
+the ledger with an audit record in one transaction (C3), and with its notices: each
+guardian of a child hears of every change and refusal, an adult's own change is
+confirmed (C6, `consent.announce`).
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from tutela.audit.service import AuditTag, record
+from tutela.consent import announce
 from tutela.consent.ledger import Change, ConsentLedger, Decision, Subject
 from tutela.consent.models import Channel, Method
 from tutela.core.errors import NotFound
 from tutela.households import service as households
 from tutela.households.models import Profile, ProfileState
 from tutela.identity.service import Principal
+from tutela.vault.keystore import KeyStore
 
 
 @dataclass(frozen=True)
@@ -73,8 +77,11 @@ def change(
     notice_version: int,
     channel: Channel,
     now: datetime,
+    keys: KeyStore,
+    origin: str,
 ) -> dict[str, Decision]:
-    """Grant or withdraw purposes; answers the profile's consent after the change."""
+    """Grant or withdraw purposes; answers the profile's consent after the change. The
+    notices (C6) are queued with it; the caller delivers them after answering."""
     who = whose(session, principal, profile_id)
     actor = actor_of(principal)
     done = ledger.record(
@@ -89,6 +96,18 @@ def change(
         guardian_account_id=who.guardian_account_id,
     )
     _audit(session, who, done, actor, now)
+    announce.tell(
+        session,
+        keys,
+        ledger.catalogue,
+        subject=who.subject,
+        principal=principal,
+        changes=done,
+        refused=False,
+        notice_version=notice_version,
+        origin=origin,
+        now=now,
+    )
     session.commit()
     return ledger.state(session, who.subject, now)
 
@@ -101,12 +120,15 @@ def refuse(
     *,
     channel: Channel,
     now: datetime,
+    keys: KeyStore,
+    origin: str,
 ) -> dict[str, Decision]:
     """Refuse further collection and use (C6): every purpose withdrawn at once. The
-    profile's devices are refused for it from the next upload on."""
+    profile's devices are refused for it from the next upload on. Each guardian of a
+    child is told (an adult, themselves) in the same transaction."""
     who = whose(session, principal, profile_id)
     actor = actor_of(principal)
-    ledger.refuse_all(session, who.subject, actor=actor, channel=channel, now=now)
+    done = ledger.refuse_all(session, who.subject, actor=actor, channel=channel, now=now)
     record(
         session,
         tag=AuditTag.COLLECTION_REFUSED,
@@ -114,6 +136,18 @@ def refuse(
         now=now,
         household_id=who.subject.household_id,
         subject=f"profile:{who.subject.profile_id}",
+    )
+    announce.tell(
+        session,
+        keys,
+        ledger.catalogue,
+        subject=who.subject,
+        principal=principal,
+        changes=done,
+        refused=True,
+        notice_version=ledger.catalogue.notice_version,
+        origin=origin,
+        now=now,
     )
     session.commit()
     return ledger.state(session, who.subject, now)

@@ -643,3 +643,24 @@ def list_devices(session: Session, *, household_id: uuid.UUID) -> list[Device]:
             select(Device).where(Device.household_id == household_id).order_by(Device.created_at)
         )
     )
+
+
+def guardians_of(
+    session: Session, *, household_id: uuid.UUID, child_profile_id: uuid.UUID
+) -> list[Account]:
+    """The accounts that are guardians of a child profile, oldest first (C6)."""
+    return list(
+        session.scalars(
+            select(Account)
+            .join(
+                Guardianship,
+                (Guardianship.household_id == Account.household_id)
+                & (Guardianship.guardian_account_id == Account.id),
+            )
+            .where(
+                Guardianship.household_id == household_id,
+                Guardianship.child_profile_id == child_profile_id,
+            )
+            .order_by(Account.id)
+        )
+    )

@@ -73,6 +73,10 @@ class NoticeKind(StrEnum):
     ERASURE_DEADLINE = "erasure_deadline"
     ERASURE_FAILED = "erasure_failed"
     ERASURE_IN_HOME = "erasure_in_home"
+    CONSENT_CHANGED = "consent_changed"
+    CONSENT_CHANGED_OWN = "consent_changed_own"
+    COLLECTION_REFUSED = "collection_refused"
+    COLLECTION_REFUSED_OWN = "collection_refused_own"
 
 
 @dataclass(frozen=True)
@@ -272,6 +276,42 @@ _TEMPLATES: Final[Mapping[NoticeKind, _Template]] = {
         frozenset({"at", "who", "what", "request", "link"}),
         advice="home_erasure",
     ),
+    # C6: every consent action for a child reaches each guardian; an adult's own change
+    # is confirmed. Purpose titles come from the purposes file, never typed by a person.
+    NoticeKind.CONSENT_CHANGED: _Template(
+        "Consent for a child in your Tutela home was changed",
+        "What Tutela may do with the recordings of {profile} was changed.{turned}\n\n"
+        "  Changed by:     {who}\n  Notice version: {notice}\n  See and change it: {link}",
+        frozenset({"at", "profile", "who", "notice", "link"}),
+        frozenset({"on", "off"}),
+        advice="consent",
+    ),
+    NoticeKind.CONSENT_CHANGED_OWN: _Template(
+        "Your Tutela consent choices were changed",
+        "What Tutela may do with your recordings was changed.{turned}\n\n"
+        "  Notice version: {notice}\n  See and change it: {link}",
+        frozenset({"at", "notice", "link"}),
+        frozenset({"on", "off"}),
+        advice="consent",
+    ),
+    NoticeKind.COLLECTION_REFUSED: _Template(
+        "Recording of a child in your Tutela home was stopped",
+        "All further recording and use of {profile}'s information was refused: every "
+        "consent is withdrawn, and the home's devices can no longer upload anything of "
+        "{profile}. What is already kept stays until it is deleted, which you can ask for "
+        "on the privacy page.\n\n  Stopped by: {who}\n  See it:     {link}",
+        frozenset({"at", "profile", "who", "link"}),
+        advice="consent",
+    ),
+    NoticeKind.COLLECTION_REFUSED_OWN: _Template(
+        "You stopped all recording of you in Tutela",
+        "All further recording and use of your information was refused: every consent is "
+        "withdrawn, and the home's devices can no longer upload anything of you. What is "
+        "already kept stays until it is deleted, which you can ask for on the privacy "
+        "page.\n\n  See it: {link}",
+        frozenset({"at", "link"}),
+        advice="consent",
+    ),
 }
 
 _TEAM_KINDS: Final = frozenset(
@@ -318,6 +358,11 @@ def _advice(kind: str, settings: Settings) -> str:
             f"{settings.origin}/account/privacy. The receipt can be fetched without signing "
             "in, and anyone can check its signature with `tutela receipt verify`."
         )
+    if kind == "consent":
+        return (
+            "If you did not expect this, go to "
+            f"{url}: end all your sessions and change your password."
+        )
     if kind == "erasure_team":
         return "List them with `tutela erasure list --open` and see what holds them up."
     if kind == "erasure_failed":
@@ -341,6 +386,16 @@ def _clean(value: str) -> str:
     return " ".join(text.split())[:200]
 
 
+def _turned(params: Mapping[str, str]) -> str:
+    """The purposes a consent notice says were turned on and off, one line each."""
+    lines = [
+        f"\n  {label} {_clean(params[key])}"
+        for key, label in (("on", "Turned on: "), ("off", "Turned off:"))
+        if params.get(key)
+    ]
+    return ("\n" + "".join(lines)) if lines else ""
+
+
 def render(kind: NoticeKind, params: Mapping[str, str], settings: Settings) -> tuple[str, str]:
     """The subject and plain-text body of a notice. Passwords are never a parameter."""
     template = _TEMPLATES[kind]
@@ -360,6 +415,8 @@ def render(kind: NoticeKind, params: Mapping[str, str], settings: Settings) -> t
         "who": _clean(params.get("who", "")),
         "what": ERASED_WHAT.get(params.get("what", ""), ""),
         "percent": params.get("percent", ""),
+        "notice": params.get("notice", ""),
+        "turned": _turned(params),
         "minutes": params.get("minutes", ""),
         "until": _display_time(params["until"]) if params.get("until") else "",
         "how": (
@@ -404,7 +461,7 @@ def _check_params(kind: NoticeKind, owner: Owner | None, params: Mapping[str, st
         raise ValueError("A notice's time has no time zone.")
     if "what" in params and params["what"] not in ERASED_WHAT:
         raise ValueError("A notice says what was erased in words of its own.")
-    for number in ("count", "minutes", "percent"):
+    for number in ("count", "minutes", "percent", "notice"):
         if number in params and not (params[number].isascii() and params[number].isdigit()):
             raise ValueError(f"A notice's {number} is not a number.")
     link = params.get("link")

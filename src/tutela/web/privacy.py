@@ -116,6 +116,8 @@ def _page(
         "saved": request.query_params.get("saved"),
         "saved_profile": request.query_params.get("profile"),
         "kept": request.query_params.get("kept"),
+        # Consent is decided for one's own profile and one's children (C6): web/consent.py.
+        "consent_ids": visible,
     }
     return templates.TemplateResponse(request, "privacy.html", context, status_code=status)
 
