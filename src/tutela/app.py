@@ -37,6 +37,7 @@ from tutela.identity.passkey_api import router as passkey_router
 from tutela.identity.recovery_api import router as recovery_router
 from tutela.retention.api import router as retention_router
 from tutela.settings import Settings
+from tutela.transparency.api import router as transparency_router
 from tutela.vault.api import ingest as ingest_router
 from tutela.vault.api import items as items_router
 from tutela.web.account import router as account_router
@@ -46,6 +47,7 @@ from tutela.web.routes import router as web_router
 from tutela.web.routes import static_files, throttled_page
 from tutela.web.staff import router as staff_console_router
 from tutela.web.staff import staff_throttled_page
+from tutela.web.transparency import router as console_transparency_router
 
 log = logging.getLogger("tutela.http")
 MEDIA_PATH = "/api/v1/ingest/media"
@@ -412,11 +414,13 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         items_router,
         erasure_router,
         retention_router,
+        transparency_router,
         web_router,
         account_router,
         privacy_router,
         staff_console_router,
         console_recovery_router,
+        console_transparency_router,
     ):
         app.include_router(router)
     app.mount("/static", static_files(), name="static")
