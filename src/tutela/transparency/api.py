@@ -3,6 +3,7 @@ staff-access notice, current and every published version (R9)."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
@@ -11,7 +12,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 from pydantic import AwareDatetime, BaseModel
 
-from tutela.core.errors import InvalidInput, NotFound
+from tutela.core.errors import ConfigurationError, InvalidInput, NotFound
 from tutela.deps import AppContainer, CurrentReader, DbSession
 from tutela.transparency import service
 from tutela.transparency.notice import PAGE
@@ -139,8 +140,10 @@ def staff_access_notice(session: DbSession, container: AppContainer) -> dict[str
 def staff_access_notice_versions(
     session: DbSession, container: AppContainer
 ) -> list[NoticeVersionOut]:
-    """Every published version of the notice, newest first (R9)."""
-    service.publish_notice(session, container.staff_access, now=container.clock.now())
+    """Every published version of the notice, newest first (R9); what was published is
+    listed even while the policy in force cannot be published (the notice says why)."""
+    with contextlib.suppress(ConfigurationError):
+        service.publish_notice(session, container.staff_access, now=container.clock.now())
     return [
         NoticeVersionOut(version=v, published_at=at, policy_sha256=sha, url=f"{PAGE}/versions/{v}")
         for v, at, sha in service.published_versions(session)
