@@ -117,3 +117,20 @@ def test_an_older_version_than_the_published_one_is_refused(
         assert [
             v["version"] for v in second.get(f"{API}/notices/staff-access/versions").json()
         ] == [3]
+
+
+def test_the_command_line_checks_a_policy_before_it_is_deployed(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tutela.cli import app
+
+    runner = CliRunner()
+    good = runner.invoke(app, ["staff-access", "check"])
+    assert good.exit_code == 0 and "policy OK: version 1, 6 roles" in good.output
+    bad = tmp_path / "bad.toml"
+    bad.write_text(DEFAULT.replace('requires = ["human_review_consent"]', "requires = []"))
+    refused = runner.invoke(app, ["staff-access", "check", "--policy", str(bad)])
+    assert refused.exit_code == 2
+    assert "requires must include human_review_consent" in refused.output
+    printed = runner.invoke(app, ["staff-access", "notice", "--format", "html"])
+    assert printed.exit_code == 0 and "Trust &amp; Safety reviewer" in printed.output
