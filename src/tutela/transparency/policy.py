@@ -72,15 +72,18 @@ class StaffAccessPolicy:
     """Digest of the parsed content (not of comments or layout): a change of what the
     policy says is a change of this digest."""
 
+    def role(self, role: str) -> RoleRule | None:
+        """The rule of a role named by its value, None for a role the policy does not know."""
+        return next((rule for name, rule in self.roles.items() if name.value == role), None)
+
     def role_title(self, role: str) -> str:
-        found = self.roles.get(StaffRole(role)) if role in StaffRole._value2member_map_ else None
+        found = self.role(role)
         return found.title if found else role
 
     def allows(self, role: str, purpose: AccessPurpose, kind: ItemKind | None) -> bool:
-        """Whether the role may look for this purpose (at items of `kind`, if given)."""
-        if role not in StaffRole._value2member_map_:
-            return False
-        rule = self.roles.get(StaffRole(role))
+        """Whether the role may look for this purpose (at items of `kind`, if given);
+        deny by default: an unknown role, purpose or kind opens nothing."""
+        rule = self.role(role)
         if rule is None or purpose not in rule.purposes:
             return False
         return kind is None or kind in rule.data

@@ -74,7 +74,6 @@ def access_page(
         account_id=principal.account_id,
         own_profile_id=principal.profile_id,
     )
-    error = None
     try:
         page = container.transparency.accesses_for(
             session,
@@ -101,7 +100,7 @@ def access_page(
         if r.profile_id in names
     ]
     context = _context(
-        principal, container, lines, page.next_cursor, error=error, older=cursor is not None
+        principal, container, lines, page.next_cursor, error=None, older=cursor is not None
     )
     return templates.TemplateResponse(request, "access_log.html", context)
 
