@@ -330,12 +330,12 @@ def _register_breach_commands() -> None:
     from tutela.retention.cli import app as retention_app  # noqa: PLC0415
     from tutela.transparency.cli import app as staff_access_app  # noqa: PLC0415
 
+    app.add_typer(staff_access_app, name="staff-access")
     app.add_typer(breach_app, name="breach")
     app.add_typer(erasure_app, name="erasure")
     app.add_typer(backup_app, name="backup")
     app.add_typer(receipt_app, name="receipt")
     app.add_typer(retention_app, name="retention")
-    app.add_typer(staff_access_app, name="staff-access")
 
 
 _register_breach_commands()
