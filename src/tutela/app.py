@@ -38,6 +38,7 @@ from tutela.identity.passkey_api import router as passkey_router
 from tutela.identity.recovery_api import router as recovery_router
 from tutela.retention.api import router as retention_router
 from tutela.settings import Settings
+from tutela.transparency.api import router as transparency_router
 from tutela.vault.api import ingest as ingest_router
 from tutela.vault.api import items as items_router
 from tutela.web.account import router as account_router
@@ -48,6 +49,7 @@ from tutela.web.routes import router as web_router
 from tutela.web.routes import static_files, throttled_page
 from tutela.web.staff import router as staff_console_router
 from tutela.web.staff import staff_throttled_page
+from tutela.web.transparency import router as console_transparency_router
 
 log = logging.getLogger("tutela.http")
 MEDIA_PATH = "/api/v1/ingest/media"
@@ -412,6 +414,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         households_router,
         ingest_router,
         items_router,
+        transparency_router,
         erasure_router,
         retention_router,
         consent_router,
@@ -421,6 +424,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         console_consent_router,
         staff_console_router,
         console_recovery_router,
+        console_transparency_router,
     ):
         app.include_router(router)
     app.mount("/static", static_files(), name="static")

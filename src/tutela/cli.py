@@ -247,6 +247,7 @@ def demo(
         build_demo,
         demo_exists,
     )
+    from tutela.demo_access import ensure_demo_accesses  # noqa: PLC0415
     from tutela.demo_staff import ensure_demo_staff  # noqa: PLC0415
 
     settings = _settings()
@@ -257,6 +258,7 @@ def demo(
         else:
             build_demo(container, households=households, seed=seed)
         ensure_demo_staff(container)
+        ensure_demo_accesses(container)
     finally:
         container.close()
     console = settings.public_url.rstrip("/")
@@ -267,6 +269,7 @@ def demo(
     typer.echo("  parent2@demo.tutela.test  the other parent of the same home, who sees its")
     typer.echo("                            cameras too; its second factor is the authenticator")
     typer.echo(f"                            key {DEMO_SECOND_PARENT_TOTP_SECRET}")
+    typer.echo(f"  {console}/privacy/access shows the employees' looks at its recordings (R9)")
     typer.echo(f"  at {console}/staff/login (employees; a second factor is set up at the first")
     typer.echo("  sign-in, R4)")
     typer.echo("  support@demo.tutela.test  support: adds an authenticator app from its QR code")
@@ -326,7 +329,9 @@ def _register_breach_commands() -> None:
     from tutela.erasure.receipt_cli import app as receipt_app  # noqa: PLC0415
     from tutela.identity.breach_cli import app as breach_app  # noqa: PLC0415
     from tutela.retention.cli import app as retention_app  # noqa: PLC0415
+    from tutela.transparency.cli import app as staff_access_app  # noqa: PLC0415
 
+    app.add_typer(staff_access_app, name="staff-access")
     app.add_typer(breach_app, name="breach")
     app.add_typer(erasure_app, name="erasure")
     app.add_typer(backup_app, name="backup")

@@ -33,6 +33,8 @@ from tutela.vault.service import Limits, Vault
 
 if TYPE_CHECKING:
     from tutela.retention.policy import Policy
+    from tutela.transparency.policy import StaffAccessPolicy
+    from tutela.transparency.service import SqlAccessTransparency
     from tutela.vault.rotation import EpochRotation
 
 
@@ -55,6 +57,7 @@ class Container:
     erasure: ErasureEngine = field(init=False)
     consent: ConsentLedger = field(init=False)
     _policy: Policy | None = field(default=None, init=False, repr=False)
+    _staff_access: StaffAccessPolicy | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.notices = OutboxNotices(self.stores, self.vault.keys, self.mailer, self.settings)
@@ -97,6 +100,22 @@ class Container:
 
             self._policy = load_policy(self.settings.retention_policy_file)
         return self._policy
+
+    @property
+    def staff_access(self) -> StaffAccessPolicy:
+        """The staff-access policy file (R9), loaded (and validated) once per process."""
+        if self._staff_access is None:
+            from tutela.transparency.policy import load_staff_access  # noqa: PLC0415
+
+            self._staff_access = load_staff_access(self.settings.staff_access_policy_file)
+        return self._staff_access
+
+    @property
+    def transparency(self) -> SqlAccessTransparency:
+        """The record of employees' looks at customers' media, as customers see it (R3)."""
+        from tutela.transparency.service import SqlAccessTransparency  # noqa: PLC0415
+
+        return SqlAccessTransparency(self.vault.keys, self.staff_access)
 
     def hold(self, household_id: uuid.UUID, profile_id: uuid.UUID | None, now: datetime) -> object:
         """The legal hold covering this scope now, if any. Without a profile (a whole

@@ -151,6 +151,11 @@ class Settings(BaseSettings):
     retention_policy_file: Path | None = Field(
         default=None, description="The retention policy (TOML); default: the packaged one."
     )
+    staff_access_policy_file: Path | None = Field(
+        default=None,
+        description="The staff-access policy (TOML) the public notice is generated from "
+        "(R9); default: the packaged one.",
+    )
     erasure_completion_days: int = Field(default=30, ge=1, le=90)
     erasure_confirm_business_days: int = Field(default=10, ge=1, le=30)
     erasure_warn_fraction: float = Field(default=0.8, gt=0, lt=1)

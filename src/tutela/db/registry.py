@@ -8,6 +8,7 @@ from tutela.identity import models as identity_models
 from tutela.identity import recovery_models
 from tutela.notices import models as notices_models
 from tutela.retention import models as retention_models
+from tutela.transparency import models as transparency_models
 from tutela.vault import models as vault_models
 
 __all__ = [
@@ -19,5 +20,6 @@ __all__ = [
     "notices_models",
     "recovery_models",
     "retention_models",
+    "transparency_models",
     "vault_models",
 ]

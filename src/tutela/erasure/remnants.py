@@ -108,6 +108,15 @@ def check_live(engine: ErasureEngine, job: Job) -> Result:
                 ),
             )
             result.add("derived artifacts", "transcripts and thumbnails", derived)
+            references = [
+                select(func.count().label("n"))
+                .select_from(table)
+                .where(pair_in(table.c.household_id, table.c.item_id, pairs, postgresql=pg))
+                for table in removal.item_reference_tables()
+            ]
+            result.add(
+                "main database", "records naming the items", _sum_of_counts(session, references)
+            )
         else:
             # Every item of the profile or household is counted by the scope's own query
             # below; its derived artifacts are all of them that have a source.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING
 
-from sqlalchemy import ColumnElement, case, delete, update
+from sqlalchemy import ColumnElement, Table, case, delete, update
 from sqlalchemy.orm import Session
 
 from tutela.audit.models import AuditEvent
@@ -86,10 +86,41 @@ def rows(engine: ErasureEngine, job: Job) -> str:
         elif scope.kind is ScopeKind.PROFILE:
             _profile_rows(session, scope, erased)
         elif job.fp.members:
+            _item_references(engine, session, job)
             session.execute(delete(MediaItem).where(_members(engine, job)))
         session.commit()
     purge_journal(engine.stores.main)
     return "advanced"
+
+
+def item_reference_tables() -> list[Table]:
+    """Tables keyed by household that name an item in a nullable `item_id` (the record of
+    an employee's look, R3): an erased item's id is cleared from them, the record kept."""
+    return [
+        table
+        for table in Base.metadata.sorted_tables
+        if table.name != "items"
+        and "household_id" in table.c
+        and "item_id" in table.c
+        and table.c.item_id.nullable
+    ]
+
+
+def _item_references(engine: ErasureEngine, session: Session, job: Job) -> None:
+    """What happened stays, not the item: nothing else holds its id once it is erased (A5)."""
+    for table in item_reference_tables():
+        session.execute(
+            update(table)
+            .where(
+                pair_in(
+                    table.c.household_id,
+                    table.c.item_id,
+                    job.fp.pairs(),
+                    postgresql=engine.postgresql,
+                )
+            )
+            .values(item_id=None)
+        )
 
 
 def notices_of(scope: Scope) -> ColumnElement[bool] | None:

@@ -227,6 +227,9 @@ def scheduled_sweep(container: Container) -> int:
         weakref.finalize(container, _last_sweep.pop, key, None)
     # Remembered before running: a sweep that fails waits for the next slot, not 5 s.
     _last_sweep[key] = now
+    with container.stores.session() as session:
+        # Records of employees' looks are kept as long as the staff-access policy says (R3).
+        container.transparency.prune(session, now=now)
     return len(run_sweep(container, now=now).requests)
 
 
