@@ -1,7 +1,7 @@
 """staff media accesses and staff access notices
 
 Revision ID: 4159ff234d61
-Revises: 393728e06cbc
+Revises: 37342d6507ac
 Create Date: 2026-12-07 22:51:01.319239
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "4159ff234d61"
-down_revision: str | Sequence[str] | None = "393728e06cbc"
+down_revision: str | Sequence[str] | None = "37342d6507ac"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
