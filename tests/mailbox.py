@@ -72,3 +72,17 @@ def sign_in_served(
             timeout=30,
         )
     return r
+
+
+def notices_to(directory: Path, email: str) -> list[str]:
+    """What each message mailed to `email` says (subject, then plain body), oldest first."""
+    parser = BytesParser(policy=policy.default)
+    texts = []
+    for path in sorted(directory.glob("*.eml")) if directory.is_dir() else []:
+        message = parser.parsebytes(path.read_bytes())
+        recipients = {a.lower() for _, a in getaddresses(message.get_all("To", []))}
+        if email.lower() in recipients:
+            body = message.get_body(("plain",))
+            content = str(body.get_content()) if body is not None else ""  # type: ignore[union-attr]
+            texts.append(f"{message['Subject']}\n{content}")
+    return texts
