@@ -38,7 +38,7 @@ from tutela.identity.staff_door import UseStaffSignIn
 from tutela.settings import Settings
 from tutela.vault import service as vault
 from tutela.vault.models import ItemKind
-from tutela.web import rights
+from tutela.web import rights_forms
 from tutela.web.forms import (
     CSRF_COOKIE,
     complete_factor,
@@ -377,7 +377,7 @@ def profile_page(
             "items": page.items,
             "principal": principal,
             "transcripts": transcripts,
-            "rights": rights.panel(session, principal, profile),
+            "rights": rights_forms.panel(session, principal, profile),
             "next_cursor": page.next_cursor,
             "kind": kind.value if kind else "",
             "kinds": [
