@@ -187,6 +187,13 @@ def test_a_parent_deletes_a_selection_and_only_it(
     for left in (second, kept, made["transcript"][1], made["location"][0]):
         assert readable(container, home.household_id, left)
     assert container.erasure.run_pending().completed == 1
+    # Once verified, the guardian is told, with the signed receipt's address (A8).
+    container.deliver_notices()
+    done = [
+        t for t in notices_to(container.settings.mail_path, owner_email(home)) if "is complete" in t
+    ]
+    assert len(done) == 1
+    assert f"{container.settings.origin}/api/v1/receipts/{r.json()['id']}" in done[0]
     receipt = client.get(f"{API}/receipts/{r.json()['id']}").json()
     assert receipt["receipt"]["counts"] == {"voice": 1, "transcript": 1, "video": 1, "thumbnail": 1}
     left = listed(client, headers)

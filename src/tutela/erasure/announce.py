@@ -234,6 +234,36 @@ def confirm_to_requester(
     return True
 
 
+def tell_completed(
+    session: Session, keys: KeyStore, *, request: ErasureRequest, origin: str, now: datetime
+) -> bool:
+    """Queue the news that a guardian's request for some of a child's items is complete,
+    with its signed receipt's address, to that guardian (C6, A8: deleted only once
+    verified); what the household was told of already named where its receipt would be.
+    The caller commits."""
+    if request.requester_kind != RequesterKind.GUARDIAN.value or request.household_id is None:
+        return False
+    if tells_household(request.scope_kind, request.requester_kind):
+        return False
+    account_id = _account_id(request.requested_by)
+    account = session.get(Account, (request.household_id, account_id)) if account_id else None
+    if account is None:
+        return False
+    enqueue(
+        session,
+        keys,
+        kind=NoticeKind.ERASURE_COMPLETED,
+        owner=Owner.account(account.household_id, account.id, account.profile_id),
+        params={
+            "at": now.isoformat(),
+            "request": str(request.id),
+            "link": f"{origin}/api/v1/receipts/{request.id}",
+        },
+        now=now,
+    )
+    return True
+
+
 def _visible(household_id: uuid.UUID, viewer: str) -> Sequence[ColumnElement[bool]]:
     return (
         ErasureRequest.household_id == household_id,
