@@ -383,3 +383,29 @@ def test_only_the_owner_closes_the_account_and_then_everything_goes(
     with container.stores.session() as s:
         assert s.get(Household, home.household_id) is None
     assert client.get(f"/api/v1/receipts/{request_id}").status_code == 200
+
+
+def test_a_selection_is_bounded(
+    client: TestClient, container: Container, home: CreatedHome
+) -> None:
+    console_sign_in(client, owner_email(home))
+    many = [("item_id", str(uuid.uuid4())) for _ in range(501)]
+    r = review(client, home.child_profiles[0], [("what", "selection"), *many])
+    assert r.status_code == 422
+    assert requests_made(container) == 0
+
+
+def test_one_item_deleted_from_its_card_is_confirmed_in_the_guardians_mailbox(
+    client: TestClient, container: Container, home: CreatedHome, media: dict[str, list[uuid.UUID]]
+) -> None:
+    child, item = home.child_profiles[0], media["voice"][0]
+    email = owner_email(home)
+    console_sign_in(client, email)
+    r = client.post(f"/profiles/{child}/items/{item}/erase", follow_redirects=False)
+    assert r.status_code == 303
+    request_id = r.headers["location"].rsplit("=", 1)[1]
+    told = [t for t in notices_to(container.settings.mail_path, email) if "was received" in t]
+    assert len(told) == 1
+    assert "one recording or location record" in told[0]
+    assert f"/api/v1/receipts/{request_id}" in told[0]
+    assert "Lily" not in told[0]
