@@ -89,3 +89,9 @@ def mail_to(directory: Path, email: str, *, subject: str | None = None) -> list[
         body = str(message.get_body(("plain",)).get_content())  # type: ignore[union-attr]
         found.append(f"{message['Subject']}\n\n{body}")
     return found
+
+
+def notices_to(directory: Path, email: str) -> list[str]:
+    """What each message mailed to `email` says (subject, blank line, plain body), oldest
+    first."""
+    return mail_to(directory, email)

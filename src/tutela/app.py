@@ -41,10 +41,12 @@ from tutela.settings import Settings
 from tutela.transparency.api import router as transparency_router
 from tutela.vault.api import ingest as ingest_router
 from tutela.vault.api import items as items_router
+from tutela.vault.summary_api import router as summary_router
 from tutela.web.account import router as account_router
 from tutela.web.consent import router as console_consent_router
 from tutela.web.privacy import router as privacy_router
 from tutela.web.recovery import router as console_recovery_router
+from tutela.web.rights import router as rights_router
 from tutela.web.routes import router as web_router
 from tutela.web.routes import static_files, throttled_page
 from tutela.web.staff import router as staff_console_router
@@ -422,6 +424,8 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         account_router,
         privacy_router,
         console_consent_router,
+        rights_router,
+        summary_router,
         staff_console_router,
         console_recovery_router,
         console_transparency_router,

@@ -2,11 +2,12 @@
 
 Erasing a child's profile, closing a household, and any erasure by Tutela's privacy office
 concern everyone in the home: every adult with an account is sent a notice when the
-request is recorded, and sees the request in the API and the console (C6, S7). An adult's
-erasure of their own items stays theirs alone. The notice says what was erased in
-general words, who asked, when, and where the receipt will be; it never carries the
-erased subject's personal data (a child's name in it would be a copy outliving the
-erasure: A5).
+request is recorded, and sees the request in the API and the console (C6, S7). A
+guardian's erasure of some of a child's items (one, a selection, some kinds, a time range)
+is confirmed to that guardian alone. An adult's erasure of their own items stays theirs
+alone. The notice says what was erased in general words, who asked, when, and where the
+receipt will be; it never carries the erased subject's personal data (a child's name in
+it would be a copy outliving the erasure: A5).
 """
 
 from __future__ import annotations
@@ -176,6 +177,91 @@ def tell_household(
             now=now,
         )
     return len(accounts)
+
+
+def own_what_code(scope: Scope) -> str:
+    """The general words for what a guardian's request erases: one
+    item, a selection, some kinds, a time range, or everything of the profile. `scope` is
+    the request as asked (before "up to now" was added to it)."""
+    if scope.kind is not ScopeKind.ITEMS:
+        return scope.kind.value
+    if scope.item_ids:
+        return "selection"
+    if scope.since is not None or scope.until is not None:
+        return "range"
+    return "kinds" if scope.kinds else "all_items"
+
+
+def confirm_to_requester(
+    session: Session,
+    keys: KeyStore,
+    *,
+    request: ErasureRequest,
+    scope: Scope,
+    requester: Requester,
+    origin: str,
+    now: datetime,
+) -> bool:
+    """Queue the confirmation of a guardian's request for a child's items to them, in the
+    request's transaction (C6, S8: confirmed in writing, with where the receipt will be).
+
+    Requests the whole household is told of already reach the guardian that way (as
+    "you"); an adult's erasure of their own items, rules, officers and restores confirm to
+    nobody (an adult sees their own requests on the privacy page). The notice names no
+    profile and no item: a child's name in it would outlive the child's erasure (A5).
+    """
+    if requester.kind is not RequesterKind.GUARDIAN or scope.household_id is None:
+        return False
+    if tells_household(scope.kind.value, requester.kind.value):
+        return False
+    account_id = _account_id(requester.ref)
+    account = session.get(Account, (scope.household_id, account_id)) if account_id else None
+    if account is None:
+        return False
+    enqueue(
+        session,
+        keys,
+        kind=NoticeKind.ERASURE_CONFIRMED,
+        owner=Owner.account(account.household_id, account.id, account.profile_id),
+        params={
+            "at": now.isoformat(),
+            "what": own_what_code(scope),
+            "request": str(request.id),
+            "link": f"{origin}/api/v1/receipts/{request.id}",
+        },
+        now=now,
+    )
+    return True
+
+
+def tell_completed(
+    session: Session, keys: KeyStore, *, request: ErasureRequest, origin: str, now: datetime
+) -> bool:
+    """Queue the news that a guardian's request for some of a child's items is complete,
+    with its signed receipt's address, to that guardian (C6, A8: deleted only once
+    verified); what the household was told of already named where its receipt would be.
+    The caller commits."""
+    if request.requester_kind != RequesterKind.GUARDIAN.value or request.household_id is None:
+        return False
+    if tells_household(request.scope_kind, request.requester_kind):
+        return False
+    account_id = _account_id(request.requested_by)
+    account = session.get(Account, (request.household_id, account_id)) if account_id else None
+    if account is None:
+        return False
+    enqueue(
+        session,
+        keys,
+        kind=NoticeKind.ERASURE_COMPLETED,
+        owner=Owner.account(account.household_id, account.id, account.profile_id),
+        params={
+            "at": now.isoformat(),
+            "request": str(request.id),
+            "link": f"{origin}/api/v1/receipts/{request.id}",
+        },
+        now=now,
+    )
+    return True
 
 
 def _visible(household_id: uuid.UUID, viewer: str) -> Sequence[ColumnElement[bool]]:

@@ -28,10 +28,13 @@ from tutela.erasure.scope import Requester, Scope
 from tutela.households import service as households
 from tutela.households.models import AccountRole, Profile, ProfileKind
 from tutela.identity.service import Principal, StaffPrincipal
+from tutela.vault import service as vault
 from tutela.vault.models import ItemKind, MediaItem
 
 router = APIRouter(prefix="/api/v1", tags=["erasure"])
 IDEMPOTENCY_KEY = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
+MAX_SELECTION = 500
+"""Items one request may name one by one (a page of the console's list is far fewer)."""
 
 
 class ErasureIn(BaseModel):
@@ -41,6 +44,8 @@ class ErasureIn(BaseModel):
     kinds: list[ItemKind] = Field(default_factory=list, max_length=6)
     since: AwareDatetime | None = None
     until: AwareDatetime | None = None
+    item_ids: list[uuid.UUID] = Field(default_factory=list, max_length=MAX_SELECTION)
+    """A selection of the profile's items (scope `items`): each one must be the profile's."""
 
 
 class OfficerErasureIn(ErasureIn):
@@ -115,6 +120,7 @@ def _scope(payload: ErasureIn, household_id: uuid.UUID) -> Scope:
         kinds=tuple(k.value for k in payload.kinds),
         since=payload.since,
         until=payload.until,
+        item_ids=tuple(dict.fromkeys(payload.item_ids)),
     )
 
 
@@ -133,6 +139,15 @@ def _customer_requester(
         profile_id = item.profile_id if item is not None else None
     if profile_id is None or profile_id not in visible:
         # Another household's ids, or a profile this account may not see: not found.
+        raise NotFound("No such profile or item.", code="not_found")
+    if scope.item_ids and vault.live_items_of(
+        session,
+        household_id=principal.household_id,
+        profile_id=profile_id,
+        item_ids=scope.item_ids,
+    ) != len(scope.item_ids):
+        # One id of another profile or household (or already erased) refuses them all:
+        # nothing is started, and which one it was is not said.
         raise NotFound("No such profile or item.", code="not_found")
     if profile_id == principal.profile_id:
         return Requester(RequesterKind.ADULT, ref)
@@ -159,8 +174,10 @@ def request_erasure(
 ) -> ErasureOut:
     """Erase one item, some of a profile's items, a child's profile, or the household.
 
-    `items` without kinds, range or ids is every kind of the profile's items up to now:
-    an adult's "erase everything about me" (their account stays). Anything but a single
+    `items` narrows by kinds, a range (`since`, `until`) or a selection (`item_ids`, up
+    to 500, every one the profile's: one that is not answers 404 and starts nothing);
+    without any of them it is every kind of the profile's items up to now: an adult's
+    "erase everything about me" (their account stays). Anything but a single
     item (`items`, `profile`, `household`) needs a recent second factor (step-up, C7).
     A child's profile or the household is announced to every adult of the household.
     """

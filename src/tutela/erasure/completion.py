@@ -20,7 +20,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from tutela.audit.service import AuditTag
 from tutela.core.clock import as_utc
 from tutela.db.engine import purge_journal
-from tutela.erasure import copies, receipts, remnants, steps
+from tutela.erasure import announce, copies, receipts, remnants, steps
 from tutela.erasure import downstream as consumers
 from tutela.erasure.jobs import MAX_VERIFY_FAILURES, Job, chunks
 from tutela.erasure.models import ErasureRequest, RequestStatus, ScopeKind, Step, Tombstone
@@ -193,6 +193,12 @@ def _conclude(engine: ErasureEngine, job: Job, result: remnants.Result) -> str:
     )
     if not done:
         return "lost"
+    with engine.stores.session() as session:
+        # After the receipt: a notice queued before it would be one more thing to check.
+        if announce.tell_completed(
+            session, engine.keys, request=job.row, origin=engine.settings.origin, now=now
+        ):
+            session.commit()
     purge_journal(engine.stores.main)
     return "done"
 

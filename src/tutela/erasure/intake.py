@@ -161,6 +161,15 @@ def request(
             origin=engine.settings.origin,
             now=now,
         )
+        announce.confirm_to_requester(
+            session,
+            engine.keys,
+            request=row,
+            scope=asked_scope,
+            requester=requester,
+            origin=engine.settings.origin,
+            now=now,
+        )
         try:
             if wake:
                 engine.wakeup.announce(session)  # a worker starts at the commit (wake.py)

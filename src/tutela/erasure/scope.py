@@ -76,6 +76,10 @@ class Scope:
             raise InvalidInput("An item erasure names its item.", code="invalid_scope")
         if self.kind in (ScopeKind.ITEMS, ScopeKind.PROFILE) and self.profile_id is None:
             raise InvalidInput("This erasure names its profile.", code="invalid_scope")
+        if self.item_ids and self.kind is not ScopeKind.ITEMS:
+            raise InvalidInput(
+                "Only an items erasure names items one by one.", code="invalid_scope"
+            )
         for k in self.kinds:
             if k not in set(ItemKind):
                 raise InvalidInput(f"Unknown kind of data: {k[:20]!r}.", code="invalid_scope")

@@ -77,6 +77,7 @@ class NoticeKind(StrEnum):
     CONSENT_CHANGED_OWN = "consent_changed_own"
     COLLECTION_REFUSED = "collection_refused"
     COLLECTION_REFUSED_OWN = "collection_refused_own"
+    ERASURE_CONFIRMED = "erasure_confirmed"
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,10 @@ ERASED_WHAT: Final[Mapping[str, str]] = {
     "profile": "a profile, with everything recorded of it",
     "child_profile": "a child's profile, with everything recorded of the child",
     "household": "your household's account: every profile, recording, device and sign-in",
+    "selection": "recordings and location records you chose, one by one, of one profile",
+    "kinds": "every recording (or location record) of the kinds you chose, of one profile",
+    "range": "the recordings and location records of one profile from the time you chose",
+    "all_items": "every recording and location record of one profile, up to now",
 }
 """What an erasure notice says was erased: general words, never whose name (C6)."""
 
@@ -311,6 +316,13 @@ _TEMPLATES: Final[Mapping[NoticeKind, _Template]] = {
         "page.\n\n  See it: {link}",
         frozenset({"at", "link"}),
         advice="consent",
+    NoticeKind.ERASURE_CONFIRMED: _Template(
+        "Your Tutela erasure request was received",
+        "You asked Tutela to erase {what}. Tutela destroys its keys first, which makes it "
+        "unreadable at once; then it removes every copy, checks what is left, and signs a "
+        "receipt.\n\n  Request:  {request}\n  Receipt:  {link} (once complete)",
+        frozenset({"at", "what", "request", "link"}),
+        advice="own_erasure",
     ),
 }
 
@@ -362,6 +374,13 @@ def _advice(kind: str, settings: Settings) -> str:
         return (
             "If you did not expect this, go to "
             f"{url}: end all your sessions and change your password."
+        )
+    if kind == "own_erasure":
+        return (
+            f"Every deletion you asked for is listed at {settings.origin}/account/privacy. "
+            "The receipt can be fetched without signing in, and anyone can check its "
+            "signature with `tutela receipt verify`.\nIf you did not ask for this, go to "
+            f"{_security_url(settings)} now: end all your sessions and change your password."
         )
     if kind == "erasure_team":
         return "List them with `tutela erasure list --open` and see what holds them up."

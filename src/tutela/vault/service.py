@@ -11,15 +11,16 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Table, insert, select, tuple_
+from sqlalchemy import Table, func, insert, select, tuple_
 from sqlalchemy.orm import Session
 
 from tutela.core.errors import Conflict, Gone, InvalidInput, NotFound, PayloadTooLarge
 from tutela.core.ids import uuid7
+from tutela.db.idsets import any_of
 from tutela.households.models import Device, Profile, ProfileState
 from tutela.vault import crypto, rules
 from tutela.vault.blobs import BlobStore
@@ -436,6 +437,34 @@ def get_item(session: Session, *, reader: Reader, item_id: uuid.UUID) -> MediaIt
     if item is None or item.profile_id not in reader.profile_ids or item.state != ItemState.ACTIVE:
         raise NotFound("No such item.", code="item_not_found")
     return item
+
+
+def live_items_of(
+    session: Session,
+    *,
+    household_id: uuid.UUID,
+    profile_id: uuid.UUID,
+    item_ids: Collection[uuid.UUID],
+) -> int:
+    """How many of `item_ids` are live items of this profile of this household: a
+    selection is acted on only when that is every one of them (C6)."""
+    if not item_ids:
+        return 0
+    count = session.scalar(
+        select(func.count())
+        .select_from(MediaItem)
+        .where(
+            MediaItem.household_id == household_id,
+            MediaItem.profile_id == profile_id,
+            any_of(
+                MediaItem.id,
+                sorted(set(item_ids)),
+                postgresql=session.get_bind().dialect.name == "postgresql",
+            ),
+            MediaItem.state == ItemState.ACTIVE,
+        )
+    )
+    return int(count or 0)
 
 
 def derived_items(session: Session, *, item: MediaItem) -> list[MediaItem]:

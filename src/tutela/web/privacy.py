@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, BackgroundTasks, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 
@@ -201,6 +201,7 @@ def erase_item(
     request: Request,
     session: DbSession,
     container: AppContainer,
+    background: BackgroundTasks,
 ) -> Response:
     """Delete one item and what was derived from it (C6). Its key is destroyed before the
     answer (S6); the rest of the erasure, its check and its receipt follow in the worker."""
@@ -226,4 +227,5 @@ def erase_item(
         started = container.erasure.start(scope, requester, hold=container.hold)
     except Conflict as exc:
         return RedirectResponse(f"{page}?refused={exc.code}", status_code=303)
+    background.add_task(container.deliver_notices)  # a guardian's confirmation
     return RedirectResponse(f"{page}?erased={started.id}", status_code=303)
