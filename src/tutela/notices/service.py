@@ -316,6 +316,7 @@ _TEMPLATES: Final[Mapping[NoticeKind, _Template]] = {
         "page.\n\n  See it: {link}",
         frozenset({"at", "link"}),
         advice="consent",
+    ),
     NoticeKind.ERASURE_CONFIRMED: _Template(
         "Your Tutela erasure request was received",
         "You asked Tutela to erase {what}. Tutela destroys its keys first, which makes it "
