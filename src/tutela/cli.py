@@ -320,6 +320,7 @@ def staff_add(
 
 
 def _register_breach_commands() -> None:
+    from tutela.consent.cli import app as consent_app  # noqa: PLC0415
     from tutela.erasure.cli import app as erasure_app  # noqa: PLC0415
     from tutela.erasure.cli import backup_app  # noqa: PLC0415
     from tutela.erasure.receipt_cli import app as receipt_app  # noqa: PLC0415
@@ -331,6 +332,7 @@ def _register_breach_commands() -> None:
     app.add_typer(backup_app, name="backup")
     app.add_typer(receipt_app, name="receipt")
     app.add_typer(retention_app, name="retention")
+    app.add_typer(consent_app, name="consent")
 
 
 _register_breach_commands()
