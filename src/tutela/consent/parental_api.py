@@ -77,6 +77,7 @@ def _verifiers(container: AppContainer) -> parental.Verifiers:
         hold=container.hold,
         failures_per_day=settings.parental_consent_failures_per_day,
         question_count=settings.parental_consent_questions,
+        production=settings.environment == "production",
     )
 
 
@@ -181,6 +182,7 @@ def parental_consent_questions(
     """Knowledge questions to answer for `knowledge_questions`, bound to this guardian
     and child for 15 minutes (the answers are not sent)."""
     who = parental.guardian_of_child(session, principal, child_id)
+    questions.require_bank(production=container.settings.environment == "production")
     drawn = questions.draw(
         container.vault.keys,
         child_profile_id=who.subject.profile_id,

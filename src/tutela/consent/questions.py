@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from tutela.core.errors import InvalidInput
+from tutela.core.errors import ConfigurationError, InvalidInput
 from tutela.vault import crypto
 from tutela.vault.keystore import KeyStore
 
@@ -105,6 +105,15 @@ class Answered:
     question_ids: tuple[str, ...]
     passed: bool
     right: int
+
+
+def require_bank(*, production: bool) -> None:
+    """The packaged bank is public: in production it verifies nobody (C3)."""
+    if production:
+        raise ConfigurationError(
+            "No question provider is configured for knowledge questions.",
+            code="question_bank_missing",
+        )
 
 
 def _mac(keys: KeyStore, payload: bytes, *, now: datetime) -> bytes:
