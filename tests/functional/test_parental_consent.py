@@ -488,3 +488,38 @@ def test_an_answered_ask_is_kept_by_the_sweep_without_its_address(
     assert run_sweep(container).consent_contacts_expired == 0
     [kept] = _contacts(container, home)
     assert kept.contact_sealed == b""
+
+
+def test_erasing_the_child_takes_its_asks_parental_consents_and_grants_with_it(
+    client: TestClient, container: Container, home: CreatedHome
+) -> None:
+    """C5, C6: the contact, the evidence and the grants are the child's and go with the
+    child; the remnant check (raw SQLite files included) finds none of them."""
+    headers = stepped_up(client, owner_email(home))
+    child = home.child_profiles[0]
+    r = client.post(
+        f"{API}/profiles/{child}/parental-consent/ask",
+        json={"email": "parent@example.com"},
+        headers=headers,
+    )
+    assert r.status_code == 202
+    declined = give(client, headers, child, "card_check", card_token="tok_declined")
+    assert declined.status_code == 403
+    assert give(client, headers, child, "card_check", card_token="tok_ok").status_code == 201
+    r = client.post(
+        f"{API}/erasures", json={"scope": "profile", "profile_id": str(child)}, headers=headers
+    )
+    assert r.status_code == 202, r.text
+    assert container.erasure.run_pending().completed == 1
+    status = client.get(f"{API}/erasures/{r.json()['id']}", headers=headers).json()
+    assert status["status"] == "completed"
+    assert _contacts(container, home) == [] and attempts(container, home) == []
+    with container.stores.session() as s:
+        assert (
+            s.scalar(
+                select(func.count())
+                .select_from(ConsentEvent)
+                .where(ConsentEvent.profile_id == child)
+            )
+            == 0
+        )
