@@ -105,7 +105,6 @@ def give_parental_consent(
     principal: CurrentPrincipal,
     session: DbSession,
     container: AppContainer,
-    background: BackgroundTasks,
     method: Annotated[Method, Form()],
     notice_version: Annotated[int, Form(ge=1)],
     purposes: Annotated[list[str], Form()],
@@ -145,8 +144,6 @@ def give_parental_consent(
     outcome = parental.give_consent(
         session, _verifiers(container), principal, child_id, attempt, now=now
     )
-    if method is Method.ID_CHECK:
-        background.add_task(container.erasure_pass)  # the ID photo's erasure, completed
     return ParentalConsentOut(
         id=outcome.consent_id,
         method=outcome.method,
