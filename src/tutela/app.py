@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tutela import __version__
 from tutela.consent.api import router as consent_router
+from tutela.consent.parental_api import router as parental_consent_router
 from tutela.container import Container, build
 from tutela.core.errors import TooManyAttempts, TutelaError
 from tutela.deps import DEVICE_COOKIE, cookie_name
@@ -420,6 +421,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         erasure_router,
         retention_router,
         consent_router,
+        parental_consent_router,
         web_router,
         account_router,
         privacy_router,

@@ -146,6 +146,14 @@ class Settings(BaseSettings):
     consent_purposes_file: Path | None = Field(
         default=None, description="The consent purposes (TOML); default: the packaged one."
     )
+    # Verifiable parental consent (C3, C5, C7): which providers check a card or an ID
+    # (only the fakes ship; production refuses them when asked to verify), how many failed
+    # attempts a child's profile takes a day, questions asked, asks mailed a day.
+    payment_provider: Literal["fake"] = "fake"
+    id_checker: Literal["fake"] = "fake"
+    parental_consent_failures_per_day: int = Field(default=5, ge=1, le=50)
+    parental_consent_questions: int = Field(default=3, ge=1, le=10)
+    parental_consent_asks_per_day: int = Field(default=3, ge=1, le=20)
 
     # Erasure and retention (A1-A8, C1, C5, C6, C9, C10, S6-S8).
     retention_policy_file: Path | None = Field(

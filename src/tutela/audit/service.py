@@ -64,6 +64,9 @@ class AuditTag(StrEnum):
     CONSENT_GRANTED = "consent:purpose:grant"
     CONSENT_WITHDRAWN = "consent:purpose:withdraw"
     COLLECTION_REFUSED = "consent:collection:refuse"
+    PARENTAL_CONSENT_VERIFIED = "consent:parental:verify"
+    PARENTAL_CONSENT_FAILED = "consent:parental:fail"
+    PARENTAL_CONSENT_ASKED = "consent:parental:ask"
 
 
 def record(

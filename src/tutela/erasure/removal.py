@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING
 
-from sqlalchemy import ColumnElement, Table, case, delete, update
+from sqlalchemy import ColumnElement, Table, case, delete, or_, update
 from sqlalchemy.orm import Session
 
 from tutela.audit.models import AuditEvent
@@ -181,9 +181,16 @@ def _profile_rows(session: Session, scope: Scope, erased: str) -> None:
                 session.execute(
                     delete(table).where(table.c.household_id == hh, table.c[column] == pid)
                 )
+    # `profile:<id>` and what names a part of it (`profile:<id>:<purpose>`, a consent).
+    ref = f"profile:{pid}"
     session.execute(
         update(AuditEvent)
-        .where(AuditEvent.household_id == hh, AuditEvent.subject == f"profile:{pid}")
+        .where(
+            AuditEvent.household_id == hh,
+            or_(
+                AuditEvent.subject == ref, AuditEvent.subject.startswith(ref + ":", autoescape=True)
+            ),
+        )
         .values(subject=erased)
     )
     session.execute(delete(Profile).where(Profile.household_id == hh, Profile.id == pid))

@@ -78,6 +78,7 @@ class NoticeKind(StrEnum):
     COLLECTION_REFUSED = "collection_refused"
     COLLECTION_REFUSED_OWN = "collection_refused_own"
     ERASURE_CONFIRMED = "erasure_confirmed"
+    PARENTAL_CONSENT_ASK = "parental_consent_ask"
 
 
 @dataclass(frozen=True)
@@ -325,6 +326,15 @@ _TEMPLATES: Final[Mapping[NoticeKind, _Template]] = {
         frozenset({"at", "what", "request", "link"}),
         advice="own_erasure",
     ),
+    NoticeKind.PARENTAL_CONSENT_ASK: _Template(
+        "A parent's consent is asked for on Tutela",
+        "Someone in a Tutela household asked for a parent's consent before Tutela keeps "
+        "anything about a child: recordings, locations or details (C3). If you are the "
+        "child's parent, sign in to give or refuse consent, and to choose what may be "
+        "kept:\n\n{link}",
+        frozenset({"at", "link"}),
+        advice="parental_consent",
+    ),
 }
 
 _TEAM_KINDS: Final = frozenset(
@@ -390,6 +400,12 @@ def _advice(kind: str, settings: Settings) -> str:
             "Find it with `tutela erasure list --open` (status failed) and see its step and "
             "findings with `tutela erasure show ID`; once the fault is fixed, run it again "
             "with `tutela erasure retry ID`."
+        )
+    if kind == "parental_consent":
+        return (
+            "If you are not this child's parent, ignore this message. Tutela keeps your "
+            "address only to ask for this consent, and deletes it if no consent comes in "
+            "time (C5)."
         )
     if kind == "staff":
         return f"If you did not expect this, tell your security team. Manage your sign-in at {url}."
@@ -666,6 +682,8 @@ def _deliver_one(
         # row back): never sent, whatever its key still opens (S8).
         _give_up(row, ERASED)
         return "gave_up"
+    if row.kind == NoticeKind.PARENTAL_CONSENT_ASK:
+        return _deliver_to_contact(keys, mailer, settings, row, now=now)
     try:
         owner = (
             owner_of_row(session, row)
@@ -694,6 +712,20 @@ def _deliver_one(
         # Tampered, unreadable or of an unknown kind: no retry can fix it.
         _give_up(row, type(exc).__name__)
         return "gave_up"
+    return _hand_on(mailer, settings, row, to=to, subject=subject, body=body, now=now)
+
+
+def _hand_on(
+    mailer: Mailer,
+    settings: Settings,
+    row: OutboxMessage,
+    *,
+    to: str,
+    subject: str,
+    body: str,
+    now: datetime,
+) -> str:
+    """Hand one rendered notice to the mailer; answers "sent", "failed" or "gave_up"."""
     try:
         mailer.send(
             build_message(sender=settings.mail_from, to=to, subject=subject, body=body, now=now),
@@ -713,6 +745,82 @@ def _deliver_one(
     # The parameters (a sign-in link among them) are needed no more once sent.
     row.params_sealed = b""
     return "sent"
+
+
+# --- notices to a contact that is no account (C5) ----------------------------------------
+
+
+def _contact_aad(message_id: uuid.UUID, kind: str, child_profile_id: uuid.UUID) -> bytes:
+    return (
+        b"tutela:notice:" + message_id.bytes + f":{kind}:contact".encode() + child_profile_id.bytes
+    )
+
+
+def enqueue_to_contact(
+    session: Session,
+    keys: KeyStore,
+    *,
+    kind: NoticeKind,
+    household_id: uuid.UUID,
+    child_profile_id: uuid.UUID,
+    address: str,
+    params: Mapping[str, str],
+    now: datetime,
+) -> uuid.UUID:
+    """Queue a notice to an address that belongs to no account: a parent asked for
+    consent (C5). The address travels in the sealed parameters, under the child's key,
+    and is wiped from the row once the notice is sent or given up; erasing the child
+    erases the row (it names the child as `about_profile_id`)."""
+    if kind is not NoticeKind.PARENTAL_CONSENT_ASK:
+        raise ValueError(f"A {kind} notice is not sent to a contact.")
+    template = _TEMPLATES[kind]
+    if set(params) != template.required:
+        raise ValueError(f"A {kind} notice has the wrong parameters.")
+    message_id = uuid7()
+    sealed = crypto.seal(
+        keys.profile_key(household_id=household_id, profile_id=child_profile_id),
+        json.dumps({**params, "to": address}, sort_keys=True).encode(),
+        aad=_contact_aad(message_id, kind.value, child_profile_id),
+    )
+    session.add(
+        OutboxMessage(
+            id=message_id,
+            kind=kind.value,
+            household_id=household_id,
+            account_id=None,
+            staff_id=None,
+            about_profile_id=child_profile_id,
+            params_sealed=sealed,
+            created_at=now,
+            next_attempt_at=now,
+            attempts=0,
+        )
+    )
+    return message_id
+
+
+def _deliver_to_contact(
+    keys: KeyStore, mailer: Mailer, settings: Settings, row: OutboxMessage, *, now: datetime
+) -> str:
+    if row.household_id is None or row.about_profile_id is None:
+        _give_up(row, RECIPIENT_GONE)
+        return "gave_up"
+    try:
+        key = keys.profile_key(household_id=row.household_id, profile_id=row.about_profile_id)
+        params = json.loads(
+            crypto.open_sealed(
+                key, row.params_sealed, aad=_contact_aad(row.id, row.kind, row.about_profile_id)
+            )
+        )
+        to = str(params.pop("to"))
+        subject, body = render(NoticeKind(row.kind), params, settings)
+    except KeyUnavailable:
+        _give_up(row, RECIPIENT_GONE)  # the child's keys are gone: erased
+        return "gave_up"
+    except (IntegrityFailure, ValueError, KeyError, TypeError) as exc:
+        _give_up(row, type(exc).__name__)
+        return "gave_up"
+    return _hand_on(mailer, settings, row, to=to, subject=subject, body=body, now=now)
 
 
 def deliver_pending(

@@ -62,13 +62,24 @@ class InactiveChild(Base):
 
 
 class ConsentContact(Base):
-    """A parent's contact, kept only to ask for consent (C5); sealed, and it expires."""
+    """A parent's contact, kept only to ask for consent (C5); sealed, and it expires.
+
+    Sealed under the key of the child it asks about (`child_profile_id`), so erasing the
+    child's profile makes it unreadable at once and removes the row with the child's.
+    """
 
     __tablename__ = "consent_contacts"
-    __table_args__ = (Index("ix_consent_contacts_created", "consented_at", "created_at"),)
+    __table_args__ = (
+        Index("ix_consent_contacts_created", "consented_at", "created_at"),
+        ForeignKeyConstraint(
+            ["household_id", "child_profile_id"], ["profiles.household_id", "profiles.id"]
+        ),
+        Index("ix_consent_contacts_child", "household_id", "child_profile_id", "created_at"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     household_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
+    child_profile_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     contact_sealed: Mapped[bytes] = mapped_column(Binary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     consented_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
