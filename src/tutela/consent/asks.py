@@ -81,7 +81,7 @@ def ask_parent(
         household_id=profile.household_id,
         child_profile_id=profile.id,
         address=address,
-        params={"at": now.isoformat(), "link": f"{origin}/profiles/{profile.id}/consent"},
+        params={"at": now.isoformat(), "link": f"{origin}/privacy/{profile.id}/consent"},
         now=now,
     )
     record(
