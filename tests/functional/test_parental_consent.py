@@ -437,7 +437,7 @@ def test_a_parent_asked_by_email_gets_a_link_and_the_address_is_dropped_on_conse
     assert b"parent.two" not in contact.contact_sealed.lower()
     assert str(contact.id) == r.json()["contact_id"] and expires
     [mail] = _mail_to(container, "parent.two@example.com")
-    assert f"/profiles/{child}/consent" in mail
+    assert f"/privacy/{child}/consent" in mail
     assert "Lily" not in mail  # the child is not named to an address nobody verified
 
     assert give(client, headers, child, "card_check", card_token="tok_ok").status_code == 201
