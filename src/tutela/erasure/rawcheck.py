@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 
 from tutela.db.base import Base
 from tutela.db.engine import purge_journal, rewrite_free_space
-from tutela.erasure import pagescan, rawscan
+from tutela.erasure import packages, pagescan, rawscan
 from tutela.erasure.models import ScopeKind
 
 if TYPE_CHECKING:
@@ -30,11 +30,12 @@ def stale_copies(engine: ErasureEngine, jobs: list[Job]) -> list[dict[str, int] 
     if not (pagescan.available(stores.keys) and pagescan.available(stores.main)):
         return [None] * len(jobs)
     sets = [_subject_ids(job) for job in jobs]
-    # Items' ids are kept (as uuids) in the items and their keys alone; a profile's or a
+    # Items' ids are kept (as uuids) in the items and their keys alone (a package's in its
+    # export's row too); a profile's or a
     # household's in every table keyed by the household.
     whole = any(job.scope.kind in (ScopeKind.PROFILE, ScopeKind.HOUSEHOLD) for job in jobs)
     tables = [t.name for t in Base.metadata.sorted_tables if "household_id" in t.c]
-    main_tables = tables if whole else ["items"]
+    main_tables = tables if whole else ["items", *packages.TABLES]
     key_tables = pagescan.KEY_TABLES if whole else ("item_keys",)
     for job in jobs:
         engine.leases.renew(job)  # reading every page can take longer than a lease

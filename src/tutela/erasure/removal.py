@@ -19,7 +19,7 @@ from tutela.audit.models import AuditEvent
 from tutela.db.base import Base
 from tutela.db.engine import purge_journal
 from tutela.db.idsets import pair_in
-from tutela.erasure import selection
+from tutela.erasure import packages, selection
 from tutela.erasure.jobs import MAX_FINGERPRINT_IDS, RECORD_TABLES, Job
 from tutela.erasure.models import ErasureRequest, ScopeKind, Step
 from tutela.erasure.scope import Scope
@@ -87,6 +87,13 @@ def rows(engine: ErasureEngine, job: Job) -> str:
             _profile_rows(session, scope, erased)
         elif job.fp.members:
             session.execute(delete(MediaItem).where(_members(engine, job)))
+            packages.strip(
+                session,
+                job.fp.pairs(),
+                request_id=job.row.id,
+                now=engine.clock.now(),
+                postgresql=engine.postgresql,
+            )
         session.commit()
     purge_journal(engine.stores.main)
     return "advanced"

@@ -73,6 +73,7 @@ class NoticeKind(StrEnum):
     ERASURE_DEADLINE = "erasure_deadline"
     ERASURE_FAILED = "erasure_failed"
     ERASURE_IN_HOME = "erasure_in_home"
+    EXPORT_READY = "export_ready"
 
 
 @dataclass(frozen=True)
@@ -272,6 +273,14 @@ _TEMPLATES: Final[Mapping[NoticeKind, _Template]] = {
         frozenset({"at", "who", "what", "request", "link"}),
         advice="home_erasure",
     ),
+    NoticeKind.EXPORT_READY: _Template(
+        "Your Tutela download is ready",
+        "The copy of the data you asked for is ready to download (signed in) at:\n\n"
+        "{link}\n\nThe link works until {until}; then the copy is erased, and you can ask "
+        "for a new one at any time.",
+        frozenset({"at", "link", "until"}),
+        advice="export",
+    ),
 }
 
 _TEAM_KINDS: Final = frozenset(
@@ -317,6 +326,11 @@ def _advice(kind: str, settings: Settings) -> str:
             "While your account exists, every deletion in your home is listed at "
             f"{settings.origin}/account/privacy. The receipt can be fetched without signing "
             "in, and anyone can check its signature with `tutela receipt verify`."
+        )
+    if kind == "export":
+        return (
+            "If you did not ask for a copy, go to "
+            f"{url} now: end all your sessions and change your password."
         )
     if kind == "erasure_team":
         return "List them with `tutela erasure list --open` and see what holds them up."
