@@ -326,7 +326,7 @@ def test_the_worker_reports_progress_and_a_dead_workers_export_is_made_again(
     home: CreatedHome,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from tutela.exports import worker
+    from tutela.exports import contents, worker
 
     child = home.child_profiles[0]
     seed_media(container, home, voices=4, clips=2)
@@ -348,15 +348,15 @@ def test_the_worker_reports_progress_and_a_dead_workers_export_is_made_again(
     assert shown["state"] == "packaging"
 
     seen: list[int] = []
-    monkeypatch.setattr(worker, "PROGRESS_SECONDS", 0.0)
-    real_tell = worker._Progress.tell
+    monkeypatch.setattr(contents, "PROGRESS_SECONDS", 0.0)
+    real_tell = contents.Progress.tell
 
     def tell(self: Any) -> None:
         real_tell(self)
         answer = client.get(f"{API}/exports/{export_id}", headers=headers).json()
         seen.append(answer["progress"]["done"])
 
-    monkeypatch.setattr(worker._Progress, "tell", tell)
+    monkeypatch.setattr(contents.Progress, "tell", tell)
     container.clock.advance(timedelta(seconds=container.settings.export_lease_seconds + 1))
     assert container.export_pass() == 1
     total = 4 * 2 + 2 * 2 + 1
