@@ -97,7 +97,7 @@ def items_of(
     return select(MediaItem).where(*conds)
 
 
-def _pages(container: Container, job: Claimed, kinds: tuple[str, ...]) -> Iterator[MediaItem]:
+def pages(container: Container, job: Claimed, kinds: tuple[str, ...]) -> Iterator[MediaItem]:
     """Items of these kinds, oldest first, a page of rows per short transaction."""
     after: tuple[datetime, uuid.UUID] | None = None
     while True:
@@ -155,16 +155,36 @@ def _when(at: datetime) -> str:
     return at.isoformat()
 
 
-def _manifest_item(item: MediaItem, path: str | None, size: int, sha256: str) -> dict[str, Any]:
+Entry = tuple[uuid.UUID, str, str, datetime, datetime, uuid.UUID | None, int, bytes, str | None]
+"""One item of the manifest, kept small until the manifest is written: id, kind, media
+type, captured and received times, source item, size, SHA-256 (raw), path in the zip."""
+
+
+def _manifest_item(item: MediaItem, path: str | None, size: int, sha256: str) -> Entry:
+    return (
+        item.id,
+        item.kind,
+        item.media_type,
+        item.captured_at,
+        item.received_at,
+        item.source_item_id,
+        size,
+        bytes.fromhex(sha256),
+        path,
+    )
+
+
+def _entry_json(entry: Entry) -> dict[str, Any]:
+    item_id, kind, media_type, captured, received, source, size, digest, path = entry
     return {
-        "id": str(item.id),
-        "kind": item.kind,
-        "media_type": item.media_type,
-        "captured_at": _when(item.captured_at),
-        "received_at": _when(item.received_at),
-        "source_item_id": str(item.source_item_id) if item.source_item_id else None,
+        "id": str(item_id),
+        "kind": kind,
+        "media_type": media_type,
+        "captured_at": _when(captured),
+        "received_at": _when(received),
+        "source_item_id": str(source) if source else None,
         "size": size,
-        "sha256": sha256,
+        "sha256": digest.hex(),
         "path": path,
     }
 
@@ -176,21 +196,21 @@ class Packager:
         self.container, self.job = container, job
         self.writer = PackageWriter()
         self.progress = Progress(container, job)
-        self.items: list[dict[str, Any]] = []
+        self.items: list[Entry] = []
         self.reader = vault_service.Reader(job.household_id, frozenset({job.profile_id}))
 
     def pieces(self) -> Iterator[bytes]:
         w = self.writer
         yield from w.file("README.txt", [README.encode()], compress=True)
         yield from w.file("profile.json", [self._profile()], compress=True)
-        for item in _pages(self.container, self.job, MEDIA_KINDS):
+        for item in pages(self.container, self.job, MEDIA_KINDS):
             yield from self._media(item)
         yield from w.file("transcripts.json", self._transcripts_json(), compress=True)
         yield from w.file("transcripts.csv", self._transcripts_csv(), compress=True)
         yield from w.file("locations.json", self._locations_json(), compress=True)
         yield from w.file("locations.csv", self._locations_csv(), compress=True)
         self.progress.tell()
-        yield from w.file("manifest.json", [self._manifest()], compress=True)
+        yield from w.file("manifest.json", self._manifest(), compress=True)
         yield from w.close()
 
     def _profile(self) -> bytes:
@@ -233,7 +253,7 @@ class Packager:
             return None
 
     def _transcripts(self, *, first: bool) -> Iterator[tuple[MediaItem, dict[str, Any]]]:
-        for item in _pages(self.container, self.job, (ItemKind.TRANSCRIPT,)):
+        for item in pages(self.container, self.job, (ItemKind.TRANSCRIPT,)):
             data = self._transcript(item)
             if data is None:
                 if first:
@@ -275,7 +295,7 @@ class Packager:
         return raw, json.loads(raw)
 
     def _locations(self, *, first: bool) -> Iterator[tuple[MediaItem, list[dict[str, Any]]]]:
-        for item in _pages(self.container, self.job, (ItemKind.LOCATION,)):
+        for item in pages(self.container, self.job, (ItemKind.LOCATION,)):
             found = self._location(item)
             if found is None:
                 if first:
@@ -309,22 +329,22 @@ class Packager:
         )
         yield from _csv(columns, rows)
 
-    def _manifest(self) -> bytes:
-        return json.dumps(
-            {
-                "format": rules.FORMAT,
-                "export_id": str(self.job.export_id),
-                "profile_id": str(self.job.profile_id),
-                "items_as_of": _when(self.job.started_at),
-                "made_at": _when(self.container.clock.now()),
-                "items": self.items,
-                "left_out": self.progress.left_out,
-                "files": [
-                    {"path": f.path, "size": f.size, "sha256": f.sha256} for f in self.writer.files
-                ],
-            },
-            indent=1,
-        ).encode()
+    def _manifest(self) -> Iterator[bytes]:
+        """The manifest, written an entry at a time (never one string of every item)."""
+        head = {
+            "format": rules.FORMAT,
+            "export_id": str(self.job.export_id),
+            "profile_id": str(self.job.profile_id),
+            "items_as_of": _when(self.job.started_at),
+            "made_at": _when(self.container.clock.now()),
+            "left_out": self.progress.left_out,
+        }
+        yield json.dumps(head)[:-1].encode() + b',\n"items": '
+        yield from _json_array(_entry_json(e) for e in self.items)
+        yield b',\n"files": '
+        files = ({"path": f.path, "size": f.size, "sha256": f.sha256} for f in self.writer.files)
+        yield from _json_array(files)
+        yield b"}\n"
 
 
 def _json_array(entries: Iterator[dict[str, Any]]) -> Iterator[bytes]:
@@ -333,7 +353,7 @@ def _json_array(entries: Iterator[dict[str, Any]]) -> Iterator[bytes]:
     for entry in entries:
         yield (b"\n" if first else b",\n") + json.dumps(entry).encode()
         first = False
-    yield b"\n]\n"
+    yield b"\n]"
 
 
 def _csv(columns: list[str], rows: Iterator[list[str]]) -> Iterator[bytes]:
