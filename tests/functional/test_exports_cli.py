@@ -53,7 +53,7 @@ def test_the_worker_packages_an_export_and_expire_erases_it(
     assert "queued" in _invoke(runner, "exports", "list")
 
     _invoke(runner, "worker", "--once")
-    listed = [line for line in _invoke(runner, "exports", "list").splitlines()]
+    listed = _invoke(runner, "exports", "list").splitlines()
     (line,) = [x for x in listed if str(export_id) in x]
     assert " ready " in line and "7/7 items" in line
 
