@@ -270,6 +270,7 @@ def export_once(container: Any, home: Any, profile: uuid.UUID, *, trace: bool) -
         tracemalloc.stop()
     seconds = time.perf_counter() - started
     assert ok, "the export did not become ready"
+    container.deliver_notices()  # what the pass does after its exports (untimed)
     with container.stores.session() as s:
         row = s.get(Export, (home.household_id, export_id))
         assert row is not None

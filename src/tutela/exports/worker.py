@@ -62,6 +62,8 @@ def package_pending(container: Container, *, limit: int | None = None) -> int:
             break
         if package(container, claimed):
             ready += 1
+    if ready:
+        container.deliver_notices()  # the ready notices, once for the pass
     return ready
 
 
@@ -161,7 +163,6 @@ def package(container: Container, job: Claimed) -> bool:
         _discard(container, job.household_id, job.package_id, job.blob_key)
         _failed(container, job, exc)
         return False
-    container.deliver_notices()
     return True
 
 
