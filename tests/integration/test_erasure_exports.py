@@ -115,3 +115,57 @@ def test_a_profile_erasure_finds_a_package_blob_left_behind(container: Container
     assert not container.vault.blobs.exists(export.blob_key)
     with container.stores.session() as s:
         assert s.get(Export, (home.household_id, export.id)) is None
+
+
+def test_a_household_closure_leaves_no_export_behind(container: Container) -> None:
+    home = make_home(container, tag="closeexp")
+    seed_media(container, home, voices=1, clips=0)
+    export = ready_export(container, home)
+    assert export.package_id is not None and export.blob_key is not None
+    row = container.erasure.request(
+        Scope(ScopeKind.HOUSEHOLD, home.household_id),
+        Requester(RequesterKind.ACCOUNT_CLOSURE, "account:test"),
+    )
+    container.erasure.run_pending()
+    assert request_of(container, row.id).status == "completed"
+    with container.stores.session() as s:
+        assert s.get(Export, (home.household_id, export.id)) is None
+    assert not container.vault.blobs.exists(export.blob_key)
+    assert container.vault.keys.remaining_item_keys([(home.household_id, export.package_id)]) == 0
+
+
+def test_a_package_that_cannot_be_read_fails_and_leaves_nothing(container: Container) -> None:
+    """An item whose ciphertext fails its integrity check fails the export: no half
+    package stays, neither its key nor its blob (nothing half-written)."""
+    from tutela.vault.models import MediaItem
+
+    home = make_home(container, tag="badexp")
+    made = seed_media(container, home, voices=1, clips=1)
+    with container.stores.session() as s:
+        clip = s.get(MediaItem, (home.household_id, made["video"][0]))
+        assert clip is not None and clip.blob_key is not None
+        path = container.settings.blob_path / clip.blob_key
+    sealed = bytearray(path.read_bytes())
+    sealed[-20] ^= 0x01  # one flipped bit in the clip's last chunk
+    path.write_bytes(bytes(sealed))
+    child = home.child_profiles[0]
+    with container.stores.session() as s:
+        asked = service.request_export(
+            s,
+            household_id=home.household_id,
+            account_id=next(iter(home.accounts.values())),
+            profile_id=child,
+            visible={child},
+            now=container.clock.now(),
+        )
+        export_id = asked.id
+    claimed = worker.claim(container)
+    assert claimed is not None
+    assert worker.package(container, claimed) is False
+    with container.stores.session() as s:
+        row = s.get(Export, (home.household_id, export_id))
+        assert row is not None
+        assert (row.state, row.reason, row.package_id) == ("failed", "integrity_failure", None)
+    assert not container.vault.blobs.exists(claimed.blob_key)
+    pair = [(home.household_id, claimed.package_id)]
+    assert container.vault.keys.remaining_item_keys(pair) == 0
