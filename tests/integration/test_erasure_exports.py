@@ -169,3 +169,38 @@ def test_a_package_that_cannot_be_read_fails_and_leaves_nothing(container: Conta
     assert not container.vault.blobs.exists(claimed.blob_key)
     pair = [(home.household_id, claimed.package_id)]
     assert container.vault.keys.remaining_item_keys(pair) == 0
+
+
+def test_an_export_whose_workers_keep_dying_fails_and_leaves_nothing(container: Container) -> None:
+    home = make_home(container, tag="dying")
+    seed_media(container, home, voices=1, clips=0)
+    child = home.child_profiles[0]
+    with container.stores.session() as s:
+        export_id = service.request_export(
+            s,
+            household_id=home.household_id,
+            account_id=next(iter(home.accounts.values())),
+            profile_id=child,
+            visible={child},
+            now=container.clock.now(),
+        ).id
+    lease = timedelta(seconds=container.settings.export_lease_seconds + 1)
+    packages = []
+    for _ in range(worker.MAX_ATTEMPTS):
+        claimed = worker.claim(container, owner="dies")
+        assert claimed is not None
+        container.vault.keys.create_item_key(
+            household_id=home.household_id,
+            profile_id=child,
+            item_id=claimed.package_id,
+            now=container.clock.now(),
+        )
+        packages.append(claimed.package_id)
+        container.clock.advance(lease)
+    assert worker.claim(container) is None
+    with container.stores.session() as s:
+        row = s.get(Export, (home.household_id, export_id))
+        assert row is not None
+        assert (row.state, row.reason, row.package_id) == ("failed", "packaging_failed", None)
+    pairs = [(home.household_id, p) for p in packages]
+    assert container.vault.keys.remaining_item_keys(pairs) == 0

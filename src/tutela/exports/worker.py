@@ -95,6 +95,25 @@ def claim(container: Container, *, owner: str | None = None) -> Claimed | None:
         ).first()
         if row is None:
             return None
+        if row.attempts >= MAX_ATTEMPTS:
+            # Its workers kept dying (its lease ran out each time): fail it, not loop.
+            session.execute(
+                update(Export)
+                .where(Export.household_id == row.household_id, Export.id == row.id, _due(now))
+                .values(
+                    state=ExportState.FAILED,
+                    reason="packaging_failed",
+                    package_id=None,
+                    blob_key=None,
+                    lease_until=None,
+                    lease_owner=None,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            session.commit()
+            if row.package_id is not None:
+                _discard(container, row.household_id, row.package_id, row.blob_key)
+            return claim(container, owner=owner)
         total = session.scalar(items_of(row.household_id, row.profile_id, now, count=True))
         package_id = uuid7()
         blob = rules.blob_key(row.household_id, row.profile_id, package_id)
