@@ -30,9 +30,9 @@ def stale_copies(engine: ErasureEngine, jobs: list[Job]) -> list[dict[str, int] 
     if not (pagescan.available(stores.keys) and pagescan.available(stores.main)):
         return [None] * len(jobs)
     sets = [_subject_ids(job) for job in jobs]
-    # Items' ids are kept (as uuids) in the items and their keys alone (a package's in its
-    # export's row too); a profile's or a
-    # household's in every table keyed by the household.
+    # Items' ids are kept (as uuids) in the items and their keys alone (an export
+    # package's in its export's row too); a profile's or a household's in every table
+    # keyed by the household.
     whole = any(job.scope.kind in (ScopeKind.PROFILE, ScopeKind.HOUSEHOLD) for job in jobs)
     tables = [t.name for t in Base.metadata.sorted_tables if "household_id" in t.c]
     main_tables = tables if whole else ["items", *packages.TABLES]
