@@ -370,3 +370,22 @@ def test_the_worker_reports_progress_and_a_dead_workers_export_is_made_again(
     download = client.get(ready["download_url"], headers=headers)
     manifest = json.loads(zipfile.ZipFile(io.BytesIO(download.content)).read("manifest.json"))
     assert {i["id"] for i in manifest["items"]} == set(held(container, home, child))
+
+
+def test_an_adults_erase_everything_about_me_takes_their_copy_with_it(
+    client: TestClient, container: Container, home: CreatedHome
+) -> None:
+    email = owner_email(home)
+    own = home.adult_profiles[email]
+    seed_media(container, home, profile=own, voices=1, clips=0)
+    headers = stepped_up(client, email)
+    ready = ready_export(client, container, headers, own)
+    assert ready["progress"]["total"] == 3
+
+    r = erase(client, headers, scope="items", profile_id=str(own))
+    assert r.status_code == 202, r.text
+    assert container.erasure.run_pending().completed == 1
+    seen = client.get(f"{API}/exports/{ready['id']}", headers=headers).json()
+    assert (seen["state"], seen["reason"]) == ("expired", "items_erased")
+    assert client.get(ready["download_url"], headers=headers).status_code == 410
+    assert package_blobs(container, home, own) == []
