@@ -52,6 +52,7 @@ bench: install
 	$(BIN)/python bench/admission.py
 	$(BIN)/python bench/door.py
 	$(BIN)/python bench/erasure.py
+	$(BIN)/python bench/export.py
 	$(BIN)/python bench/retention.py
 	$(BIN)/python bench/epochs.py
 	$(BIN)/python bench/customers.py
@@ -67,6 +68,7 @@ bench-quick: install
 	$(BIN)/python bench/admission.py --quick
 	$(BIN)/python bench/door.py --quick
 	$(BIN)/python bench/erasure.py --quick
+	$(BIN)/python bench/export.py --quick
 	$(BIN)/python bench/retention.py --quick
 	$(BIN)/python bench/epochs.py --quick
 	$(BIN)/python bench/customers.py --quick

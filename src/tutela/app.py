@@ -29,6 +29,7 @@ from tutela.container import Container, build
 from tutela.core.errors import TooManyAttempts, TutelaError
 from tutela.deps import DEVICE_COOKIE, cookie_name
 from tutela.erasure.api import router as erasure_router
+from tutela.exports.api import router as exports_router
 from tutela.hosts import HostCheck, answered_hosts, relative_redirects
 from tutela.households.api import router as households_router
 from tutela.identity.admission import busy as admission_busy
@@ -145,6 +146,7 @@ async def _embedded_worker(container: Container) -> None:
             report = await asyncio.to_thread(container.erasure_pass)
             await asyncio.to_thread(container.retention_pass)
             await asyncio.to_thread(container.recovery_pass)
+            await asyncio.to_thread(container.export_pass)
             await asyncio.to_thread(container.key_epoch_pass)
             if report.progressed:
                 wakeup.local()  # more may be due already: look again at once
@@ -419,6 +421,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         items_router,
         transparency_router,
         erasure_router,
+        exports_router,
         retention_router,
         consent_router,
         parental_consent_router,

@@ -89,6 +89,7 @@ def worker(
         swept = container.retention_pass()
         container.key_epoch_pass()
         container.recovery_pass()
+        container.export_pass()
         sent = container.deliver_notices()
         if sent or report.completed or swept:
             log.info(
@@ -327,6 +328,7 @@ def _register_breach_commands() -> None:
     from tutela.erasure.cli import app as erasure_app  # noqa: PLC0415
     from tutela.erasure.cli import backup_app  # noqa: PLC0415
     from tutela.erasure.receipt_cli import app as receipt_app  # noqa: PLC0415
+    from tutela.exports.cli import app as exports_app  # noqa: PLC0415
     from tutela.identity.breach_cli import app as breach_app  # noqa: PLC0415
     from tutela.retention.cli import app as retention_app  # noqa: PLC0415
     from tutela.transparency.cli import app as staff_access_app  # noqa: PLC0415
@@ -338,6 +340,7 @@ def _register_breach_commands() -> None:
     app.add_typer(receipt_app, name="receipt")
     app.add_typer(retention_app, name="retention")
     app.add_typer(consent_app, name="consent")
+    app.add_typer(exports_app, name="exports")
 
 
 _register_breach_commands()

@@ -142,6 +142,24 @@ class Container:
             return Report()
         return report
 
+    def export_pass(self) -> int:
+        """One pass of export work (C6): package queued exports, then erase the packages
+        whose download link expired. Returns how many became ready. Never raises, like
+        the other passes."""
+        from tutela.exports.worker import expire_due, package_pending  # noqa: PLC0415
+
+        log = logging.getLogger("tutela.exports")
+        ready = 0
+        try:
+            ready = package_pending(self)
+        except Exception as exc:
+            log.warning("export packaging pass failed: %s", type(exc).__name__)
+        try:
+            expire_due(self)
+        except Exception as exc:
+            log.warning("export expiry pass failed: %s", type(exc).__name__)
+        return ready
+
     def rotate_key_epoch(self, *, force: bool = False) -> EpochRotation | None:
         """Rotate the key epoch when it is due (every half window, or now with `force`);
         then, whatever the rotation did (it may have failed), settle the erasures whose key

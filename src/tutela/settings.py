@@ -189,6 +189,14 @@ class Settings(BaseSettings):
     worker_poll_seconds: float = Field(
         default=5.0, gt=0, le=3600, description="Seconds between `tutela worker` passes."
     )
+    # Exports: a copy of a profile's data to download (C6, C7).
+    export_link_days: float = Field(
+        default=7, gt=0, le=90, description="Days an export's download link works once ready."
+    )
+    export_lease_seconds: int = Field(default=300, ge=1, le=3600)
+    export_pass_limit: int = Field(
+        default=5, ge=1, le=1000, description="Exports a worker pass packages at most."
+    )
     retention_sweep_minutes: int = Field(default=60, ge=1)
     retention_batch_size: int = Field(default=1000, ge=1, le=100_000)
     webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=60)

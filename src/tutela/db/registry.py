@@ -3,6 +3,7 @@
 from tutela.audit import models as audit_models
 from tutela.consent import models as consent_models
 from tutela.erasure import models as erasure_models
+from tutela.exports import models as exports_models
 from tutela.households import models as households_models
 from tutela.identity import models as identity_models
 from tutela.identity import recovery_models
@@ -15,6 +16,7 @@ __all__ = [
     "audit_models",
     "consent_models",
     "erasure_models",
+    "exports_models",
     "households_models",
     "identity_models",
     "notices_models",

@@ -38,6 +38,7 @@ _BY_KIND: Final[dict[str, str]] = {
     RequesterKind.AUTO_DELETE.value: "automatic deletion",
     RequesterKind.INACTIVE_CHILD.value: "the rule for inactive child profiles (a retention rule)",
     RequesterKind.RESTORE_CHECK.value: "a check after a backup was restored",
+    RequesterKind.EXPORT_EXPIRY.value: "the expiry of a download link",
 }
 _SHARED_SCOPES: Final = (ScopeKind.PROFILE.value, ScopeKind.HOUSEHOLD.value)
 NOTICE_KINDS: Final = (NoticeKind.ERASURE_IN_HOME,)

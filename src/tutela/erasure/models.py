@@ -43,6 +43,8 @@ class RequesterKind(StrEnum):
     PRIVACY_OFFICER = "privacy_officer"
     ACCOUNT_CLOSURE = "account_closure"
     RESTORE_CHECK = "restore_check"
+    EXPORT_EXPIRY = "export_expiry"
+    """An export's package, once its download link has expired (C6)."""
 
 
 class RequestStatus(StrEnum):

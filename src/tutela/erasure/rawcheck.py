@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 
 from tutela.db.base import Base
 from tutela.db.engine import purge_journal, rewrite_free_space
-from tutela.erasure import pagescan, rawscan, removal
+from tutela.erasure import packages, pagescan, rawscan, removal
 from tutela.erasure.models import ScopeKind
 
 if TYPE_CHECKING:
@@ -30,13 +30,14 @@ def stale_copies(engine: ErasureEngine, jobs: list[Job]) -> list[dict[str, int] 
     if not (pagescan.available(stores.keys) and pagescan.available(stores.main)):
         return [None] * len(jobs)
     sets = [_subject_ids(job) for job in jobs]
-    # Items' ids are kept (as uuids) in the items, their keys and the records naming them;
-    # a profile's or a household's in every table keyed by the household.
+    # Items' ids are kept (as uuids) in the items, their keys and the records naming them
+    # (an export package's in its export's row too); a profile's or a household's in every
+    # table keyed by the household.
     whole = any(job.scope.kind in (ScopeKind.PROFILE, ScopeKind.HOUSEHOLD) for job in jobs)
     tables = [t.name for t in Base.metadata.sorted_tables if "household_id" in t.c]
     # An erased item's id is also cleared from the records that named it (removal.py).
     named = [t.name for t in removal.item_reference_tables()]
-    main_tables = tables if whole else ["items", *named]
+    main_tables = tables if whole else ["items", *named, *packages.TABLES]
     key_tables = pagescan.KEY_TABLES if whole else ("item_keys",)
     for job in jobs:
         engine.leases.renew(job)  # reading every page can take longer than a lease

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from tutela.audit.models import AuditEvent
 from tutela.db.base import Base
 from tutela.db.idsets import pair_in
-from tutela.erasure import downstream, rawcheck, removal, selection
+from tutela.erasure import downstream, packages, rawcheck, removal, selection
 from tutela.erasure.models import ScopeKind
 from tutela.households.models import Household
 from tutela.notices.models import OutboxMessage
@@ -116,6 +116,11 @@ def check_live(engine: ErasureEngine, job: Job) -> Result:
             ]
             result.add(
                 "main database", "records naming the items", _sum_of_counts(session, references)
+            )
+            result.add(
+                "main database",
+                "export packages",
+                packages.remaining(session, pairs, postgresql=pg),
             )
         else:
             # Every item of the profile or household is counted by the scope's own query

@@ -19,7 +19,7 @@ from tutela.audit.models import AuditEvent
 from tutela.db.base import Base
 from tutela.db.engine import purge_journal
 from tutela.db.idsets import pair_in
-from tutela.erasure import selection
+from tutela.erasure import packages, selection
 from tutela.erasure.jobs import MAX_FINGERPRINT_IDS, RECORD_TABLES, Job
 from tutela.erasure.models import ErasureRequest, ScopeKind, Step
 from tutela.erasure.scope import Scope
@@ -88,6 +88,13 @@ def rows(engine: ErasureEngine, job: Job) -> str:
         elif job.fp.members:
             _item_references(engine, session, job)
             session.execute(delete(MediaItem).where(_members(engine, job)))
+            packages.strip(
+                session,
+                job.fp.pairs(),
+                request_id=job.row.id,
+                now=engine.clock.now(),
+                postgresql=engine.postgresql,
+            )
         session.commit()
     purge_journal(engine.stores.main)
     return "advanced"

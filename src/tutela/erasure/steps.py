@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from tutela.audit.service import AuditTag, record
 from tutela.db.idsets import pair_in
-from tutela.erasure import announce, selection
+from tutela.erasure import announce, packages, selection
 from tutela.erasure.jobs import MAX_FINGERPRINT_IDS, MAX_SAMPLES, Fingerprints, Job
 from tutela.erasure.models import ErasureRequest, ScopeKind, Step
 from tutela.erasure.scope import Scope
@@ -137,6 +137,8 @@ def _collect_items(engine: ErasureEngine, session: Session, job: Job, fp: Finger
         # A partial scope's profile stays: only the items themselves are looked for.
         fp.subject_ids = [] if scope.kind is ScopeKind.ITEMS else [str(scope.subject()[1])]
     rows = list(session.execute(selection.items_query(scope, postgresql=pg)).all())
+    # Export packages named by the batch, or holding a copy of these items (A5).
+    rows += packages.reached(session, scope, rows, postgresql=pg)
     if not rows:
         return
     pairs = [(r.household_id, r.id) for r in rows]

@@ -79,6 +79,7 @@ class NoticeKind(StrEnum):
     COLLECTION_REFUSED_OWN = "collection_refused_own"
     ERASURE_CONFIRMED = "erasure_confirmed"
     PARENTAL_CONSENT_ASK = "parental_consent_ask"
+    EXPORT_READY = "export_ready"
 
 
 @dataclass(frozen=True)
@@ -335,6 +336,14 @@ _TEMPLATES: Final[Mapping[NoticeKind, _Template]] = {
         frozenset({"at", "link"}),
         advice="parental_consent",
     ),
+    NoticeKind.EXPORT_READY: _Template(
+        "Your Tutela download is ready",
+        "The copy of the data you asked for is ready to download (signed in) at:\n\n"
+        "{link}\n\nThe link works until {until}; then the copy is erased, and you can ask "
+        "for a new one at any time.",
+        frozenset({"at", "link", "until"}),
+        advice="export",
+    ),
 }
 
 _TEAM_KINDS: Final = frozenset(
@@ -392,6 +401,11 @@ def _advice(kind: str, settings: Settings) -> str:
             "The receipt can be fetched without signing in, and anyone can check its "
             "signature with `tutela receipt verify`.\nIf you did not ask for this, go to "
             f"{_security_url(settings)} now: end all your sessions and change your password."
+        )
+    if kind == "export":
+        return (
+            "If you did not ask for a copy, go to "
+            f"{url} now: end all your sessions and change your password."
         )
     if kind == "erasure_team":
         return "List them with `tutela erasure list --open` and see what holds them up."
