@@ -426,6 +426,4 @@ def test_voice_used_in_place_of_typing_is_listed_but_has_no_file(
 
 
 def client_device_auth(container: Container, home: CreatedHome) -> str:
-    from tests.factories import device_token
-
     return f"Bearer {device_token(home, container, 'voice')}"
