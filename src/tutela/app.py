@@ -40,6 +40,7 @@ from tutela.retention.api import router as retention_router
 from tutela.settings import Settings
 from tutela.vault.api import ingest as ingest_router
 from tutela.vault.api import items as items_router
+from tutela.vault.device_api import device as device_state_router
 from tutela.web.account import router as account_router
 from tutela.web.privacy import router as privacy_router
 from tutela.web.recovery import router as console_recovery_router
@@ -410,6 +411,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         recovery_router,
         households_router,
         ingest_router,
+        device_state_router,
         items_router,
         erasure_router,
         retention_router,

@@ -41,7 +41,12 @@ from rich.progress import (
 )
 from sqlalchemy.orm import Session
 
+from tutela.audit.service import AuditTag, record
+from tutela.consent.ledger import Subject
+from tutela.consent.models import Channel, Method, ParentalConsent
+from tutela.consent.purposes import Builtin
 from tutela.container import Container
+from tutela.core.ids import uuid7
 from tutela.households import service as households
 from tutela.households.models import AccountRole, CameraZone, Device, DeviceKind
 from tutela.identity.models import Factor
@@ -548,6 +553,7 @@ def _create(
     created = households.create_home(
         session, container.vault.keys, spec=plan.spec, now=plan.joined_at, commit=True
     )
+    _parental_consents(session, container, plan, created)
     profiles = [created.adult_profiles[a.email] for a in plan.spec.adults]
     profiles += created.child_profiles
     # Tokens come back in the order of the spec's devices; each device signs in with its own.
@@ -565,6 +571,7 @@ def _create(
             recording = vault.ingest_media(
                 session,
                 container.vault,
+                consent=container.consent,
                 device=device,
                 profile_id=profiles[upload.speaker],
                 kind=ItemKind.VOICE,
@@ -577,6 +584,7 @@ def _create(
             vault.ingest_transcript(
                 session,
                 container.vault,
+                consent=container.consent,
                 device=device,
                 source_item_id=recording.id,
                 text=upload.text,
@@ -596,6 +604,7 @@ def _create(
             vault.ingest_media(
                 session,
                 container.vault,
+                consent=container.consent,
                 device=device,
                 profile_id=profiles[upload.subject],
                 kind=ItemKind.SNAPSHOT,
@@ -610,6 +619,7 @@ def _create(
             vault.ingest_locations(
                 session,
                 container.vault,
+                consent=container.consent,
                 device=device,
                 profile_id=profiles[upload.subject],
                 points=list(upload.points),
@@ -617,6 +627,54 @@ def _create(
                 now=upload.points[-1].captured_at + timedelta(seconds=rng.uniform(5, 60)),
             )
             tally.locations += 1
+
+
+def _parental_consents(
+    session: Session, container: Container, plan: HomePlan, created: households.CreatedHome
+) -> None:
+    """Each child's first guardian consented on a signed form as the home joined, and
+    granted keeping recordings and locations: without it the ingestion gates would take
+    nothing of the child's (C3)."""
+    ledger = container.consent
+    at = plan.joined_at
+    for child, profile_id in zip(plan.spec.children, created.child_profiles, strict=True):
+        guardian = created.accounts[child.guardian_emails[0]]
+        consent = ParentalConsent(
+            household_id=created.household_id,
+            id=uuid7(),
+            child_profile_id=profile_id,
+            guardian_account_id=guardian,
+            method=Method.SIGNED_FORM,
+            verified=True,
+            notice_version=ledger.catalogue.notice_version,
+            at=at,
+            evidence_sealed=None,
+        )
+        session.add(consent)
+        session.flush()
+        subject = Subject(created.household_id, profile_id, "child")
+        purposes = (Builtin.STORAGE, Builtin.PRECISE_GEOLOCATION)
+        ledger.record(
+            session,
+            subject,
+            dict.fromkeys(purposes, True),
+            actor=f"account:{guardian}",
+            channel=Channel.CONSOLE,
+            method=Method.SIGNED_FORM,
+            notice_version=ledger.catalogue.notice_version,
+            now=at,
+            guardian_account_id=guardian,
+        )
+        for purpose in purposes:
+            record(
+                session,
+                tag=AuditTag.CONSENT_GRANTED,
+                actor=f"account:{guardian}",
+                now=at,
+                household_id=created.household_id,
+                subject=f"profile:{profile_id}:{purpose}",
+            )
+    session.commit()
 
 
 # -- synthetic media ------------------------------------------------------------------
