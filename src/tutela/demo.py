@@ -23,6 +23,7 @@ import io
 import math
 import random
 import sys
+import uuid
 import wave
 from array import array
 from dataclasses import dataclass, field
@@ -42,13 +43,13 @@ from rich.progress import (
 from sqlalchemy.orm import Session
 
 from tutela.audit.service import AuditTag, record
-from tutela.consent.ledger import Subject
+from tutela.consent.ledger import ConsentLedger, Subject
 from tutela.consent.models import Channel, Method, ParentalConsent
 from tutela.consent.purposes import Builtin
 from tutela.container import Container
 from tutela.core.ids import uuid7
 from tutela.households import service as households
-from tutela.households.models import AccountRole, CameraZone, Device, DeviceKind
+from tutela.households.models import AccountRole, CameraZone, Device, DeviceKind, ProfileKind
 from tutela.identity.models import Factor
 from tutela.vault import service as vault
 from tutela.vault.models import ItemKind
@@ -632,49 +633,67 @@ def _create(
 def _parental_consents(
     session: Session, container: Container, plan: HomePlan, created: households.CreatedHome
 ) -> None:
-    """Each child's first guardian consented on a signed form as the home joined, and
-    granted keeping recordings and locations: without it the ingestion gates would take
-    nothing of the child's (C3)."""
-    ledger = container.consent
-    at = plan.joined_at
+    """Each child's first guardian consented on a signed form as the home joined: without
+    it the ingestion gates would take nothing of the child's (C3)."""
     for child, profile_id in zip(plan.spec.children, created.child_profiles, strict=True):
-        guardian = created.accounts[child.guardian_emails[0]]
-        consent = ParentalConsent(
-            household_id=created.household_id,
-            id=uuid7(),
-            child_profile_id=profile_id,
-            guardian_account_id=guardian,
-            method=Method.SIGNED_FORM,
-            verified=True,
-            notice_version=ledger.catalogue.notice_version,
-            at=at,
-            evidence_sealed=None,
-        )
-        session.add(consent)
-        session.flush()
-        subject = Subject(created.household_id, profile_id, "child")
-        purposes = (Builtin.STORAGE, Builtin.PRECISE_GEOLOCATION)
-        ledger.record(
+        signed_form_consent(
             session,
-            subject,
-            dict.fromkeys(purposes, True),
-            actor=f"account:{guardian}",
-            channel=Channel.CONSOLE,
-            method=Method.SIGNED_FORM,
-            notice_version=ledger.catalogue.notice_version,
-            now=at,
-            guardian_account_id=guardian,
+            container.consent,
+            household_id=created.household_id,
+            child_profile_id=profile_id,
+            guardian_account_id=created.accounts[child.guardian_emails[0]],
+            at=plan.joined_at,
         )
-        for purpose in purposes:
-            record(
-                session,
-                tag=AuditTag.CONSENT_GRANTED,
-                actor=f"account:{guardian}",
-                now=at,
-                household_id=created.household_id,
-                subject=f"profile:{profile_id}:{purpose}",
-            )
     session.commit()
+
+
+def signed_form_consent(
+    session: Session,
+    ledger: ConsentLedger,
+    *,
+    household_id: uuid.UUID,
+    child_profile_id: uuid.UUID,
+    guardian_account_id: uuid.UUID,
+    at: datetime,
+    purposes: tuple[str, ...] = (Builtin.STORAGE, Builtin.PRECISE_GEOLOCATION),
+) -> None:
+    """Synthetic data (the demo, the benches): a guardian's verified consent for a child
+    on a signed form, with no evidence kept, and their grants of `purposes` resting on it
+    (C3), each with its audit record. The caller commits."""
+    consent = ParentalConsent(
+        household_id=household_id,
+        id=uuid7(),
+        child_profile_id=child_profile_id,
+        guardian_account_id=guardian_account_id,
+        method=Method.SIGNED_FORM,
+        verified=True,
+        notice_version=ledger.catalogue.notice_version,
+        at=at,
+        evidence_sealed=None,
+    )
+    session.add(consent)
+    session.flush()
+    actor = f"account:{guardian_account_id}"
+    ledger.record(
+        session,
+        Subject(household_id, child_profile_id, ProfileKind.CHILD),
+        dict.fromkeys(purposes, True),
+        actor=actor,
+        channel=Channel.CONSOLE,
+        method=Method.SIGNED_FORM,
+        notice_version=ledger.catalogue.notice_version,
+        now=at,
+        guardian_account_id=guardian_account_id,
+    )
+    for purpose in purposes:
+        record(
+            session,
+            tag=AuditTag.CONSENT_GRANTED,
+            actor=actor,
+            now=at,
+            household_id=household_id,
+            subject=f"profile:{child_profile_id}:{purpose}",
+        )
 
 
 # -- synthetic media ------------------------------------------------------------------
