@@ -29,7 +29,8 @@ from tests.functional.test_upload_edges import Upload, chunks_of, run_upload
 from tutela.app import create_app
 from tutela.consent.purposes import default_purposes_path
 from tutela.container import Container, build
-from tutela.core.clock import FakeClock
+from tutela.core.clock import FakeClock, as_utc
+from tutela.households.models import Profile
 from tutela.households.service import CreatedHome
 from tutela.settings import Settings
 
@@ -182,6 +183,28 @@ def test_a_grant_without_storage_still_refuses_recordings(
     grant_parental_consent(container, unconsented, purposes=("precise_geolocation",))
     assert_problem(voice(client, container, unconsented, child), 403, "parental_consent_required")
     assert locations(client, container, unconsented, child).status_code == 201  # type: ignore[attr-defined]
+
+
+def test_a_refused_upload_does_not_keep_a_child_profile_active(
+    client: TestClient, container: Container, clock: FakeClock, unconsented: CreatedHome
+) -> None:
+    """A1: a device that keeps knocking for a child nobody consented for does not hold
+    the profile out of the inactive-child rule; an upload that is taken does."""
+    child = unconsented.child_profiles[0]
+
+    def last_active() -> object:
+        with container.stores.session() as s:
+            profile = s.get(Profile, (unconsented.household_id, child))
+            assert profile is not None
+            return as_utc(profile.last_active_at)
+
+    joined = last_active()
+    clock.advance(timedelta(days=3))
+    assert_problem(voice(client, container, unconsented, child), 403, "parental_consent_required")
+    assert last_active() == joined
+    grant_parental_consent(container, unconsented)
+    assert voice(client, container, unconsented, child).status_code == 201  # type: ignore[attr-defined]
+    assert last_active() == clock.now()
 
 
 # -- a parent refuses further collection (C6) --
@@ -346,7 +369,7 @@ def test_a_grant_made_stale_by_a_notice_change_needs_fresh_consent(
             before = stored(container)
             r = voice(client, container, home, child)
             assert_problem(r, 403, "fresh_consent_needed")
-            assert "must agree to it again" in r.json()["detail"]  # type: ignore[attr-defined]
+            assert "must agree to the new one" in r.json()["detail"]  # type: ignore[attr-defined]
             assert stored(container) == before
             state = device_state(client, container, home, "voice")[str(child)]["storage"]
             assert state["code"] == "fresh_consent_needed"

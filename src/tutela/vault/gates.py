@@ -53,9 +53,9 @@ PURPOSE_OF_KIND: dict[ItemKind, str] = {
     ItemKind.LOCATION: Builtin.PRECISE_GEOLOCATION,
 }
 GATED_PURPOSES = (Builtin.STORAGE, Builtin.PRECISE_GEOLOCATION)
-_WHAT: dict[str, str] = {
-    Builtin.STORAGE: "recordings",
-    Builtin.PRECISE_GEOLOCATION: "location sharing",
+_WHAT: dict[str, tuple[str, str]] = {
+    Builtin.STORAGE: ("recordings", "recordings are kept"),
+    Builtin.PRECISE_GEOLOCATION: ("location sharing", "locations are kept"),
 }
 
 
@@ -76,11 +76,11 @@ def refusal(decision: Decision, *, purpose: str, child: bool) -> Refusal | None:
     """The refusal a decision means for an upload, or None when it is allowed (pure)."""
     if decision.allowed:
         return None
-    what = _WHAT.get(purpose, "uploads")
+    what, kept = _WHAT.get(purpose, ("uploads", "uploads are taken"))
     if decision.reason is Reason.PARENTAL_CONSENT_REQUIRED:
         return Refusal(
             "parental_consent_required",
-            f"A parent must give verified consent before {what} are kept for this child.",
+            f"A parent must give verified consent before {kept} for this child.",
         )
     if decision.reason is Reason.WITHDRAWN:
         if child:
@@ -90,7 +90,7 @@ def refusal(decision: Decision, *, purpose: str, child: bool) -> Refusal | None:
         who = "a parent" if child else "this person"
         return Refusal(
             "fresh_consent_needed",
-            f"The consent notice has changed: {who} must agree to it again before {what} resume.",
+            f"The consent notice has changed: {who} must agree to the new one before {kept} again.",
         )
     return Refusal("consent_not_granted", f"This person has not agreed to {what}.")
 
@@ -100,8 +100,9 @@ def check(
 ) -> None:
     """Refuse the upload unless `purpose` is allowed for `profile` now (C3, C6). Asked in
     the upload's own session, so the check costs no connection of its own."""
-    decision = consent.decide(Subject.of(profile), purpose, now, session=session)
-    refused = refusal(decision, purpose=purpose, child=Subject.of(profile).is_child)
+    subject = Subject.of(profile)
+    decision = consent.decide(subject, purpose, now, session=session)
+    refused = refusal(decision, purpose=purpose, child=subject.is_child)
     if refused is not None:
         raise ConsentRefused(refused.detail, code=refused.code, purpose=purpose)
 

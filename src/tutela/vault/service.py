@@ -102,8 +102,8 @@ def _profile_for_upload(
         raise NotFound("No such profile in this device's household.", code="profile_not_found")
     if profile.state != ProfileState.ACTIVE:
         raise Conflict("This profile is being erased; nothing more is taken.", code="under_erasure")
-    # Before the activity mark: a refused upload is no sign of use (A1), and the question's
-    # read flushes no write that the body's arrival would then hold open.
+    # Before the activity mark, so the question's read flushes no write that the body's
+    # arrival would then hold open; a refused upload marks no activity (A1).
     gates.check(session, consent, profile=profile, purpose=purpose, now=now)
     if now - profile.last_active_at >= ACTIVITY_RESOLUTION:
         # Activity keeps a child profile out of the inactive-child rule (A1).
