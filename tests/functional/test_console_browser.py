@@ -176,6 +176,7 @@ def _build_households(container: Container) -> Household:
         )
     grant_parental_consent(container, ours)
     grant_parental_consent(container, theirs)
+    now = container.clock.now()  # this clock runs: the uploads come after the consent
     our_devices, their_devices = _devices(container, ours), _devices(container, theirs)
     child = ours.child_profiles[0]
     recordings = tuple(
