@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from tutela.consent.ledger import Decision, Reason, Subject
 from tutela.consent.purposes import Builtin
-from tutela.core.errors import Forbidden
+from tutela.core.errors import ConsentRefused
 from tutela.households.models import Profile
 from tutela.vault import rules
 from tutela.vault.models import ItemKind
@@ -57,13 +57,6 @@ _WHAT: dict[str, tuple[str, str]] = {
     Builtin.STORAGE: ("recordings", "recordings are kept"),
     Builtin.PRECISE_GEOLOCATION: ("location sharing", "locations are kept"),
 }
-
-
-class ConsentRefused(Forbidden):
-    """An upload the subject's consent does not allow; `code` says why (C3, C6)."""
-
-    title = "Consent does not allow this upload"
-    code = "collection_refused"
 
 
 @dataclass(frozen=True)
