@@ -471,6 +471,7 @@ def create_household(env: dict[str, str]) -> list[tuple[str, str]]:
     """Migrate both stores, create one home; return every (device token, profile id) pair."""
     from tutela.container import build
     from tutela.db import migrate
+    from tutela.demo import signed_form_consent
     from tutela.households.models import AccountRole
     from tutela.households.service import AdultSpec, ChildSpec, DeviceSpec, HomeSpec, create_home
     from tutela.settings import Settings
@@ -498,6 +499,18 @@ def create_household(env: dict[str, str]) -> list[tuple[str, str]]:
         )
         with container.stores.session() as session:
             home = create_home(session, container.vault.keys, spec=spec, now=container.clock.now())
+            # The children's uploads pass the consent gates only with a parent's verified
+            # consent (C3), so the bench measures the path a real home's uploads take.
+            for child, profile_id in zip(spec.children, home.child_profiles, strict=True):
+                signed_form_consent(
+                    session,
+                    container.consent,
+                    household_id=home.household_id,
+                    child_profile_id=profile_id,
+                    guardian_account_id=home.accounts[child.guardian_emails[0]],
+                    at=container.clock.now(),
+                )
+            session.commit()
     finally:
         container.close()
     profiles = [*home.adult_profiles.values(), *home.child_profiles]

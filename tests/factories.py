@@ -36,8 +36,14 @@ def make_home(
     tag: str,
     child_name: str = "Lily Marchetti",
     second_adult: bool = False,
+    parental_consent: bool = True,
 ) -> CreatedHome:
-    """A home with a parent (guardian of one child), a voice device, a nursery camera, a phone."""
+    """A home with a parent (guardian of one child), a voice device, a nursery camera, a phone.
+
+    The parent has given verified consent for the child, and granted keeping recordings
+    and locations (C3), so its devices' uploads for the child are taken; without
+    `parental_consent` the child has no consent at all and every upload is refused.
+    """
     adults = [
         AdultSpec(
             "Ana Marchetti", f"ana.{tag}@example.com", password_hash(container), AccountRole.OWNER
@@ -57,9 +63,13 @@ def make_home(
         ),
     )
     with container.stores.session() as session:
-        return households.create_home(
+        home = households.create_home(
             session, container.vault.keys, spec=spec, now=container.clock.now()
         )
+    if parental_consent:
+        for child in home.child_profiles:
+            grant_parental_consent(container, home, child=child)
+    return home
 
 
 def device_token(home: CreatedHome, container: Container, kind: str) -> str:
@@ -150,6 +160,7 @@ def seed_media(
             item = vault.ingest_media(
                 s,
                 container.vault,
+                consent=container.consent,
                 device=voice,
                 profile_id=profile_id,
                 kind="voice",
@@ -163,6 +174,7 @@ def seed_media(
             t = vault.ingest_transcript(
                 s,
                 container.vault,
+                consent=container.consent,
                 device=voice,
                 source_item_id=item.id,
                 text=f"please play the dinosaur song number {n}",
@@ -174,6 +186,7 @@ def seed_media(
             clip = vault.ingest_media(
                 s,
                 container.vault,
+                consent=container.consent,
                 device=camera,
                 profile_id=profile_id,
                 kind="video",
@@ -187,6 +200,7 @@ def seed_media(
             thumb = vault.ingest_media(
                 s,
                 container.vault,
+                consent=container.consent,
                 device=camera,
                 profile_id=profile_id,
                 kind="thumbnail",
@@ -201,6 +215,7 @@ def seed_media(
         loc = vault.ingest_locations(
             s,
             container.vault,
+            consent=container.consent,
             device=phone,
             profile_id=profile_id,
             points=[vault.LocationPoint(51.5, -0.12, when)],

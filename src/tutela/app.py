@@ -43,6 +43,7 @@ from tutela.settings import Settings
 from tutela.transparency.api import router as transparency_router
 from tutela.vault.api import ingest as ingest_router
 from tutela.vault.api import items as items_router
+from tutela.vault.device_api import device as device_state_router
 from tutela.vault.summary_api import router as summary_router
 from tutela.web.account import router as account_router
 from tutela.web.consent import router as console_consent_router
@@ -418,6 +419,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         recovery_router,
         households_router,
         ingest_router,
+        device_state_router,
         items_router,
         transparency_router,
         erasure_router,

@@ -23,6 +23,7 @@ import io
 import math
 import random
 import sys
+import uuid
 import wave
 from array import array
 from dataclasses import dataclass, field
@@ -41,9 +42,14 @@ from rich.progress import (
 )
 from sqlalchemy.orm import Session
 
+from tutela.audit.service import AuditTag, record
+from tutela.consent.ledger import ConsentLedger, Subject
+from tutela.consent.models import Channel, Method, ParentalConsent
+from tutela.consent.purposes import Builtin
 from tutela.container import Container
+from tutela.core.ids import uuid7
 from tutela.households import service as households
-from tutela.households.models import AccountRole, CameraZone, Device, DeviceKind
+from tutela.households.models import AccountRole, CameraZone, Device, DeviceKind, ProfileKind
 from tutela.identity.models import Factor
 from tutela.vault import service as vault
 from tutela.vault.models import ItemKind
@@ -548,6 +554,7 @@ def _create(
     created = households.create_home(
         session, container.vault.keys, spec=plan.spec, now=plan.joined_at, commit=True
     )
+    _parental_consents(session, container, plan, created)
     profiles = [created.adult_profiles[a.email] for a in plan.spec.adults]
     profiles += created.child_profiles
     # Tokens come back in the order of the spec's devices; each device signs in with its own.
@@ -565,6 +572,7 @@ def _create(
             recording = vault.ingest_media(
                 session,
                 container.vault,
+                consent=container.consent,
                 device=device,
                 profile_id=profiles[upload.speaker],
                 kind=ItemKind.VOICE,
@@ -577,6 +585,7 @@ def _create(
             vault.ingest_transcript(
                 session,
                 container.vault,
+                consent=container.consent,
                 device=device,
                 source_item_id=recording.id,
                 text=upload.text,
@@ -596,6 +605,7 @@ def _create(
             vault.ingest_media(
                 session,
                 container.vault,
+                consent=container.consent,
                 device=device,
                 profile_id=profiles[upload.subject],
                 kind=ItemKind.SNAPSHOT,
@@ -610,6 +620,7 @@ def _create(
             vault.ingest_locations(
                 session,
                 container.vault,
+                consent=container.consent,
                 device=device,
                 profile_id=profiles[upload.subject],
                 points=list(upload.points),
@@ -617,6 +628,72 @@ def _create(
                 now=upload.points[-1].captured_at + timedelta(seconds=rng.uniform(5, 60)),
             )
             tally.locations += 1
+
+
+def _parental_consents(
+    session: Session, container: Container, plan: HomePlan, created: households.CreatedHome
+) -> None:
+    """Each child's first guardian consented on a signed form as the home joined: without
+    it the ingestion gates would take nothing of the child's (C3)."""
+    for child, profile_id in zip(plan.spec.children, created.child_profiles, strict=True):
+        signed_form_consent(
+            session,
+            container.consent,
+            household_id=created.household_id,
+            child_profile_id=profile_id,
+            guardian_account_id=created.accounts[child.guardian_emails[0]],
+            at=plan.joined_at,
+        )
+    session.commit()
+
+
+def signed_form_consent(
+    session: Session,
+    ledger: ConsentLedger,
+    *,
+    household_id: uuid.UUID,
+    child_profile_id: uuid.UUID,
+    guardian_account_id: uuid.UUID,
+    at: datetime,
+    purposes: tuple[str, ...] = (Builtin.STORAGE, Builtin.PRECISE_GEOLOCATION),
+) -> None:
+    """Synthetic data (the demo, the benches): a guardian's verified consent for a child
+    on a signed form, with no evidence kept, and their grants of `purposes` resting on it
+    (C3), each with its audit record. The caller commits."""
+    consent = ParentalConsent(
+        household_id=household_id,
+        id=uuid7(),
+        child_profile_id=child_profile_id,
+        guardian_account_id=guardian_account_id,
+        method=Method.SIGNED_FORM,
+        verified=True,
+        notice_version=ledger.catalogue.notice_version,
+        at=at,
+        evidence_sealed=None,
+    )
+    session.add(consent)
+    session.flush()
+    actor = f"account:{guardian_account_id}"
+    ledger.record(
+        session,
+        Subject(household_id, child_profile_id, ProfileKind.CHILD),
+        dict.fromkeys(purposes, True),
+        actor=actor,
+        channel=Channel.CONSOLE,
+        method=Method.SIGNED_FORM,
+        notice_version=ledger.catalogue.notice_version,
+        now=at,
+        guardian_account_id=guardian_account_id,
+    )
+    for purpose in purposes:
+        record(
+            session,
+            tag=AuditTag.CONSENT_GRANTED,
+            actor=actor,
+            now=at,
+            household_id=household_id,
+            subject=f"profile:{child_profile_id}:{purpose}",
+        )
 
 
 # -- synthetic media ------------------------------------------------------------------

@@ -14,7 +14,7 @@ from datetime import date
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.factories import password_hash, seed_media, wav_bytes
+from tests.factories import grant_parental_consent, password_hash, seed_media, wav_bytes
 from tests.functional.conftest import console_sign_in, sign_in, upload_voice
 from tests.functional.test_sign_in_api import add_totp
 from tutela.app import create_app
@@ -54,9 +54,11 @@ def two_parent_home(container: Container, tag: str, *, camera: bool) -> CreatedH
         devices=tuple(devices),
     )
     with container.stores.session() as session:
-        return households.create_home(
+        home = households.create_home(
             session, container.vault.keys, spec=spec, now=container.clock.now()
         )
+    grant_parental_consent(container, home)
+    return home
 
 
 def second_parent(home: CreatedHome) -> str:

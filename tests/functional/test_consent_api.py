@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text, update
 from sqlalchemy.exc import DBAPIError
 
-from tests.factories import grant_parental_consent
+from tests.factories import grant_parental_consent, make_home
 from tests.functional.conftest import owner_email, sign_in
 from tutela.consent.models import ConsentEvent
 from tutela.container import Container
@@ -89,9 +89,10 @@ def test_disclosure_is_never_bundled_and_a_stale_notice_is_refused(
 
 
 def test_a_guardian_cannot_consent_for_a_child_before_verification(
-    client: TestClient, container: Container, home: CreatedHome
+    client: TestClient, container: Container, unique: str
 ) -> None:
     """C3: verifiable parental consent comes before any grant for a child."""
+    home = make_home(container, tag=unique, parental_consent=False)
     auth = sign_in(client, owner_email(home))
     url = f"/api/v1/profiles/{home.child_profiles[0]}/consent"
     state = _state(client.get(url, headers=auth).json())
@@ -134,10 +135,11 @@ def test_another_households_profile_is_not_found(
 
 
 def test_the_store_refuses_to_rewrite_a_consent_event(
-    client: TestClient, container: Container, home: CreatedHome
+    client: TestClient, container: Container, unique: str
 ) -> None:
     """The ledger is appended to, never updated: a grant cannot be turned into a
     withdrawal (or back) behind the ledger's back, on either store."""
+    home = make_home(container, tag=unique, parental_consent=False)
     grant_parental_consent(container, home)
     with container.stores.session() as session:
         with pytest.raises(DBAPIError):

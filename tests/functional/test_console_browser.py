@@ -29,6 +29,7 @@ from tests.browser import (  # noqa: F401 (the browser's fixtures, shared)
     serving,
     virtual_authenticator,
 )
+from tests.factories import grant_parental_consent
 from tests.mailbox import link_in
 from tutela.container import Container
 from tutela.households import service as households
@@ -111,6 +112,7 @@ def _record_voice(
         item = vault.ingest_media(
             session,
             container.vault,
+            consent=container.consent,
             device=device,
             profile_id=profile_id,
             kind="voice",
@@ -123,6 +125,7 @@ def _record_voice(
         vault.ingest_transcript(
             session,
             container.vault,
+            consent=container.consent,
             device=device,
             source_item_id=item.id,
             text=transcript,
@@ -171,6 +174,9 @@ def _build_households(container: Container) -> Household:
             ),
             now=now,
         )
+    grant_parental_consent(container, ours)
+    grant_parental_consent(container, theirs)
+    now = container.clock.now()  # this clock runs: the uploads come after the consent
     our_devices, their_devices = _devices(container, ours), _devices(container, theirs)
     child = ours.child_profiles[0]
     recordings = tuple(
@@ -192,6 +198,7 @@ def _build_households(container: Container) -> Household:
         snapshot = vault.ingest_media(
             session,
             container.vault,
+            consent=container.consent,
             device=our_devices["camera"],
             profile_id=child,
             kind="snapshot",

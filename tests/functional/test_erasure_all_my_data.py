@@ -33,6 +33,7 @@ def _snapshot(container: Container, home: CreatedHome, profile: uuid.UUID) -> uu
         item = vault.ingest_media(
             s,
             container.vault,
+            consent=container.consent,
             device=camera,
             profile_id=profile,
             kind="snapshot",

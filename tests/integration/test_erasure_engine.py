@@ -245,7 +245,8 @@ def test_an_upload_racing_a_partial_erasure_goes_with_it_keys_first(
             now = container.clock.now()
             with container.stores.session() as s:
                 item = vault.ingest_media(
-                    s, container.vault, device=voice_device, profile_id=child, kind="voice",
+                    s, container.vault, consent=container.consent, device=voice_device,
+                    profile_id=child, kind="voice",
                     declared_type="audio/wav", captured_at=now - timedelta(minutes=1),
                     body=wav_bytes(0.2), limits=container.limits, now=now,
                 )  # fmt: skip

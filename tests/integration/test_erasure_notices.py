@@ -24,7 +24,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.conftest import _empty
-from tests.factories import make_home, password_hash, seed_media
+from tests.factories import grant_parental_consent, make_home, password_hash, seed_media
 from tests.integration.test_erasure_restore import restore_backup, take_backup
 from tests.integration.test_notices import RecordingMailer, RefusingMailer
 from tutela.audit.models import AuditEvent
@@ -68,9 +68,11 @@ def two_guardians(container: Container, tag: str) -> CreatedHome:
         ),
     )
     with container.stores.session() as session:
-        return households.create_home(
+        home = households.create_home(
             session, container.vault.keys, spec=spec, now=container.clock.now()
         )
+    grant_parental_consent(container, home)
+    return home
 
 
 def adult(home: CreatedHome, name: str) -> tuple[str, uuid.UUID]:

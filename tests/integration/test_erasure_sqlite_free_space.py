@@ -15,7 +15,7 @@ from datetime import date
 
 import pytest
 
-from tests.factories import password_hash, seed_media
+from tests.factories import grant_parental_consent, password_hash, seed_media
 from tutela.container import Container
 from tutela.erasure import receipts
 from tutela.erasure.models import ErasureRequest, RequesterKind, ScopeKind
@@ -52,6 +52,8 @@ def _full_home(container: Container, tag: str) -> CreatedHome:
         home = households.create_home(
             session, container.vault.keys, spec=spec, now=container.clock.now()
         )
+    for child in home.child_profiles:
+        grant_parental_consent(container, home, child=child)
     for profile in [*home.child_profiles, *home.adult_profiles.values()]:
         seed_media(container, home, profile=profile, voices=3, clips=1)
     return home

@@ -264,6 +264,7 @@ def test_uploads_racing_a_rekey_all_stay_readable(container: Container, unique: 
                     item = vault.ingest_media(
                         s,
                         container.vault,
+                        consent=container.consent,
                         device=device,
                         profile_id=child,
                         kind="voice",

@@ -35,6 +35,7 @@ def _voice(container: Container, home: households.CreatedHome) -> uuid.UUID:
         item = service.ingest_media(
             s,
             container.vault,
+            consent=container.consent,
             device=device,
             profile_id=home.child_profiles[0],
             kind="voice",

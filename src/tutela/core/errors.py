@@ -55,6 +55,13 @@ class Forbidden(TutelaError):
     title = "Not allowed"
 
 
+class ConsentRefused(Forbidden):
+    """An upload its subject's consent does not allow; `code` says why (C3, C6)."""
+
+    code = "collection_refused"
+    title = "Consent does not allow this upload"
+
+
 class NotFound(TutelaError):
     """Also the answer for another household's ids: existence never leaks."""
 

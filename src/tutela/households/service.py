@@ -664,3 +664,14 @@ def guardians_of(
             .order_by(Account.id)
         )
     )
+
+
+def active_profiles(session: Session, *, household_id: uuid.UUID) -> list[Profile]:
+    """The household's profiles that are not being erased: those its devices record for."""
+    return list(
+        session.scalars(
+            select(Profile)
+            .where(Profile.household_id == household_id, Profile.state == ProfileState.ACTIVE)
+            .order_by(Profile.kind, Profile.created_at, Profile.id)
+        )
+    )

@@ -71,31 +71,33 @@ async def upload_media(
 
     The device check, the upload's checks and the sealing all run in one worker thread,
     which pulls the body from the event loop piece by piece as it seals it. Not one byte
-    of the body is read before the device token is found valid (R6): a client without
-    one cannot make the server take in up to a megabyte for nothing.
+    of the body is read before the device token is found valid (R6) and the subject's
+    consent is found to allow it (C3, C6): a client without either cannot make the server
+    take in up to a megabyte for nothing.
 
     `ephemeral=true` marks a voice recording used only in place of typed words (C11): it
     is checked as usual, read to its end and dropped; only its row is kept, briefly.
     """
 
+    def _body() -> bytes | Iterator[bytes]:
+        if content_length is not None and content_length <= SMALL_BODY:
+            # Small bodies (most voice clips) are read whole in one hop to the loop.
+            return anyio.from_thread.run(_read_declared, request, content_length)
+        return _sync_body(request.stream().__aiter__())
+
     def _ingest() -> ItemOut:
         with container.stores.session() as session:
             device = current_device(request, session, container)
-            body: bytes | Iterator[bytes]
-            if content_length is not None and content_length <= SMALL_BODY:
-                # Small bodies (most voice clips) are read whole in one hop to the loop.
-                body = anyio.from_thread.run(_read_declared, request, content_length)
-            else:
-                body = _sync_body(request.stream().__aiter__())
             item = service.ingest_media(
                 session,
                 container.vault,
+                consent=container.consent,
                 device=device,
                 profile_id=profile_id,
                 kind=kind,
                 declared_type=content_type,
                 captured_at=captured_at,
-                body=body,
+                body=_body,
                 limits=container.limits,
                 now=container.clock.now(),
                 source_item_id=source_item_id,
@@ -114,6 +116,7 @@ def upload_transcript(
     item = service.ingest_transcript(
         session,
         container.vault,
+        consent=container.consent,
         device=device,
         source_item_id=payload.source_item_id,
         text=payload.text,
@@ -130,6 +133,7 @@ def upload_locations(
     item = service.ingest_locations(
         session,
         container.vault,
+        consent=container.consent,
         device=device,
         profile_id=payload.profile_id,
         points=[

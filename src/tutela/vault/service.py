@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -22,7 +22,7 @@ from tutela.core.errors import Conflict, Gone, InvalidInput, NotFound, PayloadTo
 from tutela.core.ids import uuid7
 from tutela.db.idsets import any_of
 from tutela.households.models import Device, Profile, ProfileState
-from tutela.vault import crypto, rules
+from tutela.vault import crypto, gates, rules
 from tutela.vault.blobs import BlobStore
 from tutela.vault.keystore import KeyStore
 from tutela.vault.models import ItemKind, ItemState, MediaItem
@@ -89,13 +89,24 @@ ACTIVITY_RESOLUTION = timedelta(hours=1)
 
 
 def _profile_for_upload(
-    session: Session, device: Device, profile_id: uuid.UUID, now: datetime
+    session: Session,
+    device: Device,
+    profile_id: uuid.UUID,
+    now: datetime,
+    *,
+    consent: gates.ConsentQuestion,
+    purpose: str,
 ) -> Profile:
+    """The profile an upload is for, once its consent allows `purpose` (C3, C6): asked
+    before the body is read, and before any key, blob or row is made."""
     profile = session.get(Profile, (device.household_id, profile_id))
     if profile is None:
         raise NotFound("No such profile in this device's household.", code="profile_not_found")
     if profile.state != ProfileState.ACTIVE:
         raise Conflict("This profile is being erased; nothing more is taken.", code="under_erasure")
+    # Before the activity mark, so the question's read flushes no write that the body's
+    # arrival would then hold open; a refused upload marks no activity (A1).
+    gates.check(session, consent, profile=profile, purpose=purpose, now=now)
     if now - profile.last_active_at >= ACTIVITY_RESOLUTION:
         # Activity keeps a child profile out of the inactive-child rule (A1).
         profile.last_active_at = now
@@ -192,16 +203,20 @@ def _store_sealed(
     return item
 
 
+Body = bytes | Iterable[bytes]
+
+
 def ingest_media(
     session: Session,
     vault: Vault,
     *,
+    consent: gates.ConsentQuestion,
     device: Device,
     profile_id: uuid.UUID,
     kind: str,
     declared_type: str,
     captured_at: datetime,
-    body: bytes | Iterable[bytes],
+    body: Body | Callable[[], Body],
     limits: Limits,
     now: datetime,
     source_item_id: uuid.UUID | None = None,
@@ -212,19 +227,27 @@ def ingest_media(
 
     An `ephemeral` voice recording (C11) is checked like any other and then not kept:
     see `_take_ephemeral`.
+
+    `body` may be a function that reads it: it is called only once every check has
+    passed, consent's included, so a refused upload reads none of it (C3, C6).
     """
     item_kind, media_type = rules.check_upload_kind(kind, declared_type, device.kind)
     rules.check_ephemeral(item_kind, ephemeral)
     rules.check_captured_at(captured_at, now=now, max_skew=limits.max_future_skew)
     if declared_length is not None and declared_length > limits.max_upload_bytes:
         raise PayloadTooLarge(f"Uploads are limited to {limits.max_upload_bytes} bytes.")
-    profile = _profile_for_upload(session, device, profile_id, now)
+    profile = _profile_for_upload(
+        session, device, profile_id, now, consent=consent, purpose=gates.PURPOSE_OF_KIND[item_kind]
+    )
     if item_kind is ItemKind.THUMBNAIL:
         if source_item_id is None:
             raise InvalidInput("A thumbnail names the clip it shows.", code="source_required")
-        _source_for_derived(session, device, profile, source_item_id, {ItemKind.VIDEO})
+        with session.no_autoflush:  # the activity mark waits for the row, not the body
+            _source_for_derived(session, device, profile, source_item_id, {ItemKind.VIDEO})
     elif source_item_id is not None:
         raise InvalidInput("Only derived artifacts name a source item.", code="source_not_allowed")
+    if callable(body):
+        body = body()
     item = MediaItem(
         household_id=device.household_id,
         id=uuid7(),
@@ -289,6 +312,7 @@ def ingest_transcript(
     session: Session,
     vault: Vault,
     *,
+    consent: gates.ConsentQuestion,
     device: Device,
     source_item_id: uuid.UUID,
     text: str,
@@ -301,7 +325,14 @@ def ingest_transcript(
     source = session.get(MediaItem, (device.household_id, source_item_id))
     if source is None or source.kind != ItemKind.VOICE:
         raise NotFound("No such voice recording.", code="source_not_found")
-    profile = _profile_for_upload(session, device, source.profile_id, now)
+    profile = _profile_for_upload(
+        session,
+        device,
+        source.profile_id,
+        now,
+        consent=consent,
+        purpose=gates.PURPOSE_OF_KIND[ItemKind.TRANSCRIPT],
+    )
     _source_for_derived(session, device, profile, source_item_id, {ItemKind.VOICE})
     item = MediaItem(
         household_id=device.household_id,
@@ -340,6 +371,7 @@ def ingest_locations(
     session: Session,
     vault: Vault,
     *,
+    consent: gates.ConsentQuestion,
     device: Device,
     profile_id: uuid.UUID,
     points: list[LocationPoint],
@@ -355,7 +387,14 @@ def ingest_locations(
         raise PayloadTooLarge(f"A batch holds at most {limits.max_location_points} points.")
     for point in points:
         rules.check_captured_at(point.captured_at, now=now, max_skew=limits.max_future_skew)
-    profile = _profile_for_upload(session, device, profile_id, now)
+    profile = _profile_for_upload(
+        session,
+        device,
+        profile_id,
+        now,
+        consent=consent,
+        purpose=gates.PURPOSE_OF_KIND[ItemKind.LOCATION],
+    )
     body = json.dumps(
         [
             {
