@@ -15,7 +15,22 @@ from tests.factories import grant_parental_consent, make_home
 from tutela.cli import app
 from tutela.consent.asks import ask_parent
 from tutela.container import Container
+from tutela.households.service import CreatedHome
 from tutela.identity.service import Principal
+
+
+@pytest.fixture
+def home(container: Container, unique: str) -> CreatedHome:
+    """A home whose child has no parental consent yet: these tests give it or show its
+    absence (C3)."""
+    return make_home(container, tag=unique, parental_consent=False)
+
+
+@pytest.fixture
+def other_home(container: Container, unique: str) -> CreatedHome:
+    return make_home(
+        container, tag=unique + "x", child_name="Otto Lindqvist", parental_consent=False
+    )
 
 
 @pytest.fixture
@@ -51,7 +66,7 @@ def test_purposes_refuses_a_bad_file_with_exit_status_2(runner: CliRunner, tmp_p
 def test_show_gives_a_childs_state_parental_consents_and_asks_without_personal_data(
     runner: CliRunner, container: Container
 ) -> None:
-    home = make_home(container, tag=uuid.uuid4().hex[:8])
+    home = make_home(container, tag=uuid.uuid4().hex[:8], parental_consent=False)
     child = home.child_profiles[0]
     email, account = next(iter(home.accounts.items()))
     before = _invoke(runner, "consent", "show", "--profile", str(child))

@@ -7,15 +7,32 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from tests.factories import grant_parental_consent
+from tests.factories import grant_parental_consent, make_home
 from tests.functional.conftest import console_sign_in, sign_in
 from tests.integration.test_erasure_notices import CHILD, adult, two_guardians
 from tests.mailbox import mail_to
 from tutela.container import Container
+from tutela.households.service import CreatedHome
 from tutela.notices.models import OutboxMessage
+
+
+@pytest.fixture
+def home(container: Container, unique: str) -> CreatedHome:
+    """A home whose child has no parental consent yet: these tests give it or show its
+    absence (C3)."""
+    return make_home(container, tag=unique, parental_consent=False)
+
+
+@pytest.fixture
+def other_home(container: Container, unique: str) -> CreatedHome:
+    return make_home(
+        container, tag=unique + "x", child_name="Otto Lindqvist", parental_consent=False
+    )
+
 
 CHANGED = "Consent for a child in your Tutela home was changed"
 STOPPED = "Recording of a child in your Tutela home was stopped"
@@ -37,7 +54,7 @@ def outbox_kinds(container: Container, household_id: uuid.UUID) -> list[tuple[st
 def test_each_guardian_is_told_of_a_change_made_in_the_console(
     client: TestClient, container: Container, unique: str
 ) -> None:
-    home = two_guardians(container, unique)
+    home = two_guardians(container, unique, parental_consent=False)
     (ana, _), (bruno, _) = adult(home, "ana"), adult(home, "bruno")
     child = home.child_profiles[0]
     grant_parental_consent(container, home)
@@ -68,7 +85,7 @@ def test_each_guardian_is_told_of_a_change_made_in_the_console(
 def test_each_guardian_is_told_when_recording_is_stopped_through_the_api(
     client: TestClient, container: Container, unique: str
 ) -> None:
-    home = two_guardians(container, unique)
+    home = two_guardians(container, unique, parental_consent=False)
     (ana, _), (bruno, _) = adult(home, "ana"), adult(home, "bruno")
     child = home.child_profiles[0]
     grant_parental_consent(container, home)
@@ -88,7 +105,7 @@ def test_each_guardian_is_told_when_recording_is_stopped_through_the_api(
 def test_an_adult_is_sent_a_confirmation_of_their_own_change_and_nobody_else_is(
     client: TestClient, container: Container, unique: str
 ) -> None:
-    home = two_guardians(container, unique)
+    home = two_guardians(container, unique, parental_consent=False)
     (ana, _), (bruno, _) = adult(home, "ana"), adult(home, "bruno")
     own = home.adult_profiles[ana]
 
@@ -117,7 +134,7 @@ def test_a_refused_change_tells_nobody(
 ) -> None:
     """A grant for a child without a parent's verified consent is refused whole: no
     event, no notice (the notice is queued in the change's own transaction)."""
-    home = two_guardians(container, unique)
+    home = two_guardians(container, unique, parental_consent=False)
     (ana, _), (bruno, _) = adult(home, "ana"), adult(home, "bruno")
     child = home.child_profiles[0]
 

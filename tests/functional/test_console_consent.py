@@ -11,14 +11,30 @@ import uuid
 from datetime import timedelta
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 
-from tests.factories import grant_parental_consent
+from tests.factories import grant_parental_consent, make_home
 from tests.functional.conftest import console_sign_in, owner_email, sign_in
 from tutela.consent.purposes import default_purposes_path, parse_purposes
 from tutela.container import Container
 from tutela.core.clock import FakeClock
 from tutela.households.service import CreatedHome
+
+
+@pytest.fixture
+def home(container: Container, unique: str) -> CreatedHome:
+    """A home whose child has no parental consent yet: these tests give it or show its
+    absence (C3)."""
+    return make_home(container, tag=unique, parental_consent=False)
+
+
+@pytest.fixture
+def other_home(container: Container, unique: str) -> CreatedHome:
+    return make_home(
+        container, tag=unique + "x", child_name="Otto Lindqvist", parental_consent=False
+    )
+
 
 EVIL = {"origin": "https://evil.example"}
 
@@ -275,7 +291,7 @@ def test_another_households_or_adults_profile_is_not_found(
 ) -> None:
     from tests.factories import make_home
 
-    two = make_home(container, tag=uuid.uuid4().hex[:8], second_adult=True)
+    two = make_home(container, tag=uuid.uuid4().hex[:8], second_adult=True, parental_consent=False)
     bruno = next(e for e in two.accounts if e.startswith("bruno."))
     console_sign_in(client, owner_email(home))
     theirs = other_home.child_profiles[0]

@@ -52,8 +52,9 @@ CHILD = "Lily Marchetti"
 IDLE = timedelta(days=548)  # the packaged policy's inactive-child rule: 18 months
 
 
-def two_guardians(container: Container, tag: str) -> CreatedHome:
-    """Ana (the owner) and Bruno, both guardians of Lily; a voice device and a camera."""
+def two_guardians(container: Container, tag: str, *, parental_consent: bool = True) -> CreatedHome:
+    """Ana (the owner) and Bruno, both guardians of Lily; a voice device and a camera;
+    Ana's verified consent for Lily unless `parental_consent` is False (C3)."""
     ana, bruno = f"ana.{tag}@example.com", f"bruno.{tag}@example.com"
     spec = HomeSpec(
         adults=(
@@ -71,7 +72,8 @@ def two_guardians(container: Container, tag: str) -> CreatedHome:
         home = households.create_home(
             session, container.vault.keys, spec=spec, now=container.clock.now()
         )
-    grant_parental_consent(container, home)
+    if parental_consent:
+        grant_parental_consent(container, home)
     return home
 
 
