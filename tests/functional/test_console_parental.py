@@ -379,3 +379,30 @@ def test_the_other_parent_is_asked_by_email_from_the_page(
     assert "The email is on its way." in page and "parent.two" not in page.lower()
     [mail] = mail_to(container.settings.mail_path, "parent.two@example.com")
     assert f"/privacy/{child}/consent" in mail
+
+
+def test_answers_sent_without_a_step_up_come_back_with_the_same_questions_ticked(
+    client: TestClient, container: Container, home: CreatedHome
+) -> None:
+    """C7: the step-up asked for does not cost the parent their answers."""
+    child = home.child_profiles[0]
+    console_sign_in(client, owner_email(home))
+    form = form_of(client.get(page_url(child)).text, "form-knowledge_questions")
+    challenge = html.unescape(re.findall(r'name="challenge" value="([^"]+)"', form)[0])
+    ids = list(dict.fromkeys(re.findall(r'name="answer\.([a-z-]+)"', form)))
+    right = {f"answer.{q}": ANSWERS[q] for q in ids}
+
+    r = post(client, child, "knowledge_questions", challenge=challenge, password=None, **right)
+    assert r.status_code == 403
+    assert alert_of(r.text, "knowledge_questions") == (
+        "Confirm it is you first, below. Nothing was recorded."
+    )
+    again = form_of(r.text, "form-knowledge_questions")
+    assert html.unescape(re.findall(r'name="challenge" value="([^"]+)"', again)[0]) == challenge
+    for q in ids:
+        ticked = re.search(rf'name="answer\.{q}" value="([^"]+)"[^>]* checked', again)
+        assert ticked is not None and html.unescape(ticked.group(1)) == ANSWERS[q]
+    assert attempts(container, home) == []
+
+    r = post(client, child, "knowledge_questions", challenge=challenge, **right)
+    assert r.status_code == 303, r.text
