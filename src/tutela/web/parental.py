@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from tutela.consent import asks, parental, questions
 from tutela.consent.models import Channel
-from tutela.consent.parental_api import MAX_PURPOSES, _verifiers
+from tutela.consent.parental_api import MAX_PURPOSES, verifiers_of
 from tutela.consent.service import Whose
 from tutela.core.errors import (
     InvalidInput,
@@ -231,7 +231,7 @@ def verify_parent(
         )
         parental.give_consent(
             session,
-            _verifiers(container),
+            verifiers_of(container),
             principal,
             profile_id,
             attempt,
