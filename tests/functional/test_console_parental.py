@@ -1,9 +1,9 @@
-"""The console's parental-consent page (C3, C4, C5, C7), through `create_app`, a signed-in
+"""The console's parental-consent page (C3, C4, C7), through `create_app`, a signed-in
 browser session (cookies) and the real stores: why Tutela asks, the attempts so far, the
 four methods as forms of their own with nothing ticked and sharing never offered, each
 method succeeding or failing with its reason and the attempts left, step-up asked in the
-form when the session has none, the ID photo erased after the check, asking the other
-parent by email, and who may see the page."""
+form when the session has none, and the ID photo erased after the check. Who may see the
+page, and asking the other parent from it: `test_console_parental_access.py`."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from sqlalchemy import select
 from tests.factories import PASSWORD
 from tests.functional.conftest import console_sign_in, owner_email, stored
 from tests.functional.test_parental_consent import PDF, attempts, id_photo
-from tests.mailbox import mail_to
 from tutela.consent.models import ConsentEvent
 from tutela.consent.parental import open_evidence
 from tutela.consent.questions import BANK
@@ -28,7 +27,6 @@ from tutela.core.clock import FakeClock
 from tutela.households.service import CreatedHome
 from tutela.vault.models import MediaItem
 
-EVIL = {"origin": "https://evil.example"}
 ANSWERS = {q.id: q.answer for q in BANK}
 METHODS = ("signed_form", "card_check", "knowledge_questions", "id_check")
 
@@ -320,65 +318,6 @@ def test_too_many_failures_in_a_day_are_refused_with_a_wait(
     assert r.status_code == 429
     assert int(r.headers["retry-after"]) > 0
     assert "Too many failed attempts" in alert_of(r.text, "card_check")
-
-
-def test_another_households_child_and_an_adult_are_not_found(
-    client: TestClient, container: Container, home: CreatedHome, other_home: CreatedHome
-) -> None:
-    console_sign_in(client, owner_email(home))
-    theirs = other_home.child_profiles[0]
-    own = home.adult_profiles[owner_email(home)]
-    for profile in (theirs, own):
-        assert client.get(page_url(profile)).status_code == 404
-        assert post(client, profile, "card_check", card_token="tok_ok").status_code == 404
-    r = client.post(
-        page_url(theirs) + "/ask", data={"email": "x@example.com"}, follow_redirects=False
-    )
-    assert r.status_code == 404
-    assert attempts(container, home) == [] and attempts(container, other_home) == []
-
-
-def test_a_cross_site_post_is_refused_and_records_nothing(
-    client: TestClient, container: Container, home: CreatedHome
-) -> None:
-    child = home.child_profiles[0]
-    console_sign_in(client, owner_email(home))
-    r = post(client, child, "card_check", card_token="tok_ok", headers=EVIL)
-    assert r.status_code == 403
-    assert r.json()["code"] == "cross_site_request"
-    r = client.post(
-        page_url(child) + "/ask",
-        data={"email": "parent.two@example.com"},
-        headers=EVIL,
-        follow_redirects=False,
-    )
-    assert r.status_code == 403
-    assert attempts(container, home) == []
-    assert mail_to(container.settings.mail_path, "parent.two@example.com") == []
-
-
-def test_the_other_parent_is_asked_by_email_from_the_page(
-    client: TestClient, container: Container, home: CreatedHome
-) -> None:
-    """C5: the ask goes through the asks use case; the page says the address is dropped."""
-    child = home.child_profiles[0]
-    console_sign_in(client, owner_email(home))
-    r = client.post(page_url(child) + "/ask", data={"email": "not an address"})
-    assert r.status_code == 422
-    assert "not an email address" in alert_of(r.text, "ask")
-    assert 'aria-describedby="ask-error"' in tag_of(r.text, "ask-email")
-
-    r = client.post(
-        page_url(child) + "/ask",
-        data={"email": "Parent.Two@Example.com"},
-        follow_redirects=False,
-    )
-    assert r.status_code == 303
-    assert r.headers["location"] == page_url(child) + "?done=asked#ask"
-    page = client.get(r.headers["location"]).text
-    assert "The email is on its way." in page and "parent.two" not in page.lower()
-    [mail] = mail_to(container.settings.mail_path, "parent.two@example.com")
-    assert f"/privacy/{child}/consent" in mail
 
 
 def test_answers_sent_without_a_step_up_come_back_with_the_same_questions_ticked(
