@@ -47,6 +47,7 @@ from tutela.vault.device_api import device as device_state_router
 from tutela.vault.summary_api import router as summary_router
 from tutela.web.account import router as account_router
 from tutela.web.consent import router as console_consent_router
+from tutela.web.parental import router as console_parental_router
 from tutela.web.privacy import router as privacy_router
 from tutela.web.recovery import router as console_recovery_router
 from tutela.web.rights import router as rights_router
@@ -431,6 +432,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         account_router,
         privacy_router,
         console_consent_router,
+        console_parental_router,
         rights_router,
         summary_router,
         staff_console_router,

@@ -188,8 +188,9 @@ def test_a_child_without_verified_consent_is_told_and_cannot_be_turned_on(
     for purpose in ("storage", "model_training", "third_party_disclosure"):
         assert state_of(page, purpose) == "Off until a parent's consent is verified"
     assert 'id="consent-form"' not in page
-    # Without the console's verification page, the page says where it is done instead.
-    assert "A parent verifies their consent in the Tutela app" in page
+    # The console's own verification page is where the parent goes next.
+    assert f'<a href="/privacy/{child}/parental-consent">' in page
+    assert "A parent verifies their consent in the Tutela app" not in page
 
     r = post_choices(client, child, {"storage": "on"})
     assert r.status_code == 403

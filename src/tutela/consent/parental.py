@@ -138,11 +138,13 @@ def give_consent(
     attempt: Attempt,
     *,
     now: datetime,
+    channel: Channel = Channel.API,
 ) -> Outcome:
     """Verify the guardian by `attempt.method`, record the attempt with its evidence, and
     on success append the guardian's grants of `attempt.purposes` resting on it (C3); the
     child's open asks for consent are answered (C5). A failed attempt is recorded and
-    answered 403 `parental_consent_not_verified`. The caller checked step-up (C7)."""
+    answered 403 `parental_consent_not_verified`. The caller checked step-up (C7);
+    `channel` says where the grants came from (the API, or the console's page)."""
     who = guardian_of_child(session, principal, child_id)
     check_purposes(verifiers.ledger, attempt)
     left = check_throttle(session, who.subject, verifiers.failures_per_day, now)
@@ -196,7 +198,7 @@ def give_consent(
         subject,
         dict.fromkeys(attempt.purposes, True),
         actor=actor,
-        channel=Channel.API,
+        channel=channel,
         method=attempt.method,
         notice_version=attempt.notice_version,
         now=now,

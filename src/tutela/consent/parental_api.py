@@ -65,7 +65,8 @@ class AskOut(BaseModel):
     """When the address is deleted if no consent has come (C5)."""
 
 
-def _verifiers(container: AppContainer) -> parental.Verifiers:
+def verifiers_of(container: AppContainer) -> parental.Verifiers:
+    """The ports verification needs, as the API and the console both hand them over."""
     settings = container.settings
     return parental.Verifiers(
         ledger=container.consent,
@@ -142,7 +143,7 @@ def give_parental_consent(
         answers=_answers(answers),
     )
     outcome = parental.give_consent(
-        session, _verifiers(container), principal, child_id, attempt, now=now
+        session, verifiers_of(container), principal, child_id, attempt, now=now
     )
     return ParentalConsentOut(
         id=outcome.consent_id,

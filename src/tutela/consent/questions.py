@@ -165,6 +165,39 @@ def check(
     """Every question of the challenge answered right, or not. A challenge that is not
     ours, for another child or guardian, or expired is refused as input (it was never a
     verification attempt); wrong answers are a failed attempt."""
+    ids = _opened(keys, challenge, child_profile_id, account_id, now)
+    right = sum(
+        1
+        for qid in ids
+        if qid in _BY_ID
+        and answers.get(qid, "").strip().casefold() == _BY_ID[qid].answer.casefold()
+    )
+    return Answered(ids, right == len(ids) and len(ids) > 0, right)
+
+
+def reopen(
+    keys: KeyStore,
+    *,
+    challenge: str,
+    child_profile_id: uuid.UUID,
+    account_id: uuid.UUID,
+    now: datetime,
+) -> Drawn:
+    """The questions of a challenge drawn earlier, to show them again (a form sent back
+    for another reason than its answers); refused as `check` refuses it."""
+    ids = _opened(keys, challenge, child_profile_id, account_id, now)
+    head = _unb64(challenge.split(".", 1)[0])
+    expires = datetime.fromtimestamp(json.loads(head)["e"], tz=now.tzinfo)
+    return Drawn(challenge, tuple(_BY_ID[i] for i in ids if i in _BY_ID), expires)
+
+
+def _opened(
+    keys: KeyStore,
+    challenge: str,
+    child_profile_id: uuid.UUID,
+    account_id: uuid.UUID,
+    now: datetime,
+) -> tuple[str, ...]:
     try:
         head, mac = challenge.split(".", 1)
         payload = _unb64(head)
@@ -184,11 +217,4 @@ def check(
         raise InvalidInput(
             "Those questions have expired; ask for new ones.", code="questions_expired"
         )
-    ids = tuple(str(i) for i in data["q"])
-    right = sum(
-        1
-        for qid in ids
-        if qid in _BY_ID
-        and answers.get(qid, "").strip().casefold() == _BY_ID[qid].answer.casefold()
-    )
-    return Answered(ids, right == len(ids) and len(ids) > 0, right)
+    return tuple(str(i) for i in data["q"])

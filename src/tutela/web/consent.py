@@ -18,6 +18,7 @@ from typing import Annotated, Any, Final
 from fastapi import APIRouter, BackgroundTasks, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
+from starlette.routing import NoMatchFound
 
 from tutela.consent import notice, service
 from tutela.consent.ledger import ConsentLedger, Decision, Reason
@@ -34,6 +35,7 @@ router = APIRouter(include_in_schema=False)
 PAGE: Final = "/privacy/{profile_id}/consent"
 PARENTAL_PAGE: Final = "/privacy/{profile_id}/parental-consent"
 """Where a parent verifies their consent, when the console has that page."""
+PARENTAL_PAGE_NAME: Final = "parental_consent_page"
 FIELD: Final = "purpose."
 """A purpose's radio group is named `purpose.<name>`, valued `on` or `off`."""
 
@@ -57,7 +59,7 @@ METHOD_WORDS: Final = {
     Method.KNOWLEDGE_QUESTIONS.value: "by answering questions only a parent can",
     Method.ID_CHECK.value: "with an identity document check",
 }
-DONE: Final = {"saved", "unchanged", "refused"}
+DONE: Final = {"saved", "unchanged", "refused", "verified"}
 HISTORY_EVENTS: Final = 500
 """The newest events the page shows (the API's history has them all)."""
 
@@ -168,6 +170,10 @@ def _history(
 
 def parental_consent_link(request: Request, profile_id: uuid.UUID) -> str | None:
     """The console's page where a parent verifies consent, if this console has one."""
+    try:  # by name: routes of included routers are not listed in `app.routes`
+        return str(request.app.url_path_for(PARENTAL_PAGE_NAME, profile_id=str(profile_id)))
+    except NoMatchFound:
+        pass
     for route in request.app.routes:
         if getattr(route, "path", None) == PARENTAL_PAGE:
             return PARENTAL_PAGE.format(profile_id=profile_id)
