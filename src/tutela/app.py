@@ -46,6 +46,7 @@ from tutela.vault.api import items as items_router
 from tutela.vault.summary_api import router as summary_router
 from tutela.web.account import router as account_router
 from tutela.web.consent import router as console_consent_router
+from tutela.web.exports import router as console_exports_router
 from tutela.web.privacy import router as privacy_router
 from tutela.web.recovery import router as console_recovery_router
 from tutela.web.rights import router as rights_router
@@ -434,6 +435,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         staff_console_router,
         console_recovery_router,
         console_transparency_router,
+        console_exports_router,
     ):
         app.include_router(router)
     app.mount("/static", static_files(), name="static")
