@@ -262,6 +262,8 @@ def test_the_privacy_page_links_to_the_copies(client: TestClient, home: CreatedH
     # Each profile this adult sees: their own and their child's, where a copy is asked for.
     assert f'href="/profiles/{home.child_profiles[0]}#copies"' in copies
     assert f'href="/profiles/{home.adult_profiles[owner_email(home)]}#copies"' in copies
+    own = client.get(f"/profiles/{home.adult_profiles[owner_email(home)]}").text
+    assert "Download a copy of your data" in html.unescape(section(own))
 
 
 def test_a_made_up_export_id_in_the_address_is_not_announced(
