@@ -47,6 +47,7 @@ from tutela.vault.device_api import device as device_state_router
 from tutela.vault.summary_api import router as summary_router
 from tutela.web.account import router as account_router
 from tutela.web.consent import router as console_consent_router
+from tutela.web.exports import router as console_exports_router
 from tutela.web.parental import router as console_parental_router
 from tutela.web.privacy import router as privacy_router
 from tutela.web.recovery import router as console_recovery_router
@@ -438,6 +439,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         staff_console_router,
         console_recovery_router,
         console_transparency_router,
+        console_exports_router,
     ):
         app.include_router(router)
     app.mount("/static", static_files(), name="static")

@@ -39,6 +39,7 @@ from tutela.retention.notice import format_hours
 from tutela.settings import Settings
 from tutela.vault import service as vault
 from tutela.vault.models import ItemKind
+from tutela.web import exports as console_exports
 from tutela.web import rights_forms
 from tutela.web.forms import (
     CSRF_COOKIE,
@@ -381,6 +382,7 @@ def profile_page(
             # C11: how long the transcript of voice used in place of typing is kept.
             "ephemeral_kept_for": format_hours(container.policy.ephemeral_voice_max_age),
             "rights": rights_forms.panel(session, principal, profile),
+            "copies": console_exports.panel(request, session, container, principal, profile.id),
             "next_cursor": page.next_cursor,
             "kind": kind.value if kind else "",
             "kinds": [
