@@ -140,6 +140,9 @@ def test_a_session_opened_before_the_first_camera_is_refused_camera_media_after_
     page = client.get(f"/profiles/{home.child_profiles[0]}", follow_redirects=False)
     assert (page.status_code, page.headers["location"]) == (303, "/account/security")
     assert client.get(f"{API}/items/{item}/content").status_code == 403
+    # A copy of the data is media too: not asked for, not downloaded, without a factor.
+    copy = client.post(f"{API}/profiles/{home.child_profiles[0]}/exports", headers=headers)
+    assert (copy.status_code, copy.json()["code"]) == (403, "second_factor_required")
 
 
 def test_registering_the_first_camera_demotes_open_sessions_without_a_factor(

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from tutela.deps import AppContainer, CurrentPrincipal, DbSession
+from tutela.deps import AppContainer, CurrentPrincipal, DbSession, MediaReader
 from tutela.exports import rules, service
 from tutela.exports.models import Export
 from tutela.households import service as households
@@ -67,7 +67,11 @@ class ExportOut(BaseModel):
 
 @router.post("/profiles/{profile_id}/exports", status_code=202, response_model=ExportOut)
 def request_export(
-    profile_id: uuid.UUID, principal: CurrentPrincipal, session: DbSession, container: AppContainer
+    profile_id: uuid.UUID,
+    principal: CurrentPrincipal,
+    session: DbSession,
+    container: AppContainer,
+    _media: MediaReader,
 ) -> ExportOut:
     """Ask for a copy of a profile's data (C6): 202 with the export, packaged by a worker.
     Needs a recent step-up (C7); asking again while one is being made answers it."""
@@ -126,7 +130,11 @@ def get_export(
 
 @router.get("/exports/{export_id}/download", response_class=Response)
 def download_export(
-    export_id: uuid.UUID, principal: CurrentPrincipal, session: DbSession, container: AppContainer
+    export_id: uuid.UUID,
+    principal: CurrentPrincipal,
+    session: DbSession,
+    container: AppContainer,
+    _media: MediaReader,
 ) -> StreamingResponse:
     """The zip, decrypted as it streams: 409 `export_not_ready` before it is ready, 410
     `export_expired` once its link has expired."""
