@@ -46,14 +46,25 @@ def stored(container: Container) -> Snapshot:
     return Snapshot(items=items, keys=keys, blobs=blobs)
 
 
-@pytest.fixture
-def home(container: Container, unique: str) -> CreatedHome:
-    return make_home(container, tag=unique)
+def _consented(request: pytest.FixtureRequest) -> bool:
+    """Homes' children get a verified parental consent (C3) unless the test is marked
+    `without_parental_consent` (a test that gives it, or shows its absence)."""
+    return request.node.get_closest_marker("without_parental_consent") is None
 
 
 @pytest.fixture
-def other_home(container: Container, unique: str) -> CreatedHome:
-    return make_home(container, tag=unique + "x", child_name="Otto Lindqvist")
+def home(container: Container, unique: str, request: pytest.FixtureRequest) -> CreatedHome:
+    return make_home(container, tag=unique, parental_consent=_consented(request))
+
+
+@pytest.fixture
+def other_home(container: Container, unique: str, request: pytest.FixtureRequest) -> CreatedHome:
+    return make_home(
+        container,
+        tag=unique + "x",
+        child_name="Otto Lindqvist",
+        parental_consent=_consented(request),
+    )
 
 
 def upload_voice(

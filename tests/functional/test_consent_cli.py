@@ -15,22 +15,9 @@ from tests.factories import grant_parental_consent, make_home
 from tutela.cli import app
 from tutela.consent.asks import ask_parent
 from tutela.container import Container
-from tutela.households.service import CreatedHome
 from tutela.identity.service import Principal
 
-
-@pytest.fixture
-def home(container: Container, unique: str) -> CreatedHome:
-    """A home whose child has no parental consent yet: these tests give it or show its
-    absence (C3)."""
-    return make_home(container, tag=unique, parental_consent=False)
-
-
-@pytest.fixture
-def other_home(container: Container, unique: str) -> CreatedHome:
-    return make_home(
-        container, tag=unique + "x", child_name="Otto Lindqvist", parental_consent=False
-    )
+pytestmark = pytest.mark.without_parental_consent
 
 
 @pytest.fixture

@@ -11,28 +11,14 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from tests.factories import grant_parental_consent, make_home
+from tests.factories import grant_parental_consent
 from tests.functional.conftest import console_sign_in, sign_in
 from tests.integration.test_erasure_notices import CHILD, adult, two_guardians
 from tests.mailbox import mail_to
 from tutela.container import Container
-from tutela.households.service import CreatedHome
 from tutela.notices.models import OutboxMessage
 
-
-@pytest.fixture
-def home(container: Container, unique: str) -> CreatedHome:
-    """A home whose child has no parental consent yet: these tests give it or show its
-    absence (C3)."""
-    return make_home(container, tag=unique, parental_consent=False)
-
-
-@pytest.fixture
-def other_home(container: Container, unique: str) -> CreatedHome:
-    return make_home(
-        container, tag=unique + "x", child_name="Otto Lindqvist", parental_consent=False
-    )
-
+pytestmark = pytest.mark.without_parental_consent
 
 CHANGED = "Consent for a child in your Tutela home was changed"
 STOPPED = "Recording of a child in your Tutela home was stopped"

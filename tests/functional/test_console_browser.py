@@ -65,6 +65,9 @@ class Household:
     snapshot_id: uuid.UUID
     other_child_id: uuid.UUID
     other_recording: Recording
+    unverified_child_id: uuid.UUID
+    """Ana's second child, for whom no parent's consent is verified yet (C3)."""
+    unverified_child_name: str = "Mia Child"
 
 
 def wav_tone(seconds: float, *, hz: float = 440.0) -> bytes:
@@ -150,6 +153,7 @@ def _build_households(container: Container) -> Household:
                 ),
                 children=(
                     households.ChildSpec("Lily Child", date(2018, 5, 1), ("ana@example.com",)),
+                    households.ChildSpec("Mia Child", date(2021, 8, 2), ("ana@example.com",)),
                 ),
                 devices=(
                     households.DeviceSpec("voice", "Kitchen speaker"),
@@ -174,7 +178,7 @@ def _build_households(container: Container) -> Household:
             ),
             now=now,
         )
-    grant_parental_consent(container, ours)
+    grant_parental_consent(container, ours, child=ours.child_profiles[0])
     grant_parental_consent(container, theirs)
     now = container.clock.now()  # this clock runs: the uploads come after the consent
     our_devices, their_devices = _devices(container, ours), _devices(container, theirs)
@@ -226,6 +230,7 @@ def _build_households(container: Container) -> Household:
         snapshot_id=snapshot.id,
         other_child_id=theirs.child_profiles[0],
         other_recording=other,
+        unverified_child_id=ours.child_profiles[1],
     )
 
 

@@ -21,20 +21,7 @@ from tutela.container import Container
 from tutela.core.clock import FakeClock
 from tutela.households.service import CreatedHome
 
-
-@pytest.fixture
-def home(container: Container, unique: str) -> CreatedHome:
-    """A home whose child has no parental consent yet: these tests give it or show its
-    absence (C3)."""
-    return make_home(container, tag=unique, parental_consent=False)
-
-
-@pytest.fixture
-def other_home(container: Container, unique: str) -> CreatedHome:
-    return make_home(
-        container, tag=unique + "x", child_name="Otto Lindqvist", parental_consent=False
-    )
-
+pytestmark = pytest.mark.without_parental_consent
 
 EVIL = {"origin": "https://evil.example"}
 
@@ -290,7 +277,6 @@ def test_refusing_asks_for_confirmation_then_withdraws_everything(
 def test_another_households_or_adults_profile_is_not_found(
     client: TestClient, container: Container, home: CreatedHome, other_home: CreatedHome
 ) -> None:
-    from tests.factories import make_home
 
     two = make_home(container, tag=uuid.uuid4().hex[:8], second_adult=True, parental_consent=False)
     bruno = next(e for e in two.accounts if e.startswith("bruno."))

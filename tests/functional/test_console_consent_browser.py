@@ -90,7 +90,7 @@ def test_a_child_without_a_verified_parent_is_shown_why_nothing_can_be_turned_on
     page: Page, base_url: str, household: Household, parent_cookie: dict[str, Any]
 ) -> None:
     page.context.add_cookies([parent_cookie])
-    page.goto(f"/privacy/{household.child_id}/consent")
+    page.goto(f"/privacy/{household.unverified_child_id}/consent")
     expect(
         page.get_by_role("heading", name="A parent's consent is not verified yet")
     ).to_be_visible()

@@ -13,6 +13,7 @@ import uuid
 from datetime import timedelta
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -26,6 +27,8 @@ from tutela.container import Container
 from tutela.core.clock import FakeClock
 from tutela.households.service import CreatedHome
 from tutela.vault.models import MediaItem
+
+pytestmark = pytest.mark.without_parental_consent
 
 ANSWERS = {q.id: q.answer for q in BANK}
 METHODS = ("signed_form", "card_check", "knowledge_questions", "id_check")

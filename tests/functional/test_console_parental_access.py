@@ -4,6 +4,7 @@ POST is refused before anything is recorded, and an ask goes through the asks us
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.functional.conftest import console_sign_in, owner_email
@@ -12,6 +13,8 @@ from tests.functional.test_parental_consent import attempts
 from tests.mailbox import mail_to
 from tutela.container import Container
 from tutela.households.service import CreatedHome
+
+pytestmark = pytest.mark.without_parental_consent
 
 EVIL = {"origin": "https://evil.example"}
 

@@ -44,16 +44,20 @@ def test_a_parent_verifies_with_a_card_on_a_narrow_screen_without_a_script(
     page: Page, base_url: str, household: Household, parent_cookie: dict[str, Any]
 ) -> None:
     page.context.add_cookies([parent_cookie])
-    page.goto(f"/privacy/{household.child_id}/consent")
-    page.get_by_role("link", name=f"Verify your consent as {household.child_name}'s parent").click()
+    page.goto(f"/privacy/{household.unverified_child_id}/consent")
+    page.get_by_role(
+        "link", name=f"Verify your consent as {household.unverified_child_name}'s parent"
+    ).click()
     expect(page.get_by_role("heading", level=1)).to_contain_text(
-        f"Verify your consent for {household.child_name}"
+        f"Verify your consent for {household.unverified_child_name}"
     )
     expect(page.get_by_role("heading", name="Why Tutela asks")).to_be_visible()
     no_sideways_scroll(page)
 
     card = page.locator("#form-card_check")
-    allowed = card.get_by_role("group", name=f"What you allow for {household.child_name}")
+    allowed = card.get_by_role(
+        "group", name=f"What you allow for {household.unverified_child_name}"
+    )
     for box in allowed.get_by_role("checkbox").all():
         expect(box).not_to_be_checked()  # nothing ticked for the parent (C4)
     expect(allowed.get_by_role("checkbox", name="Sharing with other companies")).to_have_count(0)
@@ -70,9 +74,9 @@ def test_a_parent_verifies_with_a_card_on_a_narrow_screen_without_a_script(
         "The card was declined. Attempts left today: 4."
     )
     expect(
-        card.get_by_role("group", name=f"What you allow for {household.child_name}").get_by_label(
-            "Keep recordings"
-        )
+        card.get_by_role(
+            "group", name=f"What you allow for {household.unverified_child_name}"
+        ).get_by_label("Keep recordings")
     ).to_be_checked()  # what was ticked is kept
     expect(page.locator("ul.attempts")).to_contain_text("Payment card check, not verified")
     no_sideways_scroll(page)
@@ -81,7 +85,7 @@ def test_a_parent_verifies_with_a_card_on_a_narrow_screen_without_a_script(
     card.get_by_role("button", name="Check my card").click()  # the step-up is still fresh
 
     expect(page.get_by_role("status")).to_contain_text(
-        f"Your consent as {household.child_name}'s parent is verified"
+        f"Your consent as {household.unverified_child_name}'s parent is verified"
     )
     expect(page.get_by_role("group", name="Keep recordings")).to_contain_text("Now: On")
     expect(page.get_by_role("radio")).not_to_have_count(0)  # the choices can be changed now

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy import func, select
 
-from tests.factories import PASSWORD, make_home
+from tests.factories import PASSWORD
 from tests.functional.conftest import owner_email, sign_in, stored
 from tutela.consent.models import ConsentEvent, ParentalConsent
 from tutela.consent.parental import open_evidence
@@ -34,20 +34,7 @@ from tutela.retention.models import ConsentContact
 from tutela.retention.sweep import run_sweep
 from tutela.vault.models import MediaItem
 
-
-@pytest.fixture
-def home(container: Container, unique: str) -> CreatedHome:
-    """A home whose child has no parental consent yet: these tests give it or show its
-    absence (C3)."""
-    return make_home(container, tag=unique, parental_consent=False)
-
-
-@pytest.fixture
-def other_home(container: Container, unique: str) -> CreatedHome:
-    return make_home(
-        container, tag=unique + "x", child_name="Otto Lindqvist", parental_consent=False
-    )
-
+pytestmark = pytest.mark.without_parental_consent
 
 API = "/api/v1"
 PDF = b"%PDF-1.7\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n"
