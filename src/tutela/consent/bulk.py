@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from itertools import product
 from typing import TYPE_CHECKING, Any
@@ -34,15 +35,17 @@ if TYPE_CHECKING:
     from tutela.consent.ledger import Subject
 
 Pairs = set[tuple[uuid.UUID, str]]
-PG_CHUNK = 50_000
-"""Subjects per statement on PostgreSQL (two arrays of ids as bound parameters)."""
+PG_CHUNK = 20_000
+"""Subjects per statement on PostgreSQL (two arrays of ids as binary parameters)."""
+PG_CONNECTIONS = 2
+"""Statements of one bulk check run at once."""
 SQLITE_CHUNK = 2000
 MASK_BITS = 62
 """Purposes per statement: masks are signed 64-bit integers."""
 
 _PG_MASKS = """
 SELECT w.idx, m.seen, m.ok
-FROM unnest(%(hh)s::uuid[], %(pid)s::uuid[]) WITH ORDINALITY AS w(hh, pid, idx)
+FROM unnest(%(hh)b::uuid[], %(pid)b::uuid[]) WITH ORDINALITY AS w(hh, pid, idx)
 CROSS JOIN LATERAL (
     SELECT bit_or(l.bit) AS seen, bit_or(CASE WHEN l.ok THEN l.bit ELSE 0 END) AS ok
     FROM (
@@ -68,18 +71,17 @@ def _expand(
     into: Pairs,
 ) -> None:
     """Add the allowed (profile id, purpose) pairs given each subject's (seen, ok) masks
-    (by index into `subjects`)."""
+    (by index into `subjects`): subjects are grouped by their mask of allowed purposes,
+    and each group's pairs are added in one call."""
     adult_defaults = sum(1 << i for i, p in enumerate(purposes) if p.adult_default)
-    names: dict[int, list[str]] = {}
+    groups: dict[int, list[uuid.UUID]] = {}
     for i, subject in enumerate(subjects):
         seen, ok = masks.get(i, (0, 0))
         allowed = ok | ((0 if subject.is_child else adult_defaults) & ~seen)
-        if not allowed:
-            continue
-        of = names.get(allowed)
-        if of is None:
-            of = names[allowed] = [p.name for b, p in enumerate(purposes) if allowed >> b & 1]
-        into.update(product((subject.profile_id,), of))
+        if allowed:
+            groups.setdefault(allowed, []).append(subject.profile_id)
+    for allowed, ids in groups.items():
+        into.update(product(ids, [p.name for b, p in enumerate(purposes) if allowed >> b & 1]))
 
 
 def allowed_pairs(
@@ -107,27 +109,35 @@ def _postgres(
 ) -> None:
     names = [p.name for p in purposes]
     changed = [p.changed_in for p in purposes]
-    raw = engine.raw_connection()
-    try:
-        conn: Any = raw.driver_connection
-        conn.autocommit = True
+
+    def masks_of(chunk: Sequence[Subject]) -> dict[int, tuple[int, int]]:
+        raw = engine.raw_connection()
         try:
-            for start in range(0, len(subjects), PG_CHUNK):
-                chunk = subjects[start : start + PG_CHUNK]
-                params = {
-                    "hh": [s.household_id for s in chunk],
-                    "pid": [s.profile_id for s in chunk],
-                    "purposes": names,
-                    "changed": changed,
-                    "at": at,
-                }
-                rows = conn.execute(_PG_MASKS, params).fetchall()
-                masks = {int(idx) - 1: (int(seen), int(ok)) for idx, seen, ok in rows}
-                _expand(chunk, purposes, masks, into)
+            conn: Any = raw.driver_connection
+            # A plan of index range scans, run at once: compiling it would cost more.
+            conn.execute("SET LOCAL jit = off")
+            params = {
+                "hh": [s.household_id for s in chunk],
+                "pid": [s.profile_id for s in chunk],
+                "purposes": names,
+                "changed": changed,
+                "at": at,
+            }
+            rows = conn.execute(_PG_MASKS, params).fetchall()
+            conn.rollback()
         finally:
-            conn.autocommit = False
-    finally:
-        raw.close()
+            raw.close()
+        return {int(idx) - 1: (int(seen), int(ok)) for idx, seen, ok in rows}
+
+    chunks = [subjects[start : start + PG_CHUNK] for start in range(0, len(subjects), PG_CHUNK)]
+    if len(chunks) == 1:
+        _expand(chunks[0], purposes, masks_of(chunks[0]), into)
+        return
+    # Chunks on PG_CONNECTIONS connections at once: the server's work is the bulk of it,
+    # and the answers of one chunk are expanded while the next are read.
+    with ThreadPoolExecutor(max_workers=PG_CONNECTIONS) as pool:
+        for chunk, masks in zip(chunks, pool.map(masks_of, chunks), strict=True):
+            _expand(chunk, purposes, masks, into)
 
 
 _t = ConsentEvent.__table__

@@ -1,6 +1,7 @@
 """Consent freshness: every change to the ledger tells the checkers' caches (C6).
 
-On PostgreSQL, a trigger NOTIFYs `tutela_consent` once per changed profile when a
+On PostgreSQL, the subject index also carries `granted` and `notice_version` (checks
+read the index alone), and a trigger NOTIFYs `tutela_consent` once per changed profile when a
 statement appends or deletes consent events; a statement that appends a withdrawal
 first takes a transaction-long advisory lock and a number from
 `consent_withdrawal_seq`, so withdrawals are numbered in the order they commit, and the
@@ -46,6 +47,14 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_consent_clock")),
     )
     if op.get_bind().dialect.name == "postgresql":
+        # What a decision needs rides in the index: checks read no table pages.
+        op.drop_index("ix_consent_events_subject", table_name="consent_events")
+        op.create_index(
+            "ix_consent_events_subject",
+            "consent_events",
+            ["household_id", "profile_id", "purpose", "at", "id"],
+            postgresql_include=["granted", "notice_version"],
+        )
         op.execute("CREATE SEQUENCE consent_withdrawal_seq")
         op.execute(
             f"""
@@ -109,6 +118,12 @@ def downgrade() -> None:
         op.execute("DROP FUNCTION IF EXISTS tutela_consent_appended()")
         op.execute("DROP FUNCTION IF EXISTS tutela_consent_deleted()")
         op.execute("DROP SEQUENCE IF EXISTS consent_withdrawal_seq")
+        op.drop_index("ix_consent_events_subject", table_name="consent_events")
+        op.create_index(
+            "ix_consent_events_subject",
+            "consent_events",
+            ["household_id", "profile_id", "purpose", "at", "id"],
+        )
     else:
         op.execute("DROP TRIGGER IF EXISTS consent_events_insert_clock")
         op.execute("DROP TRIGGER IF EXISTS consent_events_delete_clock")
