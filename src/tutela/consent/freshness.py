@@ -69,7 +69,7 @@ LEASE_SECONDS = 3.0
 RENEW_SECONDS = 0.5
 TRUST_SHARE = 0.9
 """The share of a lease a checker trusts its cache for: room for clocks that drift."""
-MAX_ENTRIES = 500_000
+MAX_ENTRIES = 200_000
 """Profiles cached per process; past it the cache starts again empty."""
 SETTLE_LIMIT_SECONDS = 2 * LEASE_SECONDS
 FIRST_BACKOFF_SECONDS = 0.5
@@ -110,14 +110,7 @@ class LatestCache(Protocol):
     def latest(self, who: Who, purpose: str, at: datetime) -> Latest | None:
         """The latest event no later than `at`: from the cache when trusted, else read."""
 
-    def peek(self, who: Who, purpose: str, at: datetime) -> Latest | None:
-        """Like `latest`, but `_ABSENT` (see `is_miss`) when the cache cannot answer."""
-
     def close(self) -> None: ...
-
-
-def is_miss(value: object) -> bool:
-    return value is _ABSENT
 
 
 class _Entries:
@@ -164,14 +157,6 @@ class PostgresCache:
         if time.monotonic() >= self._trusted_until:
             return None
         return self._generation
-
-    def peek(self, who: Who, purpose: str, at: datetime) -> Latest | None:
-        if self._token() is None:
-            return _ABSENT  # type: ignore[no-any-return]
-        found = self._entries.get(who, purpose)
-        if found is not None and _usable(found[1], at):
-            return found[1]
-        return _ABSENT  # type: ignore[no-any-return]
 
     def latest(self, who: Who, purpose: str, at: datetime) -> Latest | None:
         token = self._token()
@@ -358,13 +343,6 @@ class SqliteCache:
                 self._stamp = stamp
         return stamp
 
-    def peek(self, who: Who, purpose: str, at: datetime) -> Latest | None:
-        stamp = self._clock(self._conn())
-        found = self._entries.get(who, purpose)
-        if found is not None and found[0] == stamp and _usable(found[1], at):
-            return found[1]
-        return _ABSENT  # type: ignore[no-any-return]
-
     def latest(self, who: Who, purpose: str, at: datetime) -> Latest | None:
         conn = self._conn()
         stamp = self._clock(conn)
@@ -472,7 +450,7 @@ def settle(engine: Engine, n: int, *, limit: float = SETTLE_LIMIT_SECONDS) -> in
             if behind == 0 or time.monotonic() >= deadline:
                 break
             time.sleep(delay)
-            delay = min(2 * delay, 0.02)
+            delay = min(2 * delay, 0.005)
     if behind:
         log.error("consent withdrawal %d not acknowledged by %d checkers", n, behind)
     return behind

@@ -149,21 +149,17 @@ class ConsentLedger:
     ) -> Decision:
         """Whether `purpose` is allowed for `subject` at `at`, and why.
 
-        With `session`, a caller inside a transaction: the cache answers when it can,
-        but what it cannot answer is read through the session (and not cached), and a
-        session that appended consent events reads its own."""
+        With `session` (a caller inside a transaction), the answer is the same: the
+        cache's, which holds what is committed; only a session that has itself appended
+        consent events reads through itself, to see them before they commit."""
         p = self.purpose(purpose)
-        who = (subject.household_id, subject.profile_id)
-        if session is None:
-            if self.cache is not None:
-                return derive(subject.is_child, p, self.cache.latest(who, purpose, at))
-            with self.open_session() as own:
-                return derive(subject.is_child, p, self.latest(own, subject, purpose, at))
-        if self.cache is not None and not freshness.wrote_consent(session):
-            found = self.cache.peek(who, purpose, at)
-            if not freshness.is_miss(found):
-                return derive(subject.is_child, p, found)
-        return derive(subject.is_child, p, self.latest(session, subject, purpose, at))
+        if self.cache is not None and (session is None or not freshness.wrote_consent(session)):
+            found = self.cache.latest((subject.household_id, subject.profile_id), purpose, at)
+            return derive(subject.is_child, p, found)
+        if session is not None:
+            return derive(subject.is_child, p, self.latest(session, subject, purpose, at))
+        with self.open_session() as own:
+            return derive(subject.is_child, p, self.latest(own, subject, purpose, at))
 
     def allows(
         self, subject: Subject, purpose: str, at: datetime, *, session: Session | None = None
