@@ -296,7 +296,9 @@ def baseline(store: str, url: str, pairs: list[tuple[Any, str]], now: datetime) 
             q = sql.format(p="%s")
             started = time.perf_counter()
             for s, purpose in pairs:
-                conn.execute(q, (s.household_id, s.profile_id, purpose, now), prepare=True).fetchone()
+                conn.execute(
+                    q, (s.household_id, s.profile_id, purpose, now), prepare=True
+                ).fetchone()
             return len(pairs) / (time.perf_counter() - started)
     conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
     q = sql.format(p="?")
@@ -345,8 +347,13 @@ def checker() -> None:
             waited = time.monotonic() - waited
             samples, stop = [], threading.Event()
 
-            def hammer(s: Any = subject, p: str = purpose, out: list[Any] = samples) -> None:
-                while not stop.is_set():
+            def hammer(
+                s: Any = subject,
+                p: str = purpose,
+                out: list[Any] = samples,
+                flag: threading.Event = stop,
+            ) -> None:
+                while not flag.is_set():
                     began = time.monotonic()
                     allowed = container.consent.allows(s, p, datetime.now(UTC))
                     out.append((began, time.monotonic(), allowed))
@@ -377,7 +384,9 @@ def checker() -> None:
     container.close()
 
 
-def freshness(container: Any, env: dict[str, str], subjects: list[Any], plan: Plan) -> dict[str, Any]:
+def freshness(
+    container: Any, env: dict[str, str], subjects: list[Any], plan: Plan
+) -> dict[str, Any]:
     from tutela.consent.models import Channel, Method
 
     child = subprocess.Popen(
@@ -571,7 +580,9 @@ def main() -> None:
         checker()
         return
     plan = QUICK if args.quick else FULL
-    print(f"consent: {plan.profiles:,} profiles on {args.store}, {os.cpu_count()} cores", flush=True)
+    print(
+        f"consent: {plan.profiles:,} profiles on {args.store}, {os.cpu_count()} cores", flush=True
+    )
     report: dict[str, Any] = {"bench": "consent", "quick": args.quick}
     report.update(bench_store(args.store, plan))
     report["baseline"] = "a prepared indexed SELECT of the same row, one connection, autocommit"

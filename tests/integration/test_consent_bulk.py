@@ -105,14 +105,18 @@ def _random_ledger(
         session.commit()
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize(("seed", "range_min"), [(1, 10**9), (2, 10**9), (3, 1)])
 def test_allows_many_matches_decide_for_every_pair(
     container: Container,
     ledger: ConsentLedger,
     unique: str,
     seed: int,
+    range_min: int,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Each subject's own index range (`range_min` out of reach), and ranges of
+    households read in index order (from one subject on)."""
+    monkeypatch.setattr(bulk, "RANGE_MIN", range_min)
     monkeypatch.setattr(bulk, "PG_CHUNK", 4)
     monkeypatch.setattr(bulk, "SQLITE_CHUNK", 3)
     monkeypatch.setattr(bulk, "MASK_BITS", 4)

@@ -1,15 +1,21 @@
 """The bulk form of the one question (`ConsentLedger.allows_many`): many subjects and
 purposes at once, with the same rules as a single check (`ledger.derive`).
 
-On PostgreSQL one statement per chunk of subjects reads, for each subject, the latest
-event of each wanted purpose (one backward index range per subject, DISTINCT ON the
-purpose) and folds them in SQL into two bit masks per subject: the purposes it has
-events for (`seen`) and those whose latest event is a grant under a notice no older
-than the purpose's last material change (`ok`). Only those two numbers per subject
-cross the wire. Then, per subject: allowed = ok | (defaults & ~seen), where defaults
-are the purposes on by default for an adult and none for a child (C3, C4). The same
-derivation as `derive`: no event → default (a child: no); latest a withdrawal → no;
-latest a grant under an old notice → no (C3); else yes.
+On PostgreSQL the store folds, for each subject, the latest event of each purpose into
+two bit masks: the purposes it has events for (`seen`) and those whose latest event is
+a grant under a notice no older than the purpose's last material change (`ok`). Only
+those two numbers per subject cross the wire (subject ids go as binary arrays). Two
+ways of reading, on two connections at once, with the covering subject index (no table
+page is read):
+- a few subjects: chunks of them, one backward index range per subject, DISTINCT ON the
+  purpose;
+- at least half of all profiles: ranges of households, each one backward scan of the
+  index, the first entry of each (profile, purpose) its latest, joined with the wanted
+  subjects.
+Then, per subject: allowed = ok | (defaults & ~seen), where defaults are the purposes on
+by default for an adult and none for a child (C3, C4). The same derivation as `derive`:
+no event → default (a child: no); latest a withdrawal → no; latest a grant under an old
+notice → no (C3); else yes.
 
 On SQLite the events of each chunk are read and reduced in Python (slower, same
 answers).
@@ -17,6 +23,7 @@ answers).
 
 from __future__ import annotations
 
+import gc
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +31,7 @@ from datetime import datetime
 from itertools import product
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, select, tuple_
+from sqlalchemy import Engine, select, text, tuple_
 from sqlalchemy.orm import Session
 
 from tutela.consent.freshness import Latest
@@ -39,29 +46,55 @@ PG_CHUNK = 20_000
 """Subjects per statement on PostgreSQL (two arrays of ids as binary parameters)."""
 PG_CONNECTIONS = 2
 """Statements of one bulk check run at once."""
+RANGE_MIN = 20_000
+"""Subjects from which a bulk check may read ranges of households instead."""
 SQLITE_CHUNK = 2000
 MASK_BITS = 62
 """Purposes per statement: masks are signed 64-bit integers."""
 
-_PG_MASKS = """
-SELECT w.idx, m.seen, m.ok
-FROM unnest(%(hh)b::uuid[], %(pid)b::uuid[]) WITH ORDINALITY AS w(hh, pid, idx)
-CROSS JOIN LATERAL (
-    SELECT bit_or(l.bit) AS seen, bit_or(CASE WHEN l.ok THEN l.bit ELSE 0 END) AS ok
-    FROM (
-        SELECT DISTINCT ON (e.purpose)
-            1::bigint << (array_position(%(purposes)s::text[], e.purpose::text) - 1) AS bit,
-            e.granted AND e.notice_version >=
-                (%(changed)s::int[])[array_position(%(purposes)s::text[], e.purpose::text)]
-                AS ok
-        FROM consent_events e
-        WHERE e.household_id = w.hh AND e.profile_id = w.pid
-          AND e.purpose = ANY(%(purposes)s::text[]) AND e.at <= %(at)s
-        ORDER BY e.purpose DESC, e.at DESC, e.id DESC
-    ) l
-) m
-WHERE m.seen IS NOT NULL
+_PG_FOLD = """
+SELECT {key}, bit_or(1::bigint << (pos - 1)) AS seen,
+    bit_or(CASE WHEN granted AND notice_version >= (%(changed)s::int[])[pos]
+        THEN 1::bigint << (pos - 1) ELSE 0 END) AS ok
+FROM (
+    SELECT l.*, array_position(%(purposes)s::text[], l.purpose::text) AS pos
+    FROM ({latest}) l
+) x
+GROUP BY {key}
 """
+"""Two masks per subject from its latest event per purpose. A purpose not wanted has no
+position: its bit is NULL, which `bit_or` skips."""
+
+_PG_LATERAL = _PG_FOLD.format(
+    key="idx",
+    latest="""
+    SELECT w.idx, e.purpose, e.granted, e.notice_version
+    FROM unnest(%(hh)b::uuid[], %(pid)b::uuid[]) WITH ORDINALITY AS w(hh, pid, idx)
+    CROSS JOIN LATERAL (
+        SELECT DISTINCT ON (e.purpose) e.purpose, e.granted, e.notice_version
+        FROM consent_events e
+        WHERE e.household_id = w.hh AND e.profile_id = w.pid AND e.at <= %(at)s
+        ORDER BY e.purpose DESC, e.at DESC, e.id DESC
+    ) e""",
+)
+"""Few subjects: one backward index range per subject."""
+
+_PG_RANGE = (
+    "SELECT w.idx, m.seen, m.ok FROM ("  # noqa: S608 (constant text; values are bound)
+    + _PG_FOLD.format(
+        key="household_id, profile_id",
+        latest="""
+    SELECT DISTINCT ON (e.household_id, e.profile_id, e.purpose)
+        e.household_id, e.profile_id, e.purpose, e.granted, e.notice_version
+    FROM consent_events e
+    WHERE e.household_id >= %(lo)s AND e.household_id <= %(hi)s AND e.at <= %(at)s
+    ORDER BY e.household_id DESC, e.profile_id DESC, e.purpose DESC, e.at DESC, e.id DESC""",
+    )
+    + """) m JOIN unnest(%(hh)b::uuid[], %(pid)b::uuid[]) WITH ORDINALITY AS w(hh, pid, idx)
+    ON w.hh = m.household_id AND w.pid = m.profile_id"""
+)
+"""Most of the profiles: one backward scan of a range of households in the index, each
+(profile, purpose)'s first entry its latest; joined with the wanted subjects."""
 
 
 def _expand(
@@ -90,13 +123,22 @@ def allowed_pairs(
     """The allowed (profile id, purpose) pairs of every subject and purpose at `at`."""
     allowed: Pairs = set()
     bind = session.get_bind()
-    for start in range(0, len(purposes), MASK_BITS):
-        group = purposes[start : start + MASK_BITS]
-        if bind.dialect.name == "postgresql":
-            engine = bind if isinstance(bind, Engine) else bind.engine
-            _postgres(engine, subjects, group, at, allowed)
-        else:
-            _sqlite(session, subjects, group, at, allowed)
+    # The answer is up to millions of new tuples: the cyclic collector, which would run
+    # after every few hundred of them and walk the whole heap, waits until it is built
+    # (it cost two thirds of the time). Nothing made here holds a cycle.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        for start in range(0, len(purposes), MASK_BITS):
+            group = purposes[start : start + MASK_BITS]
+            if bind.dialect.name == "postgresql":
+                engine = bind if isinstance(bind, Engine) else bind.engine
+                _postgres(engine, subjects, group, at, allowed)
+            else:
+                _sqlite(session, subjects, group, at, allowed)
+    finally:
+        if collecting:
+            gc.enable()
     return allowed
 
 
@@ -107,37 +149,66 @@ def _postgres(
     at: datetime,
     into: Pairs,
 ) -> None:
-    names = [p.name for p in purposes]
-    changed = [p.changed_in for p in purposes]
+    base = {"purposes": [p.name for p in purposes], "changed": [p.changed_in for p in purposes]}
 
-    def masks_of(chunk: Sequence[Subject]) -> dict[int, tuple[int, int]]:
+    def masks_of(part: tuple[Sequence[Subject], str, dict[str, Any]]) -> dict[int, tuple[int, int]]:
+        chunk, sql, extra = part
         raw = engine.raw_connection()
         try:
             conn: Any = raw.driver_connection
-            # A plan of index range scans, run at once: compiling it would cost more.
+            # A plan of index scans, run at once: compiling it would cost more.
             conn.execute("SET LOCAL jit = off")
             params = {
+                **base,
+                **extra,
                 "hh": [s.household_id for s in chunk],
                 "pid": [s.profile_id for s in chunk],
-                "purposes": names,
-                "changed": changed,
                 "at": at,
             }
-            rows = conn.execute(_PG_MASKS, params).fetchall()
+            rows = conn.execute(sql, params).fetchall()
             conn.rollback()
         finally:
             raw.close()
-        return {int(idx) - 1: (int(seen), int(ok)) for idx, seen, ok in rows}
+        return {int(idx) - 1: (int(seen or 0), int(ok or 0)) for idx, seen, ok in rows}
 
-    chunks = [subjects[start : start + PG_CHUNK] for start in range(0, len(subjects), PG_CHUNK)]
-    if len(chunks) == 1:
-        _expand(chunks[0], purposes, masks_of(chunks[0]), into)
+    parts = _parts(engine, subjects)
+    if len(parts) == 1:
+        _expand(parts[0][0], purposes, masks_of(parts[0]), into)
         return
-    # Chunks on PG_CONNECTIONS connections at once: the server's work is the bulk of it,
-    # and the answers of one chunk are expanded while the next are read.
+    # Parts on PG_CONNECTIONS connections at once: the server's work is the bulk of it,
+    # and the answers of one part are expanded while the next are read.
     with ThreadPoolExecutor(max_workers=PG_CONNECTIONS) as pool:
-        for chunk, masks in zip(chunks, pool.map(masks_of, chunks), strict=True):
-            _expand(chunk, purposes, masks, into)
+        for part, masks in zip(parts, pool.map(masks_of, parts), strict=True):
+            _expand(part[0], purposes, masks, into)
+
+
+def _parts(
+    engine: Engine, subjects: Sequence[Subject]
+) -> list[tuple[Sequence[Subject], str, dict[str, Any]]]:
+    """How to read: when the subjects are at least half of all profiles, ranges of
+    households, each read in index order; else chunks of subjects, each subject's own
+    index range."""
+    if len(subjects) >= RANGE_MIN:
+        with engine.connect() as conn:
+            profiles = conn.execute(
+                text("SELECT reltuples FROM pg_class WHERE relname = 'profiles'")
+            ).scalar()
+        if 2 * len(subjects) >= float(profiles or 0):
+            households = sorted({s.household_id.int for s in subjects})
+            # Twice as many ranges as connections, so one range's answers are expanded
+            # while the server reads the next.
+            step = -(-len(households) // (2 * PG_CONNECTIONS))
+            parts: list[tuple[Sequence[Subject], str, dict[str, Any]]] = []
+            for start in range(0, len(households), step):
+                lo, hi = households[start], households[min(start + step, len(households)) - 1]
+                chunk = [s for s in subjects if lo <= s.household_id.int <= hi]
+                bounds = {"lo": uuid.UUID(int=lo), "hi": uuid.UUID(int=hi)}
+                parts.append((chunk, _PG_RANGE, bounds))
+            return parts
+    return [
+        (subjects[start : start + PG_CHUNK], _PG_LATERAL, {})
+        for start in range(0, len(subjects), PG_CHUNK)
+    ]
 
 
 _t = ConsentEvent.__table__

@@ -57,14 +57,14 @@ def upgrade() -> None:
         )
         op.execute("CREATE SEQUENCE consent_withdrawal_seq")
         op.execute(
-            f"""
+            """
             CREATE FUNCTION tutela_consent_appended() RETURNS trigger LANGUAGE plpgsql AS $$
             DECLARE
                 n bigint := 0;
                 r record;
             BEGIN
                 IF EXISTS (SELECT 1 FROM appended WHERE NOT granted) THEN
-                    PERFORM pg_advisory_xact_lock({WITHDRAWAL_LOCK});
+                    PERFORM pg_advisory_xact_lock(7305110611);  -- WITHDRAWAL_LOCK
                     n := nextval('consent_withdrawal_seq');
                     PERFORM set_config('tutela.consent_withdrawal', n::text, true);
                 END IF;
@@ -103,12 +103,16 @@ def upgrade() -> None:
         return
     # A fresh random value, not a count: a clock row deleted and made again never
     # repeats a value a cache saw.
-    for when in ("INSERT", "DELETE"):
-        op.execute(
-            f"CREATE TRIGGER consent_events_{when.lower()}_clock AFTER {when} ON consent_events "
-            "BEGIN INSERT INTO consent_clock (id, stamp) VALUES (1, random()) "
-            "ON CONFLICT (id) DO UPDATE SET stamp = random(); END"
-        )
+    op.execute(
+        "CREATE TRIGGER consent_events_insert_clock AFTER INSERT ON consent_events "
+        "BEGIN INSERT INTO consent_clock (id, stamp) VALUES (1, random()) "
+        "ON CONFLICT (id) DO UPDATE SET stamp = random(); END"
+    )
+    op.execute(
+        "CREATE TRIGGER consent_events_delete_clock AFTER DELETE ON consent_events "
+        "BEGIN INSERT INTO consent_clock (id, stamp) VALUES (1, random()) "
+        "ON CONFLICT (id) DO UPDATE SET stamp = random(); END"
+    )
 
 
 def downgrade() -> None:
