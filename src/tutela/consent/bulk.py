@@ -26,7 +26,7 @@ from __future__ import annotations
 import gc
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import datetime
 from itertools import product
 from typing import TYPE_CHECKING, Any
@@ -46,6 +46,7 @@ PG_CHUNK = 20_000
 """Subjects per statement on PostgreSQL (two arrays of ids as binary parameters)."""
 PG_CONNECTIONS = 2
 """Statements of one bulk check run at once."""
+RANGES_PER_CONNECTION = 4
 RANGE_MIN = 20_000
 """Subjects from which a bulk check may read ranges of households instead."""
 SQLITE_CHUNK = 2000
@@ -176,10 +177,11 @@ def _postgres(
         _expand(parts[0][0], purposes, masks_of(parts[0]), into)
         return
     # Parts on PG_CONNECTIONS connections at once: the server's work is the bulk of it,
-    # and the answers of one part are expanded while the next are read.
+    # and the answers of each part are expanded, as it comes, while others are read.
     with ThreadPoolExecutor(max_workers=PG_CONNECTIONS) as pool:
-        for part, masks in zip(parts, pool.map(masks_of, parts), strict=True):
-            _expand(part[0], purposes, masks, into)
+        running = {pool.submit(masks_of, part): part for part in parts}
+        for done in as_completed(running):
+            _expand(running[done][0], purposes, done.result(), into)
 
 
 def _parts(
@@ -195,9 +197,9 @@ def _parts(
             ).scalar()
         if 2 * len(subjects) >= float(profiles or 0):
             households = sorted({s.household_id.int for s in subjects})
-            # Twice as many ranges as connections, so one range's answers are expanded
-            # while the server reads the next.
-            step = -(-len(households) // (2 * PG_CONNECTIONS))
+            # More ranges than connections, so ranges' answers are expanded while the
+            # server reads the next ones, and the last to come is small.
+            step = -(-len(households) // (RANGES_PER_CONNECTION * PG_CONNECTIONS))
             parts: list[tuple[Sequence[Subject], str, dict[str, Any]]] = []
             for start in range(0, len(households), step):
                 lo, hi = households[start], households[min(start + step, len(households)) - 1]
