@@ -17,8 +17,8 @@ by default for an adult and none for a child (C3, C4). The same derivation as `d
 no event → default (a child: no); latest a withdrawal → no; latest a grant under an old
 notice → no (C3); else yes.
 
-On SQLite the events of each chunk are read and reduced in Python (slower, same
-answers).
+On SQLite the events of each chunk are read raw, oldest first, and reduced in Python
+(slower, same answers).
 """
 
 from __future__ import annotations
@@ -27,15 +27,14 @@ import gc
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from datetime import datetime
+from datetime import UTC, datetime
 from itertools import product
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, select, text, tuple_
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
-from tutela.consent.freshness import Latest
-from tutela.consent.models import ConsentEvent
+from tutela.consent.freshness import SQLITE_TIME
 from tutela.consent.purposes import Purpose
 
 if TYPE_CHECKING:
@@ -213,9 +212,6 @@ def _parts(
     ]
 
 
-_t = ConsentEvent.__table__
-
-
 def _sqlite(
     session: Session,
     subjects: Sequence[Subject],
@@ -223,31 +219,38 @@ def _sqlite(
     at: datetime,
     into: Pairs,
 ) -> None:
-    from tutela.consent.ledger import derive  # noqa: PLC0415 (the rules live there)
-
+    """Each chunk's events, oldest first, read raw (no type conversion per row): the last
+    of each (profile, purpose) is its latest, and gives the masks as in SQL."""
     position = {p.name: i for i, p in enumerate(purposes)}
+    when = at.astimezone(UTC).strftime(SQLITE_TIME)
+    conn = session.connection()
     for start in range(0, len(subjects), SQLITE_CHUNK):
         chunk = subjects[start : start + SQLITE_CHUNK]
-        index = {s.profile_id: i for i, s in enumerate(chunk)}
-        rows = session.execute(
-            select(_t.c.profile_id, _t.c.purpose, _t.c.granted, _t.c.notice_version, _t.c.at)
-            .where(
-                tuple_(_t.c.household_id, _t.c.profile_id).in_(
-                    [(s.household_id, s.profile_id) for s in chunk]
-                ),
-                _t.c.purpose.in_(list(position)),
-                _t.c.at <= at,
-            )
-            .order_by(_t.c.at, _t.c.id)
+        index = {s.profile_id.hex: i for i, s in enumerate(chunk)}
+        pairs = ", ".join(["(?, ?)"] * len(chunk))
+        names = ", ".join(["?"] * len(position))
+        # Only placeholders are put in the text; every value is bound.
+        sql = (
+            "SELECT profile_id, purpose, granted, notice_version FROM consent_events"  # noqa: S608
+            f" WHERE (household_id, profile_id) IN (VALUES {pairs})"
+            f" AND purpose IN ({names}) AND at <= ? ORDER BY at, id"
         )
-        latest: dict[tuple[uuid.UUID, str], Latest] = {}
-        for pid, purpose, granted, version, when in rows:
-            latest[(pid, purpose)] = Latest(bool(granted), int(version), when)
+        rows = conn.exec_driver_sql(
+            sql,
+            tuple(
+                [v for s in chunk for v in (s.household_id.hex, s.profile_id.hex)]
+                + [*position, when]
+            ),
+        )
+        latest: dict[tuple[str, str], tuple[int, int]] = {}
+        for pid, purpose, granted, version in rows:
+            latest[(pid, purpose)] = (granted, version)
         masks: dict[int, tuple[int, int]] = {}
-        for (pid, purpose), found in latest.items():
-            i, bit = index[pid], 1 << position[purpose]
+        for (pid, purpose), (granted, version) in latest.items():
+            i, at_bit = index[pid], position[purpose]
+            bit = 1 << at_bit
             seen, ok = masks.get(i, (0, 0))
-            if derive(chunk[i].is_child, purposes[position[purpose]], found).allowed:
+            if granted and version >= purposes[at_bit].changed_in:
                 ok |= bit
             masks[i] = (seen | bit, ok)
         _expand(chunk, purposes, masks, into)
