@@ -227,24 +227,21 @@ def _sqlite(
     for start in range(0, len(subjects), SQLITE_CHUNK):
         chunk = subjects[start : start + SQLITE_CHUNK]
         index = {s.profile_id.hex: i for i, s in enumerate(chunk)}
-        pairs = ", ".join(["(?, ?)"] * len(chunk))
-        names = ", ".join(["?"] * len(position))
-        # Only placeholders are put in the text; every value is bound.
+        households = list(dict.fromkeys(s.household_id.hex for s in chunk))
+        # By household, which SQLite looks up in the index one by one (a list of
+        # (household, profile) pairs made it scan the table); other profiles of those
+        # households are skipped below. Only placeholders are put in the text.
         sql = (
             "SELECT profile_id, purpose, granted, notice_version FROM consent_events"  # noqa: S608
-            f" WHERE (household_id, profile_id) IN (VALUES {pairs})"
-            f" AND purpose IN ({names}) AND at <= ? ORDER BY at, id"
+            f" WHERE household_id IN ({', '.join(['?'] * len(households))})"
+            f" AND purpose IN ({', '.join(['?'] * len(position))}) AND at <= ?"
+            " ORDER BY at, id"
         )
-        rows = conn.exec_driver_sql(
-            sql,
-            tuple(
-                [v for s in chunk for v in (s.household_id.hex, s.profile_id.hex)]
-                + [*position, when]
-            ),
-        )
+        rows = conn.exec_driver_sql(sql, (*households, *position, when))
         latest: dict[tuple[str, str], tuple[int, int]] = {}
         for pid, purpose, granted, version in rows:
-            latest[(pid, purpose)] = (granted, version)
+            if pid in index:
+                latest[(pid, purpose)] = (granted, version)
         masks: dict[int, tuple[int, int]] = {}
         for (pid, purpose), (granted, version) in latest.items():
             i, at_bit = index[pid], position[purpose]
