@@ -141,6 +141,7 @@ class PostgresCache:
     def __init__(self, engine: Engine, *, max_entries: int = MAX_ENTRIES) -> None:
         self.engine = engine
         self.id = uuid.uuid4()
+        self._own_channel = f"{CHANNEL}_{self.id.hex}"
         self._entries = _Entries(max_entries)
         self._generation = 0
         self._trusted_until = 0.0
@@ -224,6 +225,7 @@ class PostgresCache:
             try:
                 with self._connect() as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
+                    conn.execute(f'LISTEN "{self._own_channel}"')  # `close` wakes it there
                     self._join(conn)
                     backoff = FIRST_BACKOFF_SECONDS
                     renew_at = time.monotonic() + RENEW_SECONDS
@@ -231,8 +233,9 @@ class PostgresCache:
                         wait = max(0.0, renew_at - time.monotonic())
                         got = False
                         for note in conn.notifies(timeout=wait, stop_after=1):
-                            self._invalidate(note.payload)
-                            got = True
+                            if note.channel == CHANNEL:
+                                self._invalidate(note.payload)
+                                got = True
                         if got or time.monotonic() >= renew_at:
                             if not self._renew(conn):
                                 self._join(conn)
@@ -310,8 +313,10 @@ class PostgresCache:
         self._distrust()
         if self._listener is None:
             return
-        self._listener.join(timeout=2 * RENEW_SECONDS + 1)
         with self.engine.connect() as conn:
+            conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": self._own_channel})
+            conn.commit()
+            self._listener.join(timeout=2 * RENEW_SECONDS + 1)
             conn.execute(text("DELETE FROM consent_checkers WHERE id = :id"), {"id": self.id})
             conn.commit()
 
