@@ -17,8 +17,8 @@ The rules, in order:
 
 Fast and fresh (C6): a checker's answers come from a per-process cache of latest events
 (`consent/freshness.py`) that a withdrawal invalidates in every process before the
-withdrawing transaction's commit returns; `allows_many` reads the store in one
-statement per chunk of subjects (`consent/bulk.py`).
+withdrawing transaction's commit returns (`consent/withdrawals.py`); `allows_many`
+reads the store in a few statements, the rules folded in SQL (`consent/bulk.py`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from enum import StrEnum
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session
 
-from tutela.consent import bulk, freshness
+from tutela.consent import bulk, withdrawals
 from tutela.consent.freshness import Latest, LatestCache
 from tutela.consent.models import Channel, ConsentEvent, Method, ParentalConsent
 from tutela.consent.purposes import Catalogue, Purpose
@@ -153,7 +153,7 @@ class ConsentLedger:
         cache's, which holds what is committed; only a session that has itself appended
         consent events reads through itself, to see them before they commit."""
         p = self.purpose(purpose)
-        if self.cache is not None and (session is None or not freshness.wrote_consent(session)):
+        if self.cache is not None and (session is None or not withdrawals.wrote_consent(session)):
             found = self.cache.latest((subject.household_id, subject.profile_id), purpose, at)
             return derive(subject.is_child, p, found)
         if session is not None:
@@ -281,7 +281,7 @@ class ConsentLedger:
             for name, granted in changes.items()
         ]
         session.execute(insert(ConsentEvent), rows)
-        freshness.appended(session, withdrawal=not all(changes.values()))
+        withdrawals.appended(session, withdrawal=not all(changes.values()))
         return [Change(name, granted) for name, granted in changes.items()]
 
     def refuse_all(
