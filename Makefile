@@ -60,6 +60,8 @@ bench: install
 	$(BIN)/python bench/rawscan.py
 	$(BIN)/python bench/recovery_abuse.py
 	$(BIN)/python bench/recovery_abuse.py --store postgresql
+	$(BIN)/python bench/consent.py
+	$(BIN)/python bench/consent.py --store sqlite
 
 bench-quick: install
 	$(BIN)/python bench/vault.py --quick
@@ -75,6 +77,7 @@ bench-quick: install
 	$(BIN)/python bench/customers.py --quick --scale-out
 	$(BIN)/python bench/rawscan.py --quick
 	$(BIN)/python bench/recovery_abuse.py --quick
+	$(BIN)/python bench/consent.py --quick
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache

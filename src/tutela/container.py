@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from tutela.audit.models import AuditEvent
 from tutela.audit.service import AuditTag, record
+from tutela.consent.freshness import cache_for
 from tutela.consent.ledger import ConsentLedger
 from tutela.consent.purposes import load_purposes
 from tutela.core.clock import Clock, SystemClock
@@ -74,7 +75,9 @@ class Container:
         )
         self.recovery = Recovery(gate=self.gate, open_session=self.stores.session)
         self.consent = ConsentLedger(
-            self.stores.session, load_purposes(self.settings.consent_purposes_file)
+            self.stores.session,
+            load_purposes(self.settings.consent_purposes_file),
+            cache=cache_for(self.stores.main),
         )
 
     @property
@@ -263,6 +266,8 @@ class Container:
 
     def close(self) -> None:
         self.erasure.wakeup.close()
+        if self.consent.cache is not None:
+            self.consent.cache.close()
         self.stores.dispose()
 
 

@@ -14,6 +14,11 @@ The rules, in order:
   counts: the person is asked again (C3);
 - an adult who has said nothing gets the purpose's `adult_default`, which is off for
   review, training and disclosure (C4).
+
+Fast and fresh (C6): a checker's answers come from a per-process cache of latest events
+(`consent/freshness.py`) that a withdrawal invalidates in every process before the
+withdrawing transaction's commit returns (`consent/withdrawals.py`); `allows_many`
+reads the store in a few statements, the rules folded in SQL (`consent/bulk.py`).
 """
 
 from __future__ import annotations
@@ -24,9 +29,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import bindparam, insert, select, tuple_
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session
 
+from tutela.consent import bulk, withdrawals
+from tutela.consent.freshness import Latest, LatestCache
 from tutela.consent.models import Channel, ConsentEvent, Method, ParentalConsent
 from tutela.consent.purposes import Catalogue, Purpose
 from tutela.core.errors import Conflict, Forbidden, InvalidInput
@@ -34,8 +41,6 @@ from tutela.core.ids import uuid7
 from tutela.households.models import Profile, ProfileKind
 
 OpenSession = Callable[[], Session]
-BULK_CHUNK = 2000
-"""Profiles per query of a bulk check (bound parameters stay well under every limit)."""
 
 
 class Reason(StrEnum):
@@ -71,15 +76,6 @@ class Decision:
     since: datetime | None = None
     """When the deciding event was appended (None: a default)."""
     notice_version: int | None = None
-
-
-@dataclass(frozen=True)
-class Latest:
-    """The latest event of one (profile, purpose): what a decision is derived from."""
-
-    granted: bool
-    notice_version: int
-    at: datetime
 
 
 def derive(subject_is_child: bool, purpose: Purpose, latest: Latest | None) -> Decision:
@@ -122,9 +118,14 @@ class Change:
 class ConsentLedger:
     """Appends consent events and answers the one question. Needs only the main store."""
 
-    def __init__(self, open_session: OpenSession, catalogue: Catalogue) -> None:
+    def __init__(
+        self, open_session: OpenSession, catalogue: Catalogue, *, cache: LatestCache | None = None
+    ) -> None:
         self.open_session = open_session
         self.catalogue = catalogue
+        self.cache = cache
+        """Answers checks without a session of the caller's (None: every check reads
+        the store)."""
 
     # -- the question --
 
@@ -146,8 +147,15 @@ class ConsentLedger:
     def decide(
         self, subject: Subject, purpose: str, at: datetime, *, session: Session | None = None
     ) -> Decision:
-        """Whether `purpose` is allowed for `subject` at `at`, and why."""
+        """Whether `purpose` is allowed for `subject` at `at`, and why.
+
+        With `session` (a caller inside a transaction), the answer is the same: the
+        cache's, which holds what is committed; only a session that has itself appended
+        consent events reads through itself, to see them before they commit."""
         p = self.purpose(purpose)
+        if self.cache is not None and (session is None or not withdrawals.wrote_consent(session)):
+            found = self.cache.latest((subject.household_id, subject.profile_id), purpose, at)
+            return derive(subject.is_child, p, found)
         if session is not None:
             return derive(subject.is_child, p, self.latest(session, subject, purpose, at))
         with self.open_session() as own:
@@ -161,39 +169,14 @@ class ConsentLedger:
     def allows_many(
         self, subjects: Iterable[Subject], purposes: Iterable[str], at: datetime
     ) -> set[tuple[uuid.UUID, str]]:
-        """The (profile id, purpose) pairs allowed at `at`, of every subject and purpose."""
+        """The (profile id, purpose) pairs allowed at `at`, of every subject and purpose:
+        the same answers as `allows` for each pair, read from the store at once."""
         wanted = [self.purpose(name) for name in dict.fromkeys(purposes)]
-        subjects = list({s.profile_id: s for s in subjects}.values())
-        allowed: set[tuple[uuid.UUID, str]] = set()
+        unique = list({s.profile_id: s for s in subjects}.values())
+        if not wanted or not unique:
+            return set()
         with self.open_session() as session:
-            for start in range(0, len(subjects), BULK_CHUNK):
-                chunk = subjects[start : start + BULK_CHUNK]
-                latest = self._latest_of(session, chunk, [p.name for p in wanted], at)
-                for subject in chunk:
-                    for p in wanted:
-                        found = latest.get((subject.profile_id, p.name))
-                        if derive(subject.is_child, p, found).allowed:
-                            allowed.add((subject.profile_id, p.name))
-        return allowed
-
-    def _latest_of(
-        self, session: Session, subjects: list[Subject], purposes: list[str], at: datetime
-    ) -> dict[tuple[uuid.UUID, str], Latest]:
-        rows = session.execute(
-            select(_t.c.profile_id, _t.c.purpose, _t.c.granted, _t.c.notice_version, _t.c.at)
-            .where(
-                tuple_(_t.c.household_id, _t.c.profile_id).in_(
-                    [(s.household_id, s.profile_id) for s in subjects]
-                ),
-                _t.c.purpose.in_(purposes),
-                _t.c.at <= at,
-            )
-            .order_by(_t.c.at, _t.c.id)
-        )
-        latest: dict[tuple[uuid.UUID, str], Latest] = {}
-        for pid, purpose, granted, version, when in rows:
-            latest[(pid, purpose)] = Latest(bool(granted), int(version), when)
-        return latest
+            return bulk.allowed_pairs(session, unique, wanted, at)
 
     def state(self, session: Session, subject: Subject, at: datetime) -> dict[str, Decision]:
         """Every purpose's decision for one subject: what a consent page shows."""
@@ -298,6 +281,7 @@ class ConsentLedger:
             for name, granted in changes.items()
         ]
         session.execute(insert(ConsentEvent), rows)
+        withdrawals.appended(session, withdrawal=not all(changes.values()))
         return [Change(name, granted) for name, granted in changes.items()]
 
     def refuse_all(

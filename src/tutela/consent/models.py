@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Boolean, ForeignKeyConstraint, Index, Integer, String, Uuid
+from sqlalchemy import BigInteger, Boolean, ForeignKeyConstraint, Index, Integer, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tutela.core.types import Binary, UTCDateTime
@@ -55,8 +55,17 @@ class ConsentEvent(Base):
             ["household_id", "profile_id"], ["profiles.household_id", "profiles.id"]
         ),
         # The one question (`allows`) reads the latest event of a (profile, purpose)
-        # no later than a time: one index range, read backwards.
-        Index("ix_consent_events_subject", "household_id", "profile_id", "purpose", "at", "id"),
+        # no later than a time: one index range, read backwards. On PostgreSQL the index
+        # also holds what a decision needs, so checks and bulk checks read no table pages.
+        Index(
+            "ix_consent_events_subject",
+            "household_id",
+            "profile_id",
+            "purpose",
+            "at",
+            "id",
+            postgresql_include=["granted", "notice_version"],
+        ),
     )
 
     household_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
@@ -104,3 +113,25 @@ class ParentalConsent(Base):
     notice_version: Mapped[int] = mapped_column(Integer)
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     evidence_sealed: Mapped[bytes | None] = mapped_column(Binary)
+
+
+class ConsentChecker(Base):
+    """A process that answers consent checks from a cache (PostgreSQL): its lease, and
+    the last withdrawal it has acknowledged. A withdrawal returns once every checker
+    whose lease is live has acknowledged it (C6; `consent/freshness.py`)."""
+
+    __tablename__ = "consent_checkers"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    acked: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ConsentClock(Base):
+    """One row (SQLite): a fresh value written by a trigger whenever consent events are
+    appended or deleted; a checker reads it before each answer from its cache (C6)."""
+
+    __tablename__ = "consent_clock"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stamp: Mapped[int] = mapped_column(BigInteger)
