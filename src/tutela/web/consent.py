@@ -224,6 +224,28 @@ def _page(
     return templates.TemplateResponse(request, template, context, status_code=status)
 
 
+def _unchanged(
+    request: Request,
+    session: Session,
+    container: AppContainer,
+    principal: Principal,
+    profile_id: uuid.UUID,
+    refused: TutelaError,
+) -> Response:
+    """The consent page again after a refused change, with its reason: nothing of the
+    change is kept."""
+    session.rollback()
+    return _page(
+        request,
+        session,
+        container,
+        principal,
+        profile_id,
+        status=refused.status,
+        error=f"{refused.detail} Nothing was changed.",
+    )
+
+
 def _choices(fields: dict[str, str], shown: dict[str, bool]) -> dict[str, bool]:
     """The purposes whose posted choice differs from what the page showed as current:
     only real changes are appended to the ledger."""
@@ -299,16 +321,7 @@ def change_consent(
             error="The form was not complete: nothing was changed.",
         )
     except TutelaError as exc:
-        session.rollback()
-        return _page(
-            request,
-            session,
-            container,
-            principal,
-            profile_id,
-            status=exc.status,
-            error=f"{exc.detail} Nothing was changed.",
-        )
+        return _unchanged(request, session, container, principal, profile_id, exc)
     background.add_task(container.deliver_notices)
     return RedirectResponse(PAGE.format(profile_id=profile_id) + "?done=saved", status_code=303)
 
@@ -355,16 +368,7 @@ def refuse_collection(
             origin=container.settings.origin,
         )
     except TutelaError as exc:
-        session.rollback()
-        return _page(
-            request,
-            session,
-            container,
-            principal,
-            profile_id,
-            status=exc.status,
-            error=f"{exc.detail} Nothing was changed.",
-        )
+        return _unchanged(request, session, container, principal, profile_id, exc)
     background.add_task(container.deliver_notices)
     return RedirectResponse(PAGE.format(profile_id=profile_id) + "?done=refused", status_code=303)
 
