@@ -14,7 +14,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,33 @@ def browser_context_args(base_url: str) -> dict[str, Any]:
 def _quick_failures(page: Page) -> None:
     # Every page here answers in milliseconds; a 30 s wait would only hide a failure.
     page.set_default_timeout(5_000)
+
+
+NARROW = {"width": 320, "height": 740}
+"""A phone's narrow screen."""
+
+
+def narrow_screen_without_script(**more: Any) -> Callable[[str], dict[str, Any]]:
+    """A module's `browser_context_args` fixture: this module's server on a phone's narrow
+    screen, with no script at all (the console needs none); `more` adds context options.
+    Assign it as `browser_context_args = narrow_screen_without_script()`."""
+
+    @pytest.fixture
+    def browser_context_args(base_url: str) -> dict[str, Any]:
+        return {"base_url": base_url, "viewport": NARROW, "java_script_enabled": False, **more}
+
+    return browser_context_args
+
+
+def no_sideways_scroll(page: Page) -> None:
+    """The page fits the narrow screen: nothing scrolls sideways."""
+    width = page.evaluate("document.documentElement.scrollWidth")
+    wide = page.evaluate(  # what sticks out, named in the failure
+        "[...document.querySelectorAll('body *')]"
+        ".filter(e => e.getBoundingClientRect().right > 321)"
+        ".map(e => e.tagName + '.' + e.className).slice(0, 8)"
+    )
+    assert width <= NARROW["width"], f"the page is {width} px wide: {wide}"
 
 
 def app_sessions(settings: Settings) -> sessionmaker[Session]:

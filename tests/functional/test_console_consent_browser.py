@@ -16,6 +16,8 @@ from playwright.sync_api import Page, expect
 from tests.browser import (  # noqa: F401 (the browser's fixtures)
     _quick_failures,
     browser_type_launch_args,
+    narrow_screen_without_script,
+    no_sideways_scroll,
 )
 from tests.functional import test_console_browser as console
 from tests.functional.test_console_browser import Household
@@ -29,25 +31,7 @@ parent_cookie = console.parent_cookie
 ADULT = "Ana Parent"
 
 
-@pytest.fixture
-def browser_context_args(base_url: str) -> dict[str, Any]:
-    """This module's server (as `tests.browser`'s), on a phone's narrow screen, with no
-    script at all: the console needs none."""
-    return {
-        "base_url": base_url,
-        "viewport": {"width": 320, "height": 740},
-        "java_script_enabled": False,
-    }
-
-
-def no_sideways_scroll(page: Page) -> None:
-    width = page.evaluate("document.documentElement.scrollWidth")
-    wide = page.evaluate(  # what sticks out, named in the failure
-        "[...document.querySelectorAll('body *')]"
-        ".filter(e => e.getBoundingClientRect().right > 321)"
-        ".map(e => e.tagName + '.' + e.className).slice(0, 8)"
-    )
-    assert width <= 320, f"the page is {width} px wide: {wide}"
+browser_context_args = narrow_screen_without_script()
 
 
 def test_a_parent_turns_training_on_and_then_stops_all_recording_on_a_narrow_screen(

@@ -21,11 +21,12 @@ from playwright.sync_api import Page, expect
 from tests.browser import (  # noqa: F401 (the browser's fixtures)
     _quick_failures,
     browser_type_launch_args,
+    narrow_screen_without_script,
+    no_sideways_scroll,
 )
 from tests.factories import PASSWORD
 from tests.functional import test_console_browser as console
 from tests.functional.test_console_browser import Household
-from tests.functional.test_console_consent_browser import no_sideways_scroll
 
 pytestmark = pytest.mark.browser
 
@@ -37,15 +38,7 @@ household = console.household
 parent_cookie = console.parent_cookie
 
 
-@pytest.fixture
-def browser_context_args(base_url: str) -> dict[str, Any]:
-    """This module's server, on a phone's narrow screen, with no script: none is needed."""
-    return {
-        "base_url": base_url,
-        "viewport": {"width": 320, "height": 740},
-        "java_script_enabled": False,
-        "accept_downloads": True,
-    }
+browser_context_args = narrow_screen_without_script(accept_downloads=True)
 
 
 def test_a_parent_asks_for_a_copy_follows_it_and_downloads_the_zip(

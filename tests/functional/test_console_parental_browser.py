@@ -17,10 +17,11 @@ from playwright.sync_api import Page, expect
 from tests.browser import (  # noqa: F401 (the browser's fixtures)
     _quick_failures,
     browser_type_launch_args,
+    narrow_screen_without_script,
+    no_sideways_scroll,
 )
 from tests.functional import test_console_browser as console
 from tests.functional.test_console_browser import PASSWORD, Household
-from tests.functional.test_console_consent_browser import no_sideways_scroll
 
 pytestmark = pytest.mark.browser
 
@@ -30,14 +31,7 @@ household = console.household
 parent_cookie = console.parent_cookie
 
 
-@pytest.fixture
-def browser_context_args(base_url: str) -> dict[str, Any]:
-    """This module's server, on a phone's narrow screen, with no script at all."""
-    return {
-        "base_url": base_url,
-        "viewport": {"width": 320, "height": 740},
-        "java_script_enabled": False,
-    }
+browser_context_args = narrow_screen_without_script()
 
 
 def test_a_parent_verifies_with_a_card_on_a_narrow_screen_without_a_script(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,22 +14,26 @@ from typing import Annotated, Any
 import typer
 from sqlalchemy import select
 
+from tutela.cli_support import BAD_FILE, load_or_exit
 from tutela.consent.purposes import Catalogue, PurposesError, load_purposes
 from tutela.settings import Settings
 
 app = typer.Typer(help="Consent: purposes, and a profile's consent.", no_args_is_help=True)
-_BAD_FILE = 2
 
 
-def _catalogue(path: Path | None) -> Catalogue:
-    try:
-        return load_purposes(path or Settings().consent_purposes_file)
-    except PurposesError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(_BAD_FILE) from None
-    except OSError as exc:
-        typer.echo(f"cannot read the purposes file {path}: {exc.strerror or exc}", err=True)
-        raise typer.Exit(_BAD_FILE) from None
+def _catalogue(path: Path | None, *, describe: Callable[[PurposesError], str] = str) -> Catalogue:
+    """The named purposes file, else the configured one; a bad file ends the command."""
+    return load_or_exit(
+        load_purposes,
+        path or Settings().consent_purposes_file,
+        what="the purposes file",
+        refused=PurposesError,
+        describe=describe,
+    )
+
+
+def _each_problem(exc: PurposesError) -> str:
+    return "\n".join(f"{exc.source}: {problem}" for problem in exc.problems)
 
 
 @app.command()
@@ -78,7 +83,7 @@ def show(
             row = session.scalar(select(Profile).where(Profile.id == profile))
             if row is None:
                 typer.echo("error: no such profile", err=True)
-                raise typer.Exit(_BAD_FILE)
+                raise typer.Exit(BAD_FILE)
             subject = Subject.of(row)
             state = container.consent.state(session, subject, now)
             consents = attempts_of(session, subject)
@@ -154,15 +159,8 @@ def notice(
 ) -> None:
     """Print the consent notice generated from the purposes file the ledger runs on."""
     from tutela.consent.notice import as_json, render_html  # noqa: PLC0415
-    from tutela.consent.purposes import PurposesError, load_purposes  # noqa: PLC0415
-    from tutela.settings import Settings  # noqa: PLC0415
 
-    try:
-        catalogue = load_purposes(purposes or Settings().consent_purposes_file)
-    except PurposesError as exc:
-        for problem in exc.problems:
-            typer.echo(f"{exc.source}: {problem}", err=True)
-        raise typer.Exit(2) from None
+    catalogue = _catalogue(purposes, describe=_each_problem)
     if format_ is NoticeFormat.JSON:
         typer.echo(json.dumps(as_json(catalogue), indent=2))
     else:

@@ -15,10 +15,10 @@ FILE` renders any older version of it again.
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 
 from tutela.consent.purposes import Catalogue, Purpose
+from tutela.notices.document import h, header_row, page
 
 TITLE = "Consent notice"
 CHILDREN = "Only with a parent's verified consent"
@@ -130,22 +130,6 @@ def as_json(catalogue: Catalogue) -> dict[str, object]:
     }
 
 
-_STYLE = """
-body { font-family: system-ui, sans-serif; line-height: 1.5; max-width: 60rem;
-       margin: 2rem auto; padding: 0 1rem; color: #1a1a1a; }
-table { border-collapse: collapse; width: 100%; margin: 1rem 0; }
-th, td { border: 1px solid #c8c8c8; padding: 0.4rem 0.6rem; text-align: left;
-         vertical-align: top; }
-th { background: #f2f2f2; }
-.wide { overflow-x: auto; }
-footer { margin-top: 2rem; font-size: 0.9rem; color: #555; overflow-wrap: anywhere; }
-"""
-
-
-def _h(text: str) -> str:
-    return html.escape(text, quote=True)
-
-
 def render_html(catalogue: Catalogue) -> str:
     """The notice as one self-contained HTML5 document: no scripts, no external assets,
     every value escaped (C3)."""
@@ -154,29 +138,26 @@ def render_html(catalogue: Catalogue) -> str:
     for p in notice.purposes:
         alone = " Asked for on its own." if p.separate else ""
         rows.append(
-            f'<tr id="{_h(p.name)}"><th scope="row">{_h(p.title)}</th>'
-            f"<td>{_h(p.description)}{_h(alone)}</td>"
-            f"<td>{_h(p.adults)}</td><td>{_h(p.children)}</td>"
+            f'<tr id="{h(p.name)}"><th scope="row">{h(p.title)}</th>'
+            f"<td>{h(p.description)}{h(alone)}</td>"
+            f"<td>{h(p.adults)}</td><td>{h(p.children)}</td>"
             f"<td>{p.changed_in}</td></tr>"
         )
     body = [
-        f"<h1>{_h(notice.title)}, version {notice.notice_version}</h1>",
-        *(f"<p>{_h(p)}</p>" for p in notice.intro),
+        f"<h1>{h(notice.title)}, version {notice.notice_version}</h1>",
+        *(f"<p>{h(p)}</p>" for p in notice.intro),
         "<section>",
         "<h2>What we ask your consent for</h2>",
         '<div class="wide"><table>',
-        "<thead><tr>"
-        + "".join(
-            f'<th scope="col">{_h(h)}</th>'
-            for h in (
+        header_row(
+            (
                 "Purpose",
                 "What it means",
                 "Adults, before choosing",
                 "Children",
                 "Last changed in version",
             )
-        )
-        + "</tr></thead>",
+        ),
         "<tbody>",
         *rows,
         "</tbody></table></div>",
@@ -184,28 +165,19 @@ def render_html(catalogue: Catalogue) -> str:
         "<section>",
         "<h2>Your choices</h2>",
         "<ul>",
-        *(f"<li>{_h(r)}</li>" for r in notice.rules),
+        *(f"<li>{h(r)}</li>" for r in notice.rules),
         "</ul>",
         "</section>",
     ]
-    footer = ["<h2>About this notice</h2>", *(f"<p>{_h(p)}</p>" for p in notice.about)]
-    return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en">\n'
-        "<head>\n"
-        '<meta charset="utf-8">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        # Nothing may load or run: the notice is text and one inline style sheet.
-        '<meta http-equiv="Content-Security-Policy" '
-        "content=\"default-src 'none'; style-src 'unsafe-inline'\">\n"
-        f'<meta name="notice-version" content="{notice.notice_version}">\n'
-        f'<meta name="purposes-sha256" content="{_h(notice.sha256)}">\n'
-        f"<title>{_h(notice.title)} · Tutela</title>\n"
-        f"<style>{_STYLE}</style>\n"
-        "</head>\n"
-        "<body>\n<main>\n"
-        + "\n".join(body)
-        + "\n</main>\n<footer>\n"
-        + "\n".join(footer)
-        + "\n</footer>\n</body>\n</html>\n"
+    footer = ["<h2>About this notice</h2>", *(f"<p>{h(p)}</p>" for p in notice.about)]
+    return page(
+        title=f"{notice.title} · Tutela",
+        meta=[
+            ("notice-version", str(notice.notice_version)),
+            ("purposes-sha256", notice.sha256),
+        ],
+        main=body,
+        footer=footer,
+        # The purposes table scrolls on its own on a narrow screen.
+        extra_style=".wide { overflow-x: auto; }\n",
     )

@@ -9,12 +9,10 @@ from typing import Annotated
 
 import typer
 
+from tutela.cli_support import load_or_exit
 from tutela.retention.policy import Policy, PolicyError, load_policy
 
 app = typer.Typer(help="Retention rules, the published notice, and sweeps.", no_args_is_help=True)
-
-# Exit status for a policy the command refuses, the same Click gives a usage error.
-_BAD_POLICY = 2
 
 PolicyOption = Annotated[
     Path | None,
@@ -38,14 +36,7 @@ def _policy(path: Path | None) -> Policy:
         from tutela.settings import Settings  # noqa: PLC0415
 
         path = Settings().retention_policy_file
-    try:
-        return load_policy(path)
-    except PolicyError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(_BAD_POLICY) from None
-    except OSError as exc:
-        typer.echo(f"cannot read the policy {path}: {exc.strerror or exc}", err=True)
-        raise typer.Exit(_BAD_POLICY) from None
+    return load_or_exit(load_policy, path, what="the policy", refused=PolicyError)
 
 
 @app.command()

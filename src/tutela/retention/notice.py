@@ -11,12 +11,10 @@ customers.
 
 from __future__ import annotations
 
-import html
-import re
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from tutela.households.models import ProfileKind
+from tutela.notices.document import Document, Section, Table, to_html, to_markdown
 from tutela.retention.policy import (
     AUTO_DELETE_CHOICES,
     CHILD_AUTO_DELETE_CHOICES,
@@ -64,23 +62,10 @@ def format_hours(age: timedelta) -> str:
     return "1 hour" if hours == 1 else f"{hours} hours"
 
 
-@dataclass(frozen=True)
-class _Table:
-    headers: tuple[str, ...]
-    rows: tuple[tuple[str, ...], ...]
-
-
-@dataclass(frozen=True)
-class _Section:
-    title: str
-    paragraphs: tuple[str, ...] = ()
-    table: _Table | None = None
-
-
-def _sections(policy: Policy, *, now: datetime, completion_days: int) -> list[_Section]:
+def _sections(policy: Policy, *, now: datetime, completion_days: int) -> list[Section]:
     """What the notice says, once, for every rendering."""
     sections = [
-        _Section(
+        Section(
             title="",
             paragraphs=(
                 "How long we keep the data your smart home collects, why we keep it, and "
@@ -100,17 +85,17 @@ def _sections(policy: Policy, *, now: datetime, completion_days: int) -> list[_S
             if (rule := policy.rules.get((kind, subject))) is not None
         )
         sections.append(
-            _Section(
+            Section(
                 title=_SUBJECT_TITLES.get(subject, subject.value),
                 paragraphs=(
                     f"What we keep about {_SUBJECT_TITLES[subject].lower()} in the household, "
                     "why, and for how long at most.",
                 ),
-                table=_Table(headers=_RULE_HEADERS, rows=rows),
+                table=Table(headers=_RULE_HEADERS, rows=rows),
             )
         )
     sections += [
-        _Section(
+        Section(
             title="Voice used in place of typing",
             paragraphs=(
                 "When a device tells us that a spoken request, often a child's, was used "
@@ -121,8 +106,8 @@ def _sections(policy: Policy, *, now: datetime, completion_days: int) -> list[_S
                 "Neither is ever used to train models or to identify anyone.",
             ),
         ),
-        _Section(title="Automatic deletion", paragraphs=_auto_delete_paragraphs()),
-        _Section(
+        Section(title="Automatic deletion", paragraphs=_auto_delete_paragraphs()),
+        Section(
             title="Inactive child profiles",
             paragraphs=(
                 f"A child profile that has not been used for "
@@ -134,7 +119,7 @@ def _sections(policy: Policy, *, now: datetime, completion_days: int) -> list[_S
                 "chooses to keep it, we record who chose, when and how.",
             ),
         ),
-        _Section(
+        Section(
             title="Contact details for parental consent",
             paragraphs=(
                 "Contact details we collect only to ask a parent for consent are deleted "
@@ -143,7 +128,7 @@ def _sections(policy: Policy, *, now: datetime, completion_days: int) -> list[_S
                 f"Purpose: {policy.consent_contact_purpose}",
             ),
         ),
-        _Section(
+        Section(
             title="Erasure requests",
             paragraphs=(
                 "You can ask at any time for your data, or your child's data, to be erased.",
@@ -153,7 +138,7 @@ def _sections(policy: Policy, *, now: datetime, completion_days: int) -> list[_S
                 "which you can check that it came from us and has not been altered.",
             ),
         ),
-        _Section(
+        Section(
             title="Legal holds",
             paragraphs=(
                 "A legal hold suspends deletion of the data it covers until the hold "
@@ -161,7 +146,7 @@ def _sections(policy: Policy, *, now: datetime, completion_days: int) -> list[_S
                 f"On {now:%Y-%m-%d}, {_count_holds(len(policy.active_holds(now)))} in force.",
             ),
         ),
-        _Section(
+        Section(
             title="About this notice",
             paragraphs=(
                 f"This notice was generated from the retention policy {policy.source}, "
@@ -223,23 +208,12 @@ def _settings_default_completion_days() -> int:
 
 def _prepare(
     policy: Policy, now: datetime | None, erasure_completion_days: int | None
-) -> list[_Section]:
+) -> list[Section]:
     return _sections(
         policy,
         now=(now or datetime.now(UTC)).astimezone(UTC),
         completion_days=erasure_completion_days or _settings_default_completion_days(),
     )
-
-
-# --- Markdown -----------------------------------------------------------------------------
-
-# Backslash-escape what Markdown would read as markup (CommonMark allows it before any
-# ASCII punctuation), including < and & so a renderer never passes HTML through.
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|&#])")
-
-
-def _md(text: str) -> str:
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(text.split()))
 
 
 def render_markdown(
@@ -250,36 +224,8 @@ def render_markdown(
 ) -> str:
     """The notice as Markdown (A7). `now` dates the count of active legal holds (default:
     the current time); `erasure_completion_days` defaults to the settings' default."""
-    lines = [f"# {_md(TITLE)}", ""]
-    for section in _prepare(policy, now, erasure_completion_days):
-        if section.title:
-            lines += [f"## {_md(section.title)}", ""]
-        for paragraph in section.paragraphs:
-            lines += [_md(paragraph), ""]
-        if section.table is not None:
-            lines.append("| " + " | ".join(_md(h) for h in section.table.headers) + " |")
-            lines.append("|" + " --- |" * len(section.table.headers))
-            for row in section.table.rows:
-                lines.append("| " + " | ".join(_md(cell) for cell in row) + " |")
-            lines.append("")
-    return "\n".join(lines).rstrip("\n") + "\n"
-
-
-# --- HTML ---------------------------------------------------------------------------------
-
-_STYLE = """
-body { font-family: system-ui, sans-serif; line-height: 1.5; max-width: 60rem;
-       margin: 2rem auto; padding: 0 1rem; color: #1a1a1a; }
-table { border-collapse: collapse; width: 100%; margin: 1rem 0; }
-th, td { border: 1px solid #c8c8c8; padding: 0.4rem 0.6rem; text-align: left;
-         vertical-align: top; }
-th { background: #f2f2f2; }
-footer { margin-top: 2rem; font-size: 0.9rem; color: #555; overflow-wrap: anywhere; }
-"""
-
-
-def _h(text: str) -> str:
-    return html.escape(text, quote=True)
+    sections = _prepare(policy, now, erasure_completion_days)
+    return to_markdown(Document(title=TITLE, sections=tuple(sections)))
 
 
 def render_html(
@@ -291,48 +237,9 @@ def render_html(
     """The notice as one self-contained HTML5 document: no scripts, no external assets,
     every value escaped (A7). Arguments as for `render_markdown`."""
     sections = _prepare(policy, now, erasure_completion_days)
-    about = sections.pop()
-    body: list[str] = [f"<h1>{_h(TITLE)}</h1>"]
-    for section in sections:
-        body.append("<section>")
-        if section.title:
-            body.append(f"<h2>{_h(section.title)}</h2>")
-        body += [f"<p>{_h(p)}</p>" for p in section.paragraphs]
-        if section.table is not None:
-            body.append("<table>")
-            body.append(
-                "<thead><tr>"
-                + "".join(f'<th scope="col">{_h(h)}</th>' for h in section.table.headers)
-                + "</tr></thead>"
-            )
-            body.append("<tbody>")
-            for row in section.table.rows:
-                first, *rest = row
-                body.append(
-                    f'<tr><th scope="row">{_h(first)}</th>'
-                    + "".join(f"<td>{_h(cell)}</td>" for cell in rest)
-                    + "</tr>"
-                )
-            body.append("</tbody>")
-            body.append("</table>")
-        body.append("</section>")
-    footer = [f"<h2>{_h(about.title)}</h2>"] + [f"<p>{_h(p)}</p>" for p in about.paragraphs]
-    return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en">\n'
-        "<head>\n"
-        '<meta charset="utf-8">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        # Nothing may load or run: the notice is text and one inline style sheet.
-        '<meta http-equiv="Content-Security-Policy" '
-        "content=\"default-src 'none'; style-src 'unsafe-inline'\">\n"
-        f'<meta name="policy-sha256" content="{_h(policy.sha256)}">\n'
-        f"<title>{_h(TITLE)}</title>\n"
-        f"<style>{_STYLE}</style>\n"
-        "</head>\n"
-        "<body>\n<main>\n"
-        + "\n".join(body)
-        + "\n</main>\n<footer>\n"
-        + "\n".join(footer)
-        + "\n</footer>\n</body>\n</html>\n"
+    return to_html(
+        Document(title=TITLE, sections=tuple(sections)),
+        title=TITLE,
+        meta=[("policy-sha256", policy.sha256)],
+        table_end="</tbody>\n</table>",
     )

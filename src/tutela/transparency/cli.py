@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from tutela.cli_support import load_or_exit
 from tutela.transparency.policy import (
     StaffAccessPolicy,
     StaffAccessPolicyError,
@@ -17,8 +18,6 @@ from tutela.transparency.policy import (
 )
 
 app = typer.Typer(help="The staff-access policy and its public notice.", no_args_is_help=True)
-
-_BAD_POLICY = 2
 
 PolicyOption = Annotated[
     Path | None,
@@ -42,14 +41,7 @@ def _policy(path: Path | None) -> StaffAccessPolicy:
         from tutela.settings import Settings  # noqa: PLC0415
 
         path = Settings().staff_access_policy_file
-    try:
-        return load_staff_access(path)
-    except StaffAccessPolicyError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(_BAD_POLICY) from None
-    except OSError as exc:
-        typer.echo(f"cannot read the policy {path}: {exc.strerror or exc}", err=True)
-        raise typer.Exit(_BAD_POLICY) from None
+    return load_or_exit(load_staff_access, path, what="the policy", refused=StaffAccessPolicyError)
 
 
 @app.command()

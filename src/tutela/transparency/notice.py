@@ -8,12 +8,11 @@ kept as published (`transparency.service.publish_notice`).
 
 from __future__ import annotations
 
-import html
-import re
 from datetime import datetime
 from typing import Any
 
 from tutela.households.models import CameraZone
+from tutela.notices.document import Document, Section, Table, to_html, to_markdown
 from tutela.retention.notice import format_age
 from tutela.transparency.policy import StaffAccessPolicy
 from tutela.transparency.rules import Condition
@@ -174,96 +173,39 @@ def build_document(policy: StaffAccessPolicy, *, published_at: datetime) -> dict
     }
 
 
-# --- Markdown -----------------------------------------------------------------------------
-
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|&#])")
-
-
-def _md(text: str) -> str:
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+def _as_document(document: dict[str, Any]) -> Document:
+    """The sections of a built (or published JSON) notice as the shared renderer's document."""
+    sections = []
+    for section in document["sections"]:
+        table = section["table"]
+        sections.append(
+            Section(
+                title=str(section["title"]),
+                paragraphs=tuple(str(p) for p in section["paragraphs"]),
+                table=None
+                if table is None
+                else Table(
+                    headers=tuple(str(c) for c in table["headers"]),
+                    rows=tuple(tuple(str(c) for c in row) for row in table["rows"]),
+                ),
+            )
+        )
+    return Document(title=str(document["title"]), sections=tuple(sections))
 
 
 def render_markdown(document: dict[str, Any]) -> str:
     """The notice as Markdown, every value escaped."""
-    lines = [f"# {_md(document['title'])}", ""]
-    for section in document["sections"]:
-        if section["title"]:
-            lines += [f"## {_md(section['title'])}", ""]
-        for paragraph in section["paragraphs"]:
-            lines += [_md(paragraph), ""]
-        table = section["table"]
-        if table is not None:
-            lines.append("| " + " | ".join(_md(h) for h in table["headers"]) + " |")
-            lines.append("|" + " --- |" * len(table["headers"]))
-            for row in table["rows"]:
-                lines.append("| " + " | ".join(_md(cell) for cell in row) + " |")
-            lines.append("")
-    return "\n".join(lines).rstrip("\n") + "\n"
-
-
-# --- HTML ---------------------------------------------------------------------------------
-
-_STYLE = """
-body { font-family: system-ui, sans-serif; line-height: 1.5; max-width: 60rem;
-       margin: 2rem auto; padding: 0 1rem; color: #1a1a1a; }
-table { border-collapse: collapse; width: 100%; margin: 1rem 0; }
-th, td { border: 1px solid #c8c8c8; padding: 0.4rem 0.6rem; text-align: left;
-         vertical-align: top; }
-th { background: #f2f2f2; }
-footer { margin-top: 2rem; font-size: 0.9rem; color: #555; overflow-wrap: anywhere; }
-"""
-
-
-def _h(text: object) -> str:
-    return html.escape(str(text), quote=True)
+    return to_markdown(_as_document(document))
 
 
 def render_html(document: dict[str, Any]) -> str:
     """The notice as one self-contained HTML5 document: no scripts, no external assets,
     every value escaped."""
-    sections = list(document["sections"])
-    about = sections.pop()
-    body: list[str] = [f"<h1>{_h(document['title'])}</h1>"]
-    for section in sections:
-        body.append("<section>")
-        if section["title"]:
-            body.append(f"<h2>{_h(section['title'])}</h2>")
-        body += [f"<p>{_h(p)}</p>" for p in section["paragraphs"]]
-        table = section["table"]
-        if table is not None:
-            body.append("<table>")
-            body.append(
-                "<thead><tr>"
-                + "".join(f'<th scope="col">{_h(h)}</th>' for h in table["headers"])
-                + "</tr></thead>"
-            )
-            body.append("<tbody>")
-            for first, *rest in table["rows"]:
-                body.append(
-                    f'<tr><th scope="row">{_h(first)}</th>'
-                    + "".join(f"<td>{_h(cell)}</td>" for cell in rest)
-                    + "</tr>"
-                )
-            body.append("</tbody></table>")
-        body.append("</section>")
-    footer = [f"<h2>{_h(about['title'])}</h2>"] + [f"<p>{_h(p)}</p>" for p in about["paragraphs"]]
-    return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en">\n'
-        "<head>\n"
-        '<meta charset="utf-8">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        # Nothing may load or run: the notice is text and one inline style sheet.
-        '<meta http-equiv="Content-Security-Policy" '
-        "content=\"default-src 'none'; style-src 'unsafe-inline'\">\n"
-        f'<meta name="notice-version" content="{_h(document["version"])}">\n'
-        f'<meta name="policy-sha256" content="{_h(document["policy_sha256"])}">\n'
-        f"<title>{_h(document['title'])} · {_h(document['operator'])}</title>\n"
-        f"<style>{_STYLE}</style>\n"
-        "</head>\n"
-        "<body>\n<main>\n"
-        + "\n".join(body)
-        + "\n</main>\n<footer>\n"
-        + "\n".join(footer)
-        + "\n</footer>\n</body>\n</html>\n"
+    return to_html(
+        _as_document(document),
+        title=f"{document['title']} · {document['operator']}",
+        meta=[
+            ("notice-version", str(document["version"])),
+            ("policy-sha256", str(document["policy_sha256"])),
+        ],
     )

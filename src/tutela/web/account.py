@@ -23,7 +23,7 @@ from tutela.identity.owners import email_of
 from tutela.identity.service import AnyPrincipal, StaffPrincipal
 from tutela.identity.signin import SignInOutcome
 from tutela.identity.staff import needs_webauthn
-from tutela.web.forms import templates
+from tutela.web.forms import answer_step_up, templates
 from tutela.web.routes import set_session_cookies
 
 router = APIRouter(prefix="/account", include_in_schema=False)
@@ -125,19 +125,7 @@ def step_up(
     password: Annotated[str, Form(max_length=1024)] = "",
 ) -> Response:
     def act(principal: AnyPrincipal) -> Response:
-        cleaned = code.strip().replace(" ", "")
-        is_totp = cleaned.isdigit() and len(cleaned) == 6
-        container.gate.step_up(
-            session,
-            principal=principal,
-            password=password or None,
-            code=cleaned if is_totp else None,
-            recovery_code=cleaned if cleaned and not is_totp else None,
-            webauthn=None,
-            webauthn_token=None,
-            client=client_of(request, container.settings),
-            now=container.clock.now(),
-        )
+        answer_step_up(request, session, container, principal, code=code, password=password)
         return RedirectResponse(security_url(principal), status_code=303)
 
     return _guarded(request, session, container, act)

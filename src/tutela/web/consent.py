@@ -23,13 +23,13 @@ from starlette.routing import NoMatchFound
 from tutela.consent import notice, service
 from tutela.consent.ledger import ConsentLedger, Decision, Reason
 from tutela.consent.models import Channel, ConsentEvent, Method
-from tutela.core.errors import Forbidden, InvalidInput, NotAuthenticated, NotFound, TutelaError
-from tutela.deps import AppContainer, DbSession, current_principal
+from tutela.core.errors import InvalidInput, NotFound, TutelaError
+from tutela.deps import AppContainer, DbSession
 from tutela.erasure.announce import asked_by
 from tutela.households import service as households
 from tutela.households.models import Profile
 from tutela.identity.service import Principal
-from tutela.web.forms import templates
+from tutela.web.forms import signed_in_customer, templates
 
 router = APIRouter(include_in_schema=False)
 PAGE: Final = "/privacy/{profile_id}/consent"
@@ -224,16 +224,26 @@ def _page(
     return templates.TemplateResponse(request, template, context, status_code=status)
 
 
-def _signed_in(request: Request, session: Session, container: AppContainer) -> Principal | Response:
-    """The customer signed in, or where to send a browser that is not (yet)."""
-    try:
-        return current_principal(request, session, container)
-    except NotAuthenticated:
-        return RedirectResponse("/login", status_code=303)
-    except Forbidden as exc:
-        if exc.code == "cross_site_request":
-            raise
-        return RedirectResponse("/account/security", status_code=303)
+def _unchanged(
+    request: Request,
+    session: Session,
+    container: AppContainer,
+    principal: Principal,
+    profile_id: uuid.UUID,
+    refused: TutelaError,
+) -> Response:
+    """The consent page again after a refused change, with its reason: nothing of the
+    change is kept."""
+    session.rollback()
+    return _page(
+        request,
+        session,
+        container,
+        principal,
+        profile_id,
+        status=refused.status,
+        error=f"{refused.detail} Nothing was changed.",
+    )
 
 
 def _choices(fields: dict[str, str], shown: dict[str, bool]) -> dict[str, bool]:
@@ -255,7 +265,7 @@ def consent_page(
     profile_id: uuid.UUID, request: Request, session: DbSession, container: AppContainer
 ) -> Response:
     """A profile's consent: each purpose's state, the forms, the history (C3, C4, C6)."""
-    principal = _signed_in(request, session, container)
+    principal = signed_in_customer(request, session, container)
     if isinstance(principal, Response):
         return principal
     return _page(request, session, container, principal, profile_id)
@@ -273,7 +283,7 @@ def change_consent(
     """Turn purposes on or off, under the notice version the page showed (C3). Sharing
     comes from a form of its own; the ledger refuses it bundled with another grant (C4)."""
     # A cross-site write is refused here (403), before anything is read or changed.
-    principal = _signed_in(request, session, container)
+    principal = signed_in_customer(request, session, container)
     if isinstance(principal, Response):
         return principal
     who = service.whose(session, principal, profile_id)
@@ -311,16 +321,7 @@ def change_consent(
             error="The form was not complete: nothing was changed.",
         )
     except TutelaError as exc:
-        session.rollback()
-        return _page(
-            request,
-            session,
-            container,
-            principal,
-            profile_id,
-            status=exc.status,
-            error=f"{exc.detail} Nothing was changed.",
-        )
+        return _unchanged(request, session, container, principal, profile_id, exc)
     background.add_task(container.deliver_notices)
     return RedirectResponse(PAGE.format(profile_id=profile_id) + "?done=saved", status_code=303)
 
@@ -330,7 +331,7 @@ def refuse_page(
     profile_id: uuid.UUID, request: Request, session: DbSession, container: AppContainer
 ) -> Response:
     """The confirmation step before all further recording is refused (C6)."""
-    principal = _signed_in(request, session, container)
+    principal = signed_in_customer(request, session, container)
     if isinstance(principal, Response):
         return principal
     return _page(request, session, container, principal, profile_id, template="consent_refuse.html")
@@ -348,7 +349,7 @@ def refuse_collection(
     """Refuse further collection and use (C6), once confirmed: every purpose withdrawn,
     the profile's uploads refused from now on, each guardian told."""
     # A cross-site write is refused here (403), before anything is read or changed.
-    principal = _signed_in(request, session, container)
+    principal = signed_in_customer(request, session, container)
     if isinstance(principal, Response):
         return principal
     if confirm != "yes":
@@ -367,16 +368,7 @@ def refuse_collection(
             origin=container.settings.origin,
         )
     except TutelaError as exc:
-        session.rollback()
-        return _page(
-            request,
-            session,
-            container,
-            principal,
-            profile_id,
-            status=exc.status,
-            error=f"{exc.detail} Nothing was changed.",
-        )
+        return _unchanged(request, session, container, principal, profile_id, exc)
     background.add_task(container.deliver_notices)
     return RedirectResponse(PAGE.format(profile_id=profile_id) + "?done=refused", status_code=303)
 

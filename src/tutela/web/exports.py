@@ -25,8 +25,12 @@ from tutela.exports.rules import OPEN_STATES
 from tutela.households import service as households
 from tutela.identity import factors
 from tutela.identity.service import Principal
-from tutela.web.forms import templates, with_retry_after
-from tutela.web.rights import _signed_in, _step_up
+from tutela.web.forms import (
+    require_fresh_step_up,
+    signed_in_customer,
+    templates,
+    with_retry_after,
+)
 
 router = APIRouter(include_in_schema=False)
 EXPORTS_PAGE = "/account/privacy/exports"
@@ -196,7 +200,7 @@ def ask_for_copy(
     and the answer leads back to the profile's list of copies."""
     # A cross-site form is refused here (403), before anything is read or changed.
     check_same_origin(request, container.settings)
-    principal = _signed_in(request, session, container)
+    principal = signed_in_customer(request, session, container)
     if isinstance(principal, Response):
         return principal
     visible = _visible(session, principal)
@@ -211,9 +215,9 @@ def ask_for_copy(
         return _refused(request, principal, profile_id, exc)
     attempted = bool(code.strip() or password)
     try:
-        if attempted:
-            principal = _step_up(request, session, container, principal, code, password)
-        container.gate.require_step_up(session, principal, now=container.clock.now())
+        principal = require_fresh_step_up(
+            request, session, container, principal, code=code, password=password
+        )
     except NotAuthenticated as exc:
         if exc.code == "session_ended":
             return RedirectResponse("/login", status_code=303)
@@ -255,7 +259,7 @@ def ask_for_copy(
 @router.get(EXPORTS_PAGE, response_class=HTMLResponse)
 def copies_page(request: Request, session: DbSession, container: AppContainer) -> Response:
     """Every copy this account asked for, of each profile, with its state in words."""
-    principal = _signed_in(request, session, container)
+    principal = signed_in_customer(request, session, container)
     if isinstance(principal, Response):
         return principal
     copies = _copies(session, container, principal)

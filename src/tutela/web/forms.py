@@ -1,10 +1,13 @@
-"""What the console's sign-in forms share, customers' and employees' alike (R4, R5, S2).
+"""What the console's forms share: sign-in, customers' and employees' alike (R4, R5, S2),
+and the fresh confirmation that a dangerous action asks for (C7).
 
 The password form's page with its fresh CSRF cookie and the check of that cookie, the
 Retry-After of a throttled page, and the second step's answer as a form posts it: an
 authenticator code, a recovery code or a WebAuthn assertion made by `static/webauthn.js`.
 The recovery pages read the same answer when an account has a second factor. The routes
 still check the origin themselves (login CSRF); nothing here decides who may sign in.
+The customer pages find their signed-in customer here, and take a step-up code or
+password typed into their form through `step_up` (C7).
 """
 
 from __future__ import annotations
@@ -17,12 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import BackgroundTasks, Request
-from fastapi.responses import Response
+from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from tutela.core.errors import TooManyAttempts
-from tutela.deps import AppContainer, DbSession, client_of, cookie_name
+from tutela.core.errors import Forbidden, NotAuthenticated, TooManyAttempts
+from tutela.deps import AppContainer, DbSession, client_of, cookie_name, current_principal
 from tutela.identity.models import PasskeyAudience, SessionKind
+from tutela.identity.service import AnyPrincipal, Principal
 from tutela.identity.signin import SignInOutcome
 from tutela.settings import Settings
 
@@ -137,3 +141,75 @@ def passkey_sign_in(
         client=client_of(request, container.settings),
         now=container.clock.now(),
     )
+
+
+def signed_in_customer(
+    request: Request, session: DbSession, container: AppContainer
+) -> Principal | Response:
+    """The customer signed in, or where to send a browser that is not (yet): the sign-in
+    page, or the security page for a session that must first enrol a factor."""
+    try:
+        # A cross-site write is refused here (403), before anything is read or changed.
+        return current_principal(request, session, container)
+    except NotAuthenticated:
+        return RedirectResponse("/login", status_code=303)
+    except Forbidden as exc:
+        if exc.code == "cross_site_request":
+            raise
+        return RedirectResponse("/account/security", status_code=303)
+
+
+def answer_step_up(
+    request: Request,
+    session: DbSession,
+    container: AppContainer,
+    principal: AnyPrincipal,
+    *,
+    code: str,
+    password: str,
+) -> None:
+    """Confirm it is you with what a form posted (C7): an authenticator or recovery code,
+    or the password for an account without a factor. Throttled as a sign-in is."""
+    answer = factor_answer(code, "")
+    container.gate.step_up(
+        session,
+        principal=principal,
+        password=password or None,
+        code=answer.code,
+        recovery_code=answer.recovery_code,
+        webauthn=None,
+        webauthn_token=None,
+        client=client_of(request, container.settings),
+        now=container.clock.now(),
+    )
+
+
+def step_up(
+    request: Request,
+    session: DbSession,
+    container: AppContainer,
+    principal: Principal,
+    code: str,
+    password: str,
+) -> Principal:
+    """`answer_step_up`, then the customer as the session now stands (stepped up)."""
+    answer_step_up(request, session, container, principal, code=code, password=password)
+    return current_principal(request, session, container)
+
+
+def require_fresh_step_up(
+    request: Request,
+    session: DbSession,
+    container: AppContainer,
+    principal: Principal,
+    *,
+    code: str,
+    password: str,
+) -> Principal:
+    """The customer once a dangerous action may go ahead (C7): a code or password the
+    form posted is tried first; without a step-up in the last few minutes it raises
+    `StepUpRequired` (and the step-up's own refusals)."""
+    if code.strip() or password:
+        principal = step_up(request, session, container, principal, code, password)
+    container.gate.require_step_up(session, principal, now=container.clock.now())
+    return principal

@@ -36,8 +36,12 @@ from tutela.identity import factors
 from tutela.identity.service import Principal
 from tutela.web.consent import PAGE as CONSENT_PAGE
 from tutela.web.consent import PARENTAL_PAGE, PARENTAL_PAGE_NAME, PostedFields
-from tutela.web.consent import _signed_in as signed_in
-from tutela.web.forms import templates, with_retry_after
+from tutela.web.forms import (
+    require_fresh_step_up,
+    signed_in_customer,
+    templates,
+    with_retry_after,
+)
 from tutela.web.parental_forms import (
     ANSWER,
     FRESH_QUESTIONS,
@@ -49,7 +53,6 @@ from tutela.web.parental_forms import (
     parental_method,
     problem_of,
 )
-from tutela.web.rights import _step_up as step_up
 
 router = APIRouter(include_in_schema=False)
 DONE = {"asked"}
@@ -158,7 +161,7 @@ def parental_page(
     profile_id: uuid.UUID, request: Request, session: DbSession, container: AppContainer
 ) -> Response:
     """Verify your consent as a child's parent: why, the attempts so far, four ways (C3)."""
-    principal = signed_in(request, session, container)
+    principal = signed_in_customer(request, session, container)
     if isinstance(principal, Response):
         return principal
     return _page(request, session, container, principal, _guardian(session, principal, profile_id))
@@ -186,7 +189,7 @@ def verify_parent(
     API's (`give_consent`), with the purposes the parent ticked; success goes to the
     consent page with a confirmation, a refusal comes back with its reason."""
     # A cross-site write is refused here (403), before anything is read or changed.
-    principal = signed_in(request, session, container)
+    principal = signed_in_customer(request, session, container)
     if isinstance(principal, Response):
         return principal
     who = _guardian(session, principal, profile_id)
@@ -214,9 +217,9 @@ def verify_parent(
             raise InvalidInput(
                 "The date you signed is not a date.", code="signed_date_out_of_range"
             ) from None
-        if code.strip() or password:
-            principal = step_up(request, session, container, principal, code, password)
-        container.gate.require_step_up(session, principal, now=container.clock.now())
+        principal = require_fresh_step_up(
+            request, session, container, principal, code=code, password=password
+        )
         attempt = parental.Attempt(
             method=chosen,
             purposes=sent.purposes,
@@ -276,7 +279,7 @@ def ask_other_parent(
     """Ask the child's other parent by email to give consent (C5): the address is kept
     only for this, and deleted if no consent comes in time."""
     # A cross-site write is refused here (403), before anything is read or changed.
-    principal = signed_in(request, session, container)
+    principal = signed_in_customer(request, session, container)
     if isinstance(principal, Response):
         return principal
     who = _guardian(session, principal, profile_id)

@@ -19,38 +19,22 @@ from fastapi import APIRouter, BackgroundTasks, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from tutela.core.errors import (
-    Forbidden,
     InvalidInput,
     NotAuthenticated,
     StepUpRequired,
     TutelaError,
 )
-from tutela.deps import SESSION_COOKIE, AppContainer, DbSession, client_of, cookie_name
-from tutela.deps import current_principal as _current_principal
+from tutela.deps import SESSION_COOKIE, AppContainer, DbSession, cookie_name
 from tutela.erasure import announce
 from tutela.erasure.api import MAX_SELECTION
 from tutela.erasure.models import ScopeKind
 from tutela.households.models import Profile, ProfileKind
 from tutela.identity import factors
 from tutela.identity.service import Principal
-from tutela.web.forms import templates
+from tutela.web.forms import require_fresh_step_up, signed_in_customer, templates
 from tutela.web.rights_forms import Checked, asked_of, check
 
 router = APIRouter(include_in_schema=False)
-
-
-def _signed_in(
-    request: Request, session: DbSession, container: AppContainer
-) -> Principal | Response:
-    try:
-        # A cross-site write is refused here (403), before anything is read or changed.
-        return _current_principal(request, session, container)
-    except NotAuthenticated:
-        return RedirectResponse("/login", status_code=303)
-    except Forbidden as exc:
-        if exc.code == "cross_site_request":
-            raise
-        return RedirectResponse("/account/security", status_code=303)
 
 
 def _confirm_page(
@@ -107,7 +91,7 @@ def review(
 ) -> Response:
     """Say what a deletion takes and ask to confirm it, with step-up when due (C7).
     Nothing is changed here."""
-    principal = _signed_in(request, session, container)
+    principal = signed_in_customer(request, session, container)
     if isinstance(principal, Response):
         return principal
     try:
@@ -141,7 +125,7 @@ def erase(
 ) -> Response:
     """Delete what the review page showed: step-up first when due (C7), then the one
     deletion path; the answer says where the signed receipt will be (A8, S8)."""
-    principal = _signed_in(request, session, container)
+    principal = signed_in_customer(request, session, container)
     if isinstance(principal, Response):
         return principal
     try:
@@ -166,23 +150,12 @@ def erase(
             raise InvalidInput(
                 "Tick the box to confirm that this cannot be undone.", code="not_confirmed"
             )
-        if code.strip() or password:
-            principal = _step_up(request, session, container, principal, code, password)
-        container.gate.require_step_up(session, principal, now=container.clock.now())
-    except NotAuthenticated as exc:
-        if exc.code == "session_ended":
-            return RedirectResponse("/login", status_code=303)
-        return _confirm_page(
-            request,
-            session,
-            container,
-            principal,
-            checked,
-            idempotency=idempotency,
-            status=exc.status,
-            error=exc.detail,
+        principal = require_fresh_step_up(
+            request, session, container, principal, code=code, password=password
         )
-    except (InvalidInput, StepUpRequired) as exc:
+    except (NotAuthenticated, InvalidInput, StepUpRequired) as exc:
+        if isinstance(exc, NotAuthenticated) and exc.code == "session_ended":
+            return RedirectResponse("/login", status_code=303)
         return _confirm_page(
             request,
             session,
@@ -204,30 +177,6 @@ def erase(
     if checked.scope.kind is ScopeKind.HOUSEHOLD:
         return _closed(request, container, started.id)
     return RedirectResponse(f"/account/privacy/erasures/{started.id}", status_code=303)
-
-
-def _step_up(
-    request: Request,
-    session: DbSession,
-    container: AppContainer,
-    principal: Principal,
-    code: str,
-    password: str,
-) -> Principal:
-    cleaned = code.strip().replace(" ", "")
-    is_totp = cleaned.isdigit() and len(cleaned) == 6
-    container.gate.step_up(
-        session,
-        principal=principal,
-        password=password or None,
-        code=cleaned if is_totp else None,
-        recovery_code=cleaned if cleaned and not is_totp else None,
-        webauthn=None,
-        webauthn_token=None,
-        client=client_of(request, container.settings),
-        now=container.clock.now(),
-    )
-    return _current_principal(request, session, container)
 
 
 def _closed(request: Request, container: AppContainer, request_id: uuid.UUID) -> Response:
@@ -252,7 +201,7 @@ def erasure_page(
     request_id: uuid.UUID, request: Request, session: DbSession, container: AppContainer
 ) -> Response:
     """One deletion this adult may see: what it erases, how far it is, its receipt."""
-    principal = _signed_in(request, session, container)
+    principal = signed_in_customer(request, session, container)
     if isinstance(principal, Response):
         return principal
     view = announce.household_request(
