@@ -11,12 +11,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from tests.factories import make_home
-from tests.functional.conftest import owner_email, stored
+from tests.functional.conftest import owner_email, sign_in, stored
 from tests.functional.test_erasure_api import hold
 from tests.functional.test_parental_consent import give, id_photo, stepped_up
 from tutela.consent.models import ParentalConsent
 from tutela.container import Container
 from tutela.households.service import CreatedHome
+from tutela.retention.models import ConsentContact
 from tutela.vault.models import MediaItem
 
 
@@ -61,3 +62,29 @@ def test_an_id_photo_is_never_kept_when_a_legal_hold_covers_the_parent(
     assert stored(container) == before
     with container.stores.session() as s:
         assert s.scalar(select(func.count()).select_from(ParentalConsent)) == 0
+
+
+def test_an_adult_who_is_no_guardian_cannot_ask_a_parent_about_the_child(
+    client: TestClient, container: Container, unique: str
+) -> None:
+    """C5, C6: only a child's guardian acts for the child. Another adult of the same home
+    may not mail a stranger about the child, nor spend the child's asks of the day: the
+    child is not found for them, as a missing id or another household's is."""
+    home = make_home(container, tag=unique + "b", second_adult=True, parental_consent=False)
+    bruno = sign_in(client, f"bruno.{unique}b@example.com")
+    child = home.child_profiles[0]
+
+    answers = [
+        client.post(
+            f"/api/v1/profiles/{profile}/parental-consent/ask",
+            json={"email": "stranger@example.net"},
+            headers=bruno,
+        )
+        for profile in (child, uuid.uuid4())
+    ]
+
+    assert [r.status_code for r in answers] == [404, 404], [r.text for r in answers]
+    bodies = [{k: v for k, v in r.json().items() if k != "instance"} for r in answers]
+    assert bodies[0] == bodies[1]
+    with container.stores.session() as s:
+        assert s.scalar(select(func.count()).select_from(ConsentContact)) == 0
