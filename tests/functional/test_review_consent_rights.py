@@ -4,19 +4,22 @@ and what is never left behind."""
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import date
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from tests.factories import make_home
+from tests.factories import make_home, password_hash
 from tests.functional.conftest import owner_email, sign_in, stored
 from tests.functional.test_erasure_api import hold
-from tests.functional.test_parental_consent import give, id_photo, stepped_up
+from tests.functional.test_parental_consent import PDF, give, id_photo, stepped_up
 from tutela.consent.models import ParentalConsent
 from tutela.container import Container
-from tutela.households.service import CreatedHome
+from tutela.households import service as households
+from tutela.households.models import AccountRole
+from tutela.households.service import AdultSpec, ChildSpec, CreatedHome, DeviceSpec, HomeSpec
+from tutela.notices.models import OutboxMessage
 from tutela.retention.models import ConsentContact
 from tutela.vault.models import MediaItem
 
@@ -88,3 +91,59 @@ def test_an_adult_who_is_no_guardian_cannot_ask_a_parent_about_the_child(
     assert bodies[0] == bodies[1]
     with container.stores.session() as s:
         assert s.scalar(select(func.count()).select_from(ConsentContact)) == 0
+
+
+def _two_guardians(container: Container, tag: str) -> CreatedHome:
+    spec = HomeSpec(
+        adults=(
+            AdultSpec(
+                "Ana Marchetti", f"ana.{tag}@example.com", password_hash(container), AccountRole.OWNER
+            ),
+            AdultSpec("Bruno Marchetti", f"bruno.{tag}@example.com", password_hash(container)),
+        ),
+        children=(
+            ChildSpec(
+                "Lily Marchetti",
+                date(2019, 3, 14),
+                (f"ana.{tag}@example.com", f"bruno.{tag}@example.com"),
+            ),
+        ),
+        devices=(DeviceSpec("voice", "Kitchen speaker"),),
+    )
+    with container.stores.session() as session:
+        return households.create_home(
+            session, container.vault.keys, spec=spec, now=container.clock.now()
+        )
+
+
+def test_the_other_guardian_is_told_when_a_parents_verified_consent_starts_recording(
+    client: TestClient, container: Container, unique: str
+) -> None:
+    """C6: each guardian hears of every change of a child's consent, the grants that rest
+    on a parent's verification included: recording a child never starts unseen by the
+    child's other guardian."""
+    home = _two_guardians(container, unique)
+    ana = stepped_up(client, f"ana.{unique}@example.com")
+    bruno = home.accounts[f"bruno.{unique}@example.com"]
+    child = home.child_profiles[0]
+
+    r = give(
+        client,
+        ana,
+        child,
+        "signed_form",
+        purposes=("storage",),
+        document=("form.pdf", PDF, "application/pdf"),
+        typed_name="Ana Marchetti",
+        signed_on=container.clock.now().date().isoformat(),
+    )
+
+    assert r.status_code == 201, r.text
+    with container.stores.session() as s:
+        told = s.scalars(
+            select(OutboxMessage.account_id).where(
+                OutboxMessage.household_id == home.household_id,
+                OutboxMessage.kind == "consent_changed",
+            )
+        ).all()
+    assert bruno in told

@@ -67,6 +67,8 @@ class Verifiers:
     question_count: int
     production: bool = False
     """In production the packaged question bank verifies nobody."""
+    origin: str = ""
+    """The console's public address, for the links of the guardians' notices (C6)."""
 
 
 @dataclass(frozen=True)
