@@ -34,7 +34,9 @@ def _items_of(container: Container, profile_id: uuid.UUID) -> int:
     with container.stores.session() as s:
         return int(
             s.scalar(
-                select(func.count()).select_from(MediaItem).where(MediaItem.profile_id == profile_id)
+                select(func.count())
+                .select_from(MediaItem)
+                .where(MediaItem.profile_id == profile_id)
             )
             or 0
         )
@@ -97,7 +99,10 @@ def _two_guardians(container: Container, tag: str) -> CreatedHome:
     spec = HomeSpec(
         adults=(
             AdultSpec(
-                "Ana Marchetti", f"ana.{tag}@example.com", password_hash(container), AccountRole.OWNER
+                "Ana Marchetti",
+                f"ana.{tag}@example.com",
+                password_hash(container),
+                AccountRole.OWNER,
             ),
             AdultSpec("Bruno Marchetti", f"bruno.{tag}@example.com", password_hash(container)),
         ),

@@ -1,8 +1,9 @@
 """Asking a parent by email for consent for a child (C3, C5).
 
 A guardian of the child names the other parent's address. Tutela keeps it only for this
-(`retention.contacts`, sealed under the child's key), mails the parent a link to give consent, and forgets it: wiped once a
-guardian's consent is verified, deleted by the retention sweep if none comes in time.
+(`retention.contacts`, sealed under the child's key), mails the parent a link to give
+consent, and forgets it: wiped once a guardian's consent is verified, deleted by the
+retention sweep if none comes in time.
 Asks are limited per child and day, so the form cannot be used to mail strangers.
 """
 
