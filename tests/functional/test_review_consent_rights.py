@@ -10,18 +10,20 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from tests.factories import make_home, password_hash
+from tests.factories import make_home, password_hash, seed_media
 from tests.functional.conftest import owner_email, sign_in, stored
 from tests.functional.test_erasure_api import hold
 from tests.functional.test_parental_consent import PDF, give, id_photo, stepped_up
 from tutela.consent.models import ParentalConsent
 from tutela.container import Container
+from tutela.erasure.models import RequesterKind, ScopeKind
+from tutela.erasure.scope import Requester, Scope
 from tutela.households import service as households
 from tutela.households.models import AccountRole
 from tutela.households.service import AdultSpec, ChildSpec, CreatedHome, DeviceSpec, HomeSpec
 from tutela.notices.models import OutboxMessage
 from tutela.retention.models import ConsentContact
-from tutela.vault.models import MediaItem
+from tutela.vault.models import ItemState, MediaItem
 
 
 @pytest.fixture
@@ -152,3 +154,31 @@ def test_the_other_guardian_is_told_when_a_parents_verified_consent_starts_recor
             )
         ).all()
     assert bruno in told
+
+
+def test_a_selection_never_hides_an_item_of_another_profile(
+    container: Container, unique: str
+) -> None:
+    """C6: a selection erases only its own profile's items. An id of another profile of
+    the household, slipped into it, is not marked as being erased: it would leave the
+    other person's review, exports and listings without ever being erased."""
+    home = make_home(container, tag=unique + "s")
+    child_item = seed_media(container, home, voices=1, clips=0)["voice"][0]
+    adult = home.adult_profiles[owner_email(home)]
+    own_item = seed_media(container, home, profile=adult, voices=1, clips=0)["voice"][0]
+
+    container.erasure.start(
+        Scope(
+            ScopeKind.ITEMS,
+            home.household_id,
+            profile_id=adult,
+            item_ids=(own_item, child_item),
+        ),
+        Requester(RequesterKind.ADULT, f"account:{home.accounts[owner_email(home)]}"),
+    )
+
+    with container.stores.session() as s:
+        child = s.get(MediaItem, (home.household_id, child_item))
+        assert child is not None and child.state == ItemState.ACTIVE
+        own = s.get(MediaItem, (home.household_id, own_item))
+        assert own is not None and own.state != ItemState.ACTIVE
