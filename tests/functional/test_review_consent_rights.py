@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from tests.factories import make_home, password_hash, seed_media
+from tests.factories import device_token, make_home, password_hash, seed_media
 from tests.functional.conftest import owner_email, sign_in, stored
 from tests.functional.test_erasure_api import hold
 from tests.functional.test_parental_consent import PDF, give, id_photo, stepped_up
@@ -182,3 +182,35 @@ def test_a_selection_never_hides_an_item_of_another_profile(
         assert child is not None and child.state == ItemState.ACTIVE
         own = s.get(MediaItem, (home.household_id, own_item))
         assert own is not None and own.state != ItemState.ACTIVE
+
+
+def test_a_device_cannot_read_or_change_consent(
+    client: TestClient, container: Container, unique: str
+) -> None:
+    """C3, C6: consent is a person's decision; a device's token opens no consent route."""
+    home = make_home(container, tag=unique + "d")
+    child = home.child_profiles[0]
+    device = {"authorization": f"Bearer {device_token(home, container, 'voice')}"}
+    api = f"/api/v1/profiles/{child}"
+
+    answers = [
+        client.get(f"{api}/consent", headers=device),
+        client.post(
+            f"{api}/consent",
+            json={"notice_version": 1, "changes": {"storage": False}},
+            headers=device,
+        ),
+        client.post(f"{api}/consent/refuse", headers=device),
+        client.post(
+            f"{api}/parental-consent",
+            data={"method": "card_check", "notice_version": "1", "purposes": ["storage"]},
+            headers=device,
+        ),
+    ]
+
+    assert [r.status_code for r in answers] == [401] * 4, [r.text for r in answers]
+    r = client.get("/api/v1/device", headers=device)
+    assert r.status_code == 200
+    [mine] = [p for p in r.json()["profiles"] if p["profile_id"] == str(child)]
+    assert {p["purpose"]: p["accepted"] for p in mine["purposes"]}["storage"] is True
+    assert "Lily" not in r.text and "Marchetti" not in r.text
