@@ -14,6 +14,7 @@ from tests.factories import device_token, make_home, password_hash, seed_media
 from tests.functional.conftest import owner_email, sign_in, stored
 from tests.functional.test_erasure_api import hold
 from tests.functional.test_parental_consent import PDF, give, id_photo, stepped_up
+from tests.mailbox import mail_to
 from tutela.consent.models import ParentalConsent
 from tutela.container import Container
 from tutela.erasure.models import RequesterKind, ScopeKind
@@ -154,6 +155,8 @@ def test_the_other_guardian_is_told_when_a_parents_verified_consent_starts_recor
             )
         ).all()
     assert bruno in told
+    mails = mail_to(container.settings.mail_path, f"bruno.{unique}@example.com")
+    assert any("Lily Marchetti" in m and "Ana Marchetti" in m for m in mails), mails
 
 
 def test_a_selection_never_hides_an_item_of_another_profile(
