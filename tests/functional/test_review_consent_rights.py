@@ -217,3 +217,23 @@ def test_a_device_cannot_read_or_change_consent(
     [mine] = [p for p in r.json()["profiles"] if p["profile_id"] == str(child)]
     assert {p["purpose"]: p["accepted"] for p in mine["purposes"]}["storage"] is True
     assert "Lily" not in r.text and "Marchetti" not in r.text
+
+
+def test_a_change_under_a_notice_never_published_is_refused(
+    client: TestClient, container: Container, unique: str
+) -> None:
+    """C3: each event records the notice the person was shown. A withdrawal under an older
+    notice is taken (a page left open); one under a version that was never published would
+    put false evidence in the ledger, and is refused with nothing appended."""
+    home = make_home(container, tag=unique + "n")
+    headers = sign_in(client, owner_email(home))
+    own = f"/api/v1/profiles/{home.adult_profiles[owner_email(home)]}/consent"
+    current = client.get("/api/v1/consent/purposes").json()["notice_version"]
+
+    r = client.post(
+        own, json={"notice_version": current + 1, "changes": {"storage": False}}, headers=headers
+    )
+
+    assert r.status_code == 409, r.text
+    assert r.json()["code"] == "notice_changed"
+    assert client.get(own + "/history", headers=headers).json() == []
