@@ -1,9 +1,9 @@
 """Asking a parent by email for consent for a child (C3, C5).
 
-An adult of the household (a guardian, or another adult who added the child) names a
-parent's address. Tutela keeps it only for this (`retention.contacts`, sealed under the
-child's key), mails the parent a link to give consent, and forgets it: wiped once a
-guardian's consent is verified, deleted by the retention sweep if none comes in time.
+A guardian of the child names the other parent's address. Tutela keeps it only for this
+(`retention.contacts`, sealed under the child's key), mails the parent a link to give
+consent, and forgets it: wiped once a guardian's consent is verified, deleted by the
+retention sweep if none comes in time.
 Asks are limited per child and day, so the form cannot be used to mail strangers.
 """
 
@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from tutela.audit.service import AuditTag, record
 from tutela.core.errors import InvalidInput, NotFound, TooManyAttempts
+from tutela.households import service as households
 from tutela.households.models import Profile, ProfileKind, ProfileState
 from tutela.households.rules import check_email
 from tutela.identity.service import Principal
@@ -46,8 +47,16 @@ def ask_parent(
     now: datetime,
 ) -> Asked:
     """Keep `email` to ask for consent for the child, and queue the email (one commit)."""
+    # Only a guardian acts for a child (C6): any other profile, a child of this household
+    # the account is no guardian of included, is not found, as a missing id is.
+    visible = households.visible_profile_ids(
+        session,
+        household_id=principal.household_id,
+        account_id=principal.account_id,
+        own_profile_id=principal.profile_id,
+    )
     profile = session.get(Profile, (principal.household_id, child_id))
-    if profile is None or profile.state != ProfileState.ACTIVE:
+    if child_id not in visible or profile is None or profile.state != ProfileState.ACTIVE:
         raise NotFound("No such profile.", code="not_found")
     if profile.kind != ProfileKind.CHILD:
         raise InvalidInput(

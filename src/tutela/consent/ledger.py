@@ -233,14 +233,18 @@ class ConsentLedger:
         Grants are refused when given under a notice that is not the current one
         (`notice_changed`: the person saw an older text), when a separate purpose comes
         with another (`consent_bundled`, C4), and, for a child, without a guardian's
-        verified consent (`parental_consent_required`, C3). Withdrawals are always taken.
+        verified consent (`parental_consent_required`, C3). Withdrawals are always taken,
+        except under a version that was never published (`notice_changed` too).
         """
         if not changes:
             raise InvalidInput("Name at least one purpose.", code="no_purposes")
         for name in changes:
             self.purpose(name)
         grants = [name for name, granted in changes.items() if granted]
-        if grants and notice_version != self.catalogue.notice_version:
+        current = self.catalogue.notice_version
+        # A withdrawal under an older notice is taken (a page left open); no change is
+        # ever recorded under a notice that was never published (false evidence, C3).
+        if notice_version > current or (grants and notice_version != current):
             raise Conflict(
                 "The consent notice has changed since it was shown; show the current one.",
                 code="notice_changed",

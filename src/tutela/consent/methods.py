@@ -18,7 +18,7 @@ from tutela.consent.ledger import ConsentLedger
 from tutela.consent.models import Method
 from tutela.consent.payments import AUTHORISATION_CENTS, PaymentProvider
 from tutela.consent.service import Whose
-from tutela.core.errors import InvalidInput
+from tutela.core.errors import Conflict, InvalidInput
 from tutela.erasure.engine import ErasureEngine
 from tutela.erasure.intake import Hold
 from tutela.erasure.models import RequesterKind, ScopeKind
@@ -67,6 +67,8 @@ class Verifiers:
     question_count: int
     production: bool = False
     """In production the packaged question bank verifies nobody."""
+    origin: str = ""
+    """The console's public address, for the links of the guardians' notices (C6)."""
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,14 @@ def _id_check(
     if not image:
         raise InvalidInput("An ID check needs a photo of the ID.", code="document_missing")
     checker = verifiers.ids()
+    hold = verifiers.hold
+    if hold is not None and hold(principal.household_id, principal.profile_id, now) is not None:
+        # The one deletion path would refuse to erase the photo: it is never taken.
+        raise Conflict(
+            "A legal hold suspends deletion here, so an ID photo cannot be taken; use "
+            "another way to verify.",
+            code="legal_hold",
+        )
     session.commit()  # the checks' read transaction ends before other sessions write
     with verifiers.open_session() as own:
         item = store_document(

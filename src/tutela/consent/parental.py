@@ -23,6 +23,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tutela.audit.service import AuditTag, record
+from tutela.consent import announce
 from tutela.consent.ledger import ConsentLedger, Decision, Subject
 from tutela.consent.methods import Attempt, Verifiers, verify
 from tutela.consent.models import PARENTAL_METHODS, Channel, ParentalConsent
@@ -143,8 +144,9 @@ def give_consent(
     """Verify the guardian by `attempt.method`, record the attempt with its evidence, and
     on success append the guardian's grants of `attempt.purposes` resting on it (C3); the
     child's open asks for consent are answered (C5). A failed attempt is recorded and
-    answered 403 `parental_consent_not_verified`. The caller checked step-up (C7);
-    `channel` says where the grants came from (the API, or the console's page)."""
+    answered 403 `parental_consent_not_verified`. Each guardian is told of the grants
+    (C6); the caller delivers the notices after answering. The caller checked step-up
+    (C7); `channel` says where the grants came from (the API, or the console's page)."""
     who = guardian_of_child(session, principal, child_id)
     check_purposes(verifiers.ledger, attempt)
     left = check_throttle(session, who.subject, verifiers.failures_per_day, now)
@@ -213,6 +215,19 @@ def give_consent(
             household_id=subject.household_id,
             subject=f"profile:{subject.profile_id}:{change.purpose}",
         )
+    # Each guardian hears of the grants, as of any change of a child's consent (C6).
+    announce.tell(
+        session,
+        verifiers.vault.keys,
+        verifiers.ledger.catalogue,
+        subject=subject,
+        principal=principal,
+        changes=done,
+        refused=False,
+        notice_version=attempt.notice_version,
+        origin=verifiers.origin,
+        now=now,
+    )
     contacts.mark_consented(
         session, household_id=subject.household_id, child_profile_id=subject.profile_id, now=now
     )

@@ -79,6 +79,7 @@ def verifiers_of(container: AppContainer) -> parental.Verifiers:
         failures_per_day=settings.parental_consent_failures_per_day,
         question_count=settings.parental_consent_questions,
         production=settings.environment == "production",
+        origin=settings.origin,
     )
 
 
@@ -106,6 +107,7 @@ def give_parental_consent(
     principal: CurrentPrincipal,
     session: DbSession,
     container: AppContainer,
+    background: BackgroundTasks,
     method: Annotated[Method, Form()],
     notice_version: Annotated[int, Form(ge=1)],
     purposes: Annotated[list[str], Form()],
@@ -145,6 +147,7 @@ def give_parental_consent(
     outcome = parental.give_consent(
         session, verifiers_of(container), principal, child_id, attempt, now=now
     )
+    background.add_task(container.deliver_notices)
     return ParentalConsentOut(
         id=outcome.consent_id,
         method=outcome.method,

@@ -193,8 +193,12 @@ def _named_items(scope: Scope, *, postgresql: bool) -> Any:
         pairs = [(m.household_id, m.item_id) for m in scope.members]
         return pair_in(MediaItem.household_id, MediaItem.id, pairs, postgresql=postgresql)
     if scope.item_ids:
-        return (MediaItem.household_id == scope.household_id) & any_of(
-            MediaItem.id, scope.item_ids, postgresql=postgresql
+        # Only the scope's own profile's items: an id of another profile is never hidden
+        # by a request that will not erase it (`selection.primary` names the same).
+        return (
+            (MediaItem.household_id == scope.household_id)
+            & (MediaItem.profile_id == scope.profile_id)
+            & any_of(MediaItem.id, scope.item_ids, postgresql=postgresql)
         )
     return None
 

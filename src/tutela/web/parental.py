@@ -173,6 +173,7 @@ def verify_parent(
     request: Request,
     session: DbSession,
     container: AppContainer,
+    background: BackgroundTasks,
     fields: PostedFields,
     method: Annotated[str, Form(max_length=24)] = "",
     notice_version: Annotated[str, Form(max_length=8)] = "",
@@ -247,6 +248,7 @@ def verify_parent(
         return _refused(request, session, container, principal, who, sent, exc, body)
     except TutelaError as exc:
         return _refused(request, session, container, principal, who, sent, exc, body)
+    background.add_task(container.deliver_notices)
     target = CONSENT_PAGE.format(profile_id=profile_id) + "?done=verified"
     return RedirectResponse(target, status_code=303)
 
