@@ -1,6 +1,6 @@
 """The consent ledger through the API: a person's own consent, a guardian's for a child,
-the rules that refuse a wrong grant, and a ledger the store will not let be rewritten
-(C3, C4, C6)."""
+the rules that refuse a wrong grant, the step-up a grant that widens use needs, and a
+ledger the store will not let be rewritten (C3, C4, C6, C7)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,19 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text, update
 from sqlalchemy.exc import DBAPIError
 
-from tests.factories import grant_parental_consent, make_home
+from tests.factories import PASSWORD, grant_parental_consent, make_home
 from tests.functional.conftest import owner_email, sign_in
 from tutela.consent.models import ConsentEvent
 from tutela.container import Container
 from tutela.households.service import CreatedHome
+
+
+def stepped_up(client: TestClient, email: str) -> dict[str, str]:
+    """A session that confirmed it is its holder a moment ago (C7)."""
+    headers = sign_in(client, email)
+    r = client.post("/api/v1/auth/step-up", json={"password": PASSWORD}, headers=headers)
+    assert r.status_code == 204, r.text
+    return headers
 
 
 def _state(body: dict[str, object]) -> dict[str, tuple[bool, str]]:
@@ -46,7 +54,7 @@ def test_an_adult_starts_with_review_training_and_disclosure_off(
 def test_an_adult_grants_and_withdraws_and_the_history_keeps_both(
     client: TestClient, home: CreatedHome
 ) -> None:
-    auth = sign_in(client, owner_email(home))
+    auth = stepped_up(client, owner_email(home))
     own = home.adult_profiles[owner_email(home)]
     url = f"/api/v1/profiles/{own}/consent"
     r = client.post(
@@ -71,7 +79,7 @@ def test_disclosure_is_never_bundled_and_a_stale_notice_is_refused(
 ) -> None:
     """C4: consent to third-party disclosure is asked for on its own. C3: a grant given
     under a notice the person was not shown is refused."""
-    auth = sign_in(client, owner_email(home))
+    auth = stepped_up(client, owner_email(home))
     url = f"/api/v1/profiles/{home.adult_profiles[owner_email(home)]}/consent"
     bundled = {"third_party_disclosure": True, "model_training": True}
     r = client.post(url, json={"notice_version": 1, "changes": bundled}, headers=auth)
@@ -86,6 +94,49 @@ def test_disclosure_is_never_bundled_and_a_stale_notice_is_refused(
     assert r.status_code == 422
     assert r.json()["code"] == "unknown_purpose"
     assert client.get(url + "/history", headers=auth).json() == []
+
+
+def test_turning_on_training_needs_a_fresh_step_up_and_withdrawing_does_not(
+    client: TestClient, container: Container, unique: str
+) -> None:
+    """C7: a session alone cannot turn on a use that is off by default (here training,
+    for a child whose parent's consent is verified): nothing is recorded until its holder
+    confirms it is them. Withdrawing, and keeping recordings, only narrow or keep today's
+    use and need no step-up."""
+    home = make_home(container, tag=unique, parental_consent=False)
+    grant_parental_consent(container, home, purposes=())
+    auth = sign_in(client, owner_email(home))
+    url = f"/api/v1/profiles/{home.child_profiles[0]}/consent"
+    r = client.post(
+        url, json={"notice_version": 1, "changes": {"model_training": True}}, headers=auth
+    )
+    assert r.status_code == 403
+    assert r.json()["code"] == "step_up_required"
+    assert r.json()["step_up_url"] == "/api/v1/auth/step-up"
+    assert client.get(url + "/history", headers=auth).json() == []
+    assert _state(client.get(url, headers=auth).json())["model_training"][0] is False
+
+    r = client.post(url, json={"notice_version": 1, "changes": {"storage": True}}, headers=auth)
+    assert r.status_code == 200, r.text
+    assert _state(r.json())["storage"] == (True, "granted")
+    r = client.post(
+        url, json={"notice_version": 1, "changes": {"model_training": False}}, headers=auth
+    )
+    assert r.status_code == 200, r.text
+    assert _state(r.json())["model_training"] == (False, "withdrawn")
+
+    auth = stepped_up(client, owner_email(home))
+    r = client.post(
+        url, json={"notice_version": 1, "changes": {"model_training": True}}, headers=auth
+    )
+    assert r.status_code == 200, r.text
+    assert _state(r.json())["model_training"] == (True, "granted")
+    history = client.get(url + "/history", headers=auth).json()
+    assert [(e["purpose"], e["granted"]) for e in history] == [
+        ("model_training", True),
+        ("model_training", False),
+        ("storage", True),
+    ]
 
 
 def test_a_guardian_cannot_consent_for_a_child_before_verification(

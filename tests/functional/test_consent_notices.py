@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from tests.factories import grant_parental_consent
+from tests.factories import PASSWORD, grant_parental_consent
 from tests.functional.conftest import console_sign_in, sign_in
 from tests.integration.test_erasure_notices import CHILD, adult, two_guardians
 from tests.mailbox import mail_to
@@ -48,7 +48,12 @@ def test_each_guardian_is_told_of_a_change_made_in_the_console(
 
     r = client.post(
         f"/privacy/{child}/consent",
-        data={"notice_version": "1", "purpose.model_training": "on", "purpose.storage": "off"},
+        data={
+            "notice_version": "1",
+            "purpose.model_training": "on",
+            "purpose.storage": "off",
+            "password": PASSWORD,  # turning on training needs a step-up (C7)
+        },
         follow_redirects=False,
     )
 
@@ -94,11 +99,15 @@ def test_an_adult_is_sent_a_confirmation_of_their_own_change_and_nobody_else_is(
     home = two_guardians(container, unique, parental_consent=False)
     (ana, _), (bruno, _) = adult(home, "ana"), adult(home, "bruno")
     own = home.adult_profiles[ana]
+    auth = sign_in(client, ana)
+    # Turning on human review needs a step-up (C7).
+    r = client.post("/api/v1/auth/step-up", json={"password": PASSWORD}, headers=auth)
+    assert r.status_code == 204, r.text
 
     r = client.post(
         f"/api/v1/profiles/{own}/consent",
         json={"notice_version": 1, "changes": {"human_review": True}},
-        headers=sign_in(client, ana),
+        headers=auth,
     )
     assert r.status_code == 200
     r = client.post(f"/api/v1/profiles/{own}/consent/refuse", headers=sign_in(client, ana))

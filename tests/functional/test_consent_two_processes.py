@@ -14,6 +14,7 @@ import time
 
 from fastapi.testclient import TestClient
 
+from tests.factories import PASSWORD
 from tests.functional.conftest import owner_email, sign_in
 from tutela.households.service import CreatedHome
 from tutela.settings import Settings
@@ -54,6 +55,9 @@ def test_a_withdrawal_is_refused_by_the_next_check_of_another_process(
     client: TestClient, home: CreatedHome, settings: Settings
 ) -> None:
     auth = sign_in(client, owner_email(home))
+    # Turning on human review needs a step-up (C7).
+    r = client.post("/api/v1/auth/step-up", json={"password": PASSWORD}, headers=auth)
+    assert r.status_code == 204, r.text
     profile = home.adult_profiles[owner_email(home)]
     url = f"/api/v1/profiles/{profile}/consent"
     env = {

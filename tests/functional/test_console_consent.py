@@ -14,8 +14,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.factories import grant_parental_consent, make_home
+from tests.factories import PASSWORD, grant_parental_consent, make_home
 from tests.functional.conftest import console_sign_in, owner_email, sign_in
+from tests.functional.test_sign_in_api import add_totp, next_code, wrong_code
 from tutela.consent.purposes import default_purposes_path, parse_purposes
 from tutela.container import Container
 from tutela.core.clock import FakeClock
@@ -68,10 +69,16 @@ def api_history(client: TestClient, email: str, profile: uuid.UUID) -> list[dict
 
 
 def post_choices(
-    client: TestClient, profile: uuid.UUID, choices: dict[str, str], *, version: int = 1
+    client: TestClient,
+    profile: uuid.UUID,
+    choices: dict[str, str],
+    *,
+    version: int = 1,
+    **confirm: str,
 ) -> httpx.Response:
+    """The consent form as posted; `password=` or `code=` confirms it is you (C7)."""
     data = {"notice_version": str(version)} | {f"purpose.{k}": v for k, v in choices.items()}
-    return client.post(page_url(profile), data=data, follow_redirects=False)
+    return client.post(page_url(profile), data=data | confirm, follow_redirects=False)
 
 
 def test_the_consent_page_needs_a_sign_in(client: TestClient, home: CreatedHome) -> None:
@@ -127,7 +134,7 @@ def test_a_parent_turns_training_on_and_off_and_the_history_shows_both(
     grant_parental_consent(container, home)
     console_sign_in(client, owner_email(home))
 
-    r = post_choices(client, child, {"model_training": "on", "storage": "on"})
+    r = post_choices(client, child, {"model_training": "on", "storage": "on"}, password=PASSWORD)
     assert r.status_code == 303
     assert r.headers["location"] == page_url(child) + "?done=saved"
     page = client.get(r.headers["location"]).text
@@ -151,6 +158,53 @@ def test_a_parent_turns_training_on_and_off_and_the_history_shows_both(
     # Only what changed was appended: storage, already on, was not granted again.
     events = api_history(client, owner_email(home), child)
     assert sum(1 for e in events if e["channel"] == "console" and e["method"] == "checkbox") == 2
+
+
+def test_turning_on_training_asks_for_a_code_keeps_the_choice_then_records_it(
+    client: TestClient, container: Container, clock: FakeClock, home: CreatedHome
+) -> None:
+    """C7: a session alone does not turn on what is off by default; the form asks for the
+    authenticator code, keeps what was ticked, and records it once the code is right.
+    Turning it off again asks for nothing."""
+    child = home.child_profiles[0]
+    grant_parental_consent(container, home)
+    console_sign_in(client, owner_email(home))
+    assert client.post("/account/step-up", data={"password": PASSWORD}).status_code == 200
+    totp, _ = add_totp(client, container, {})
+    clock.advance(timedelta(minutes=container.settings.step_up_minutes + 1))
+    before = history_of(client.get(page_url(child)).text)
+
+    asked = post_choices(client, child, {"model_training": "on", "storage": "on"})
+    assert asked.status_code == 200
+    form = form_of(asked.text, "consent-form")
+    assert '<label for="consent-code">Authenticator or recovery code</label>' in form
+    assert 'name="password"' not in form
+    assert "Turning on Training our models needs you to confirm it is you" in form
+    assert 'id="on-model_training" name="purpose.model_training" value="on" checked>' in form
+    assert state_of(asked.text, "model_training").startswith("Off")
+    assert 'role="alert"' not in asked.text
+    assert history_of(client.get(page_url(child)).text) == before
+
+    wrong = post_choices(client, child, {"model_training": "on"}, code=wrong_code(container, totp))
+    assert wrong.status_code == 401
+    assert 'role="alert"' in wrong.text
+    assert 'id="consent-code"' in form_of(wrong.text, "consent-form")
+    assert history_of(client.get(page_url(child)).text) == before
+
+    done = post_choices(client, child, {"model_training": "on"}, code=next_code(container, totp))
+    assert done.status_code == 303
+    assert done.headers["location"] == page_url(child) + "?done=saved"
+    page = client.get(page_url(child)).text
+    assert state_of(page, "model_training") == "On"
+    assert 'name="code"' not in page
+    assert history_of(page)[0] == (
+        "You turned on Training our models, in the console, under notice version 1."
+    )
+
+    clock.advance(timedelta(minutes=container.settings.step_up_minutes + 1))
+    off = post_choices(client, child, {"model_training": "off"})
+    assert off.status_code == 303
+    assert state_of(client.get(page_url(child)).text, "model_training") == "Off"
 
 
 def test_nothing_changed_appends_nothing(
@@ -193,7 +247,7 @@ def test_a_stale_notice_version_is_refused_and_a_changed_purpose_is_asked_again(
     again."""
     me = home.adult_profiles[owner_email(home)]
     console_sign_in(client, owner_email(home))
-    post_choices(client, me, {"model_training": "on"})
+    assert post_choices(client, me, {"model_training": "on"}, password=PASSWORD).status_code == 303
     text = default_purposes_path().read_text().replace("notice_version = 1", "notice_version = 2")
     text = text.replace(
         'description = "Use recordings and transcripts to train the models that recognise '
@@ -223,7 +277,8 @@ def test_sharing_posted_together_with_another_grant_is_refused(
     """C4: never bundled, even from a form made by hand."""
     me = home.adult_profiles[owner_email(home)]
     console_sign_in(client, owner_email(home))
-    r = post_choices(client, me, {"third_party_disclosure": "on", "model_training": "on"})
+    bundled = {"third_party_disclosure": "on", "model_training": "on"}
+    r = post_choices(client, me, bundled, password=PASSWORD)
     assert r.status_code == 422
     assert "asked for on its own" in r.text
     assert api_history(client, owner_email(home), me) == []

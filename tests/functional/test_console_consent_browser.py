@@ -1,6 +1,7 @@
 """A parent's consent choices in Debian's Chromium, on a 320 px wide screen (C3, C4, C6):
-the forms work without a script, each purpose is a labelled group, nothing scrolls
-sideways, and stopping all recording takes a confirmation.
+the forms work without a script, each purpose is a labelled group, turning on training
+asks for the password first (C7), nothing scrolls sideways, and stopping all recording
+takes a confirmation.
 
 The live server, its households and the browser come from `test_console_browser.py`,
 re-registered here so this module has its own server (its changes stay here).
@@ -46,6 +47,13 @@ def test_a_parent_turns_training_on_and_then_stops_all_recording_on_a_narrow_scr
     training = page.get_by_role("group", name="Training our models")
     expect(training).to_contain_text("Now: Off")
     training.get_by_label("On").check()
+    page.get_by_role("button", name="Save these choices").click()
+    # Turning on training asks to confirm it is you first, the choice kept (C7).
+    confirm = page.get_by_role("group", name="Confirm it is you")
+    expect(confirm).to_contain_text("Turning on Training our models")
+    expect(page.get_by_role("group", name="Training our models").get_by_label("On")).to_be_checked()
+    no_sideways_scroll(page)
+    confirm.get_by_label("Your password").fill(console.PASSWORD)
     page.get_by_role("button", name="Save these choices").click()
 
     expect(page.get_by_role("status")).to_contain_text("Saved.")

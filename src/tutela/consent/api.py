@@ -113,7 +113,9 @@ def change_consent(
     """Grant or withdraw purposes. A withdrawal counts from the next check on, in every
     process; a grant needs the current notice version, and for a child a guardian's
     verified consent (C3); sharing with other companies is asked for alone (C4). Each
-    guardian of a child is told, an adult is sent a confirmation (C6)."""
+    guardian of a child is told, an adult is sent a confirmation (C6). Turning on human
+    review, training, sharing (any purpose off by default) needs a recent step-up (C7:
+    403 `step_up_required`, nothing recorded); withdrawals never do."""
     state = service.change(
         session,
         container.consent,
@@ -125,6 +127,7 @@ def change_consent(
         now=container.clock.now(),
         keys=container.vault.keys,
         origin=container.settings.origin,
+        gate=container.gate,
     )
     background.add_task(container.deliver_notices)
     return _out(container.consent, profile_id, state)

@@ -4,7 +4,8 @@ An adult decides for their own profile; a child's guardian for the child (C6). A
 other profile, in this household or another, is not found. Each change is appended to
 the ledger with an audit record in one transaction (C3), and with its notices: each
 guardian of a child hears of every change and refusal, an adult's own change is
-confirmed (C6, `consent.announce`).
+confirmed (C6, `consent.announce`). Turning on a purpose that is off by default (review,
+training, sharing, or an operator's own) needs a recent step-up (C7).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy.orm import Session
 
@@ -25,6 +27,13 @@ from tutela.households import service as households
 from tutela.households.models import Profile, ProfileState
 from tutela.identity.service import Principal
 from tutela.vault.keystore import KeyStore
+
+
+class StepUpGate(Protocol):
+    """What `change` asks before a grant that widens use: `identity.Gate` answers it."""
+
+    def require_step_up(self, session: Session, principal: Principal, *, now: datetime) -> None:
+        """Raise `StepUpRequired` unless the session confirmed it is its owner lately."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,12 @@ def _audit(session: Session, who: Whose, changes: list[Change], actor: str, now:
         )
 
 
+def widens_use(ledger: ConsentLedger, purpose: str) -> bool:
+    """Whether granting `purpose` turns on a use that is off until asked for (C4, C7).
+    An unknown name is not one: the ledger refuses it."""
+    return purpose in ledger.catalogue and not ledger.catalogue[purpose].adult_default
+
+
 def change(
     session: Session,
     ledger: ConsentLedger,
@@ -79,10 +94,20 @@ def change(
     now: datetime,
     keys: KeyStore,
     origin: str,
+    gate: StepUpGate,
 ) -> dict[str, Decision]:
     """Grant or withdraw purposes; answers the profile's consent after the change. The
-    notices (C6) are queued with it; the caller delivers them after answering."""
+    notices (C6) are queued with it; the caller delivers them after answering.
+
+    A grant of a purpose that is off by default for adults (`adult_default = false`:
+    review, training, sharing) needs a step-up in the last few minutes, or a stolen
+    session could start sharing a child's recordings (C7): `StepUpRequired`, and nothing
+    is appended. Withdrawals, and grants of what is on by default, only narrow or keep
+    today's use, and are taken without one.
+    """
     who = whose(session, principal, profile_id)
+    if any(granted and widens_use(ledger, name) for name, granted in changes.items()):
+        gate.require_step_up(session, principal, now=now)
     actor = actor_of(principal)
     done = ledger.record(
         session,

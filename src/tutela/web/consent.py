@@ -23,13 +23,21 @@ from starlette.routing import NoMatchFound
 from tutela.consent import notice, service
 from tutela.consent.ledger import ConsentLedger, Decision, Reason
 from tutela.consent.models import Channel, ConsentEvent, Method
-from tutela.core.errors import InvalidInput, NotFound, TutelaError
+from tutela.core.errors import (
+    InvalidInput,
+    NotAuthenticated,
+    NotFound,
+    StepUpRequired,
+    TooManyAttempts,
+    TutelaError,
+)
 from tutela.deps import AppContainer, DbSession
 from tutela.erasure.announce import asked_by
 from tutela.households import service as households
 from tutela.households.models import Profile
 from tutela.identity.service import Principal
-from tutela.web.forms import signed_in_customer, templates
+from tutela.web.consent_step_up import ask
+from tutela.web.forms import signed_in_customer, step_up, templates, with_retry_after
 
 router = APIRouter(include_in_schema=False)
 PAGE: Final = "/privacy/{profile_id}/consent"
@@ -97,14 +105,17 @@ async def posted_fields(request: Request) -> dict[str, str]:
 PostedFields = Annotated[dict[str, str], Depends(posted_fields)]
 
 
-def _rows(ledger: ConsentLedger, state: dict[str, Decision]) -> list[PurposeRow]:
+def _rows(
+    ledger: ConsentLedger, state: dict[str, Decision], pending: dict[str, bool]
+) -> list[PurposeRow]:
+    """Each purpose's row; a choice posted but waiting for a step-up stays ticked."""
     return [
         PurposeRow(
             name=name,
             title=ledger.catalogue[name].title,
             description=ledger.catalogue[name].description,
             state=STATE_WORDS.get(d.reason, "Off"),
-            on=d.allowed,
+            on=pending.get(name, d.allowed),
             by_default=d.reason is Reason.DEFAULT_ON,
             separate=ledger.catalogue[name].separate,
         )
@@ -190,7 +201,9 @@ def _page(
     template: str = "consent.html",
     status: int = 200,
     error: str | None = None,
+    pending: dict[str, bool] | None = None,
 ) -> Response:
+    """The consent page; with `pending`, those choices wait for a step-up (C7)."""
     who = service.whose(session, principal, profile_id)
     ledger = container.consent
     subject = who.subject
@@ -202,7 +215,7 @@ def _page(
         if subject.is_child
         else True
     )
-    rows = _rows(ledger, ledger.state(session, subject, container.clock.now()))
+    rows = _rows(ledger, ledger.state(session, subject, container.clock.now()), pending or {})
     done = request.query_params.get("done")
     context: dict[str, Any] = {
         "principal": principal,
@@ -220,6 +233,7 @@ def _page(
         "field": FIELD,
         "error": error,
         "done": done if done in DONE else None,
+        "step_up": ask(session, ledger, principal, pending) if pending else None,
     }
     return templates.TemplateResponse(request, template, context, status_code=status)
 
@@ -281,13 +295,17 @@ def change_consent(
     fields: PostedFields,
 ) -> Response:
     """Turn purposes on or off, under the notice version the page showed (C3). Sharing
-    comes from a form of its own; the ledger refuses it bundled with another grant (C4)."""
+    comes from a form of its own; the ledger refuses it bundled with another grant (C4).
+    Turning on what is off by default asks first for a code or the password (C7)."""
     # A cross-site write is refused here (403), before anything is read or changed.
     principal = signed_in_customer(request, session, container)
     if isinstance(principal, Response):
         return principal
     who = service.whose(session, principal, profile_id)
     now = container.clock.now()
+    code, password = fields.get("code", ""), fields.get("password", "")
+    attempted = bool(code.strip() or password)
+    changes: dict[str, bool] = {}
     try:
         version = int(fields.get("notice_version", ""))
         shown = {
@@ -298,6 +316,8 @@ def change_consent(
             return RedirectResponse(
                 PAGE.format(profile_id=profile_id) + "?done=unchanged", status_code=303
             )
+        if attempted:
+            principal = step_up(request, session, container, principal, code, password)
         service.change(
             session,
             container.consent,
@@ -309,6 +329,7 @@ def change_consent(
             now=now,
             keys=container.vault.keys,
             origin=container.settings.origin,
+            gate=container.gate,
         )
     except ValueError:
         return _page(
@@ -320,6 +341,23 @@ def change_consent(
             status=422,
             error="The form was not complete: nothing was changed.",
         )
+    except (StepUpRequired, NotAuthenticated, TooManyAttempts) as exc:
+        if isinstance(exc, NotAuthenticated) and exc.code == "session_ended":
+            return RedirectResponse("/login", status_code=303)
+        # The first press without a code is the next step, not a mistake: the choices
+        # stay ticked, with the field that confirms it is you (C7).
+        session.rollback()
+        page = _page(
+            request,
+            session,
+            container,
+            principal,
+            profile_id,
+            status=exc.status if attempted else 200,
+            error=exc.detail if attempted else None,
+            pending=changes,
+        )
+        return with_retry_after(page, exc) if isinstance(exc, TooManyAttempts) else page
     except TutelaError as exc:
         return _unchanged(request, session, container, principal, profile_id, exc)
     background.add_task(container.deliver_notices)
