@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
-from itertools import groupby
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Form, Request
@@ -22,7 +20,7 @@ from starlette.routing import NoMatchFound
 
 from tutela.consent import notice, service
 from tutela.consent.ledger import ConsentLedger, Decision, Reason
-from tutela.consent.models import Channel, ConsentEvent, Method
+from tutela.consent.models import Channel
 from tutela.core.errors import (
     InvalidInput,
     NotAuthenticated,
@@ -32,10 +30,10 @@ from tutela.core.errors import (
     TutelaError,
 )
 from tutela.deps import AppContainer, DbSession
-from tutela.erasure.announce import asked_by
 from tutela.households import service as households
 from tutela.households.models import Profile
 from tutela.identity.service import Principal
+from tutela.web.consent_history import history_lines
 from tutela.web.consent_step_up import ask
 from tutela.web.forms import signed_in_customer, step_up, templates, with_retry_after
 
@@ -55,18 +53,6 @@ STATE_WORDS: Final[dict[Reason, str]] = {
     Reason.FRESH_CONSENT_NEEDED: "Asked again: the notice changed",
     Reason.PARENTAL_CONSENT_REQUIRED: "Off until a parent's consent is verified",
 }
-CHANNEL_WORDS: Final = {
-    Channel.CONSOLE.value: "in the console",
-    Channel.API.value: "in the app",
-    Channel.DEVICE.value: "on a device",
-    Channel.SYSTEM.value: "by Tutela",
-}
-METHOD_WORDS: Final = {
-    Method.SIGNED_FORM.value: "with a signed consent form",
-    Method.CARD_CHECK.value: "with a payment card check",
-    Method.KNOWLEDGE_QUESTIONS.value: "by answering questions only a parent can",
-    Method.ID_CHECK.value: "with an identity document check",
-}
 DONE: Final = {"saved", "unchanged", "refused", "verified"}
 HISTORY_EVENTS: Final = 500
 """The newest events the page shows (the API's history has them all)."""
@@ -82,17 +68,6 @@ class PurposeRow:
     on: bool
     by_default: bool
     separate: bool
-
-
-@dataclass(frozen=True)
-class HistoryLine:
-    """One choice as a parent reads it: events appended together are one line."""
-
-    at: datetime
-    who: str
-    what: str
-    how: str
-    notice_version: int
 
 
 async def posted_fields(request: Request) -> dict[str, str]:
@@ -121,62 +96,6 @@ def _rows(
         )
         for name, d in state.items()
     ]
-
-
-def _who(session: Session, container: AppContainer, principal: Principal, actor: str) -> str:
-    if actor.startswith("device:"):
-        return "A device"
-    if not actor.startswith("account:"):
-        return "Tutela"
-    words = asked_by(
-        session,
-        container.vault.keys,
-        household_id=principal.household_id,
-        requester_kind="guardian",
-        requested_by=actor,
-        viewer=service.actor_of(principal),
-    )
-    return words[:1].upper() + words[1:]
-
-
-def _history(
-    session: Session, container: AppContainer, principal: Principal, events: list[ConsentEvent]
-) -> list[HistoryLine]:
-    ledger = container.consent
-    lines: list[HistoryLine] = []
-    names: dict[str, str] = {}
-
-    def key(e: ConsentEvent) -> tuple[datetime, str, str, str, int]:
-        return (e.at, e.actor, e.channel, e.method, e.notice_version)
-
-    def title(name: str) -> str:
-        return ledger.catalogue[name].title if name in ledger.catalogue else name
-
-    for (at, actor, channel, method, version), group in groupby(events, key=key):
-        batch = list(group)
-        if method == Method.REFUSAL.value:
-            what = "stopped all recording: every purpose turned off"
-        else:
-            on = ", ".join(title(e.purpose) for e in batch if e.granted)
-            off = ", ".join(title(e.purpose) for e in batch if not e.granted)
-            what = " and ".join(
-                f"turned {word} {listed}" for word, listed in (("on", on), ("off", off)) if listed
-            )
-        if actor not in names:
-            names[actor] = _who(session, container, principal, actor)
-        how = CHANNEL_WORDS.get(channel, channel)
-        if method in METHOD_WORDS:
-            how += ", " + METHOD_WORDS[method]
-        lines.append(
-            HistoryLine(
-                at=at,
-                who=names[actor],
-                what=what,
-                how=how,
-                notice_version=version,
-            )
-        )
-    return lines
 
 
 def parental_consent_link(request: Request, profile_id: uuid.UUID) -> str | None:
@@ -226,7 +145,7 @@ def _page(
         "parental_link": parental_consent_link(request, profile_id),
         "main": [r for r in rows if not r.separate],
         "separate": [r for r in rows if r.separate],
-        "history": _history(
+        "history": history_lines(
             session, container, principal, ledger.history(session, subject)[:HISTORY_EVENTS]
         ),
         "notice_version": ledger.catalogue.notice_version,
