@@ -136,6 +136,7 @@ def populate(container: Any, home: Any, profile: uuid.UUID, plan: Plan, seed: in
             item = vault.ingest_media(
                 s,
                 container.vault,
+                consent=container.consent,
                 device=devices["camera" if kind != "voice" else "voice"],
                 profile_id=profile,
                 kind=kind,
@@ -151,6 +152,7 @@ def populate(container: Any, home: Any, profile: uuid.UUID, plan: Plan, seed: in
             vault.ingest_transcript(
                 s,
                 container.vault,
+                consent=container.consent,
                 device=devices["voice"],
                 source_item_id=voices[n % len(voices)],
                 text=f"turn on the lights in the kitchen please, number {n}",
@@ -166,6 +168,7 @@ def populate(container: Any, home: Any, profile: uuid.UUID, plan: Plan, seed: in
             vault.ingest_locations(
                 s,
                 container.vault,
+                consent=container.consent,
                 device=devices["phone"],
                 profile_id=profile,
                 points=points,
@@ -194,8 +197,22 @@ def make_home(container: Any) -> Any:
             DeviceSpec("phone", "Phone"),
         ),
     )
+    from tutela.demo import signed_form_consent
+
+    now = container.clock.now()
     with container.stores.session() as session:
-        return create_home(session, container.vault.keys, spec=spec, now=container.clock.now())
+        home = create_home(session, container.vault.keys, spec=spec, now=now)
+        for child in home.child_profiles:  # C3: a parent's verified consent first
+            signed_form_consent(
+                session,
+                container.consent,
+                household_id=home.household_id,
+                child_profile_id=child,
+                guardian_account_id=home.accounts[owner],
+                at=now,
+            )
+        session.commit()
+    return home
 
 
 # --- measurements -------------------------------------------------------------------------

@@ -34,6 +34,7 @@ def _ephemeral_request(container: Container, home: CreatedHome) -> tuple[uuid.UU
         voice = vault.ingest_media(
             s,
             container.vault,
+            consent=container.consent,
             device=device,
             profile_id=home.child_profiles[0],
             kind="voice",
@@ -47,6 +48,7 @@ def _ephemeral_request(container: Container, home: CreatedHome) -> tuple[uuid.UU
         transcript = vault.ingest_transcript(
             s,
             container.vault,
+            consent=container.consent,
             device=device,
             source_item_id=voice.id,
             text="what does a stegosaurus eat",
