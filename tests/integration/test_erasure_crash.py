@@ -13,19 +13,21 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from tests.factories import make_home, seed_media
 from tutela.audit.models import AuditEvent
 from tutela.container import Container
 from tutela.core.clock import FakeClock
 from tutela.core.errors import KeyUnavailable
+from tutela.db.engine import make_engine
 from tutela.erasure import pipeline, receipts
 from tutela.erasure.jobs import MAX_VERIFY_FAILURES
 from tutela.erasure.models import ErasureRequest, RequesterKind, ScopeKind, Step
@@ -126,6 +128,32 @@ _LAUNCHER = textwrap.dedent(
 )
 
 
+def _until_its_transactions_end(url: str, *, seconds: float = 15.0) -> None:
+    """PostgreSQL rolls a killed worker's transaction back (and frees its row locks) only
+    once it notices the connection closed; until then a claim with SKIP LOCKED passes the
+    job by, as it should. Wait for that moment, so the next pass sees what a real worker
+    would see a little later. (SQLite's lock goes with the process.)"""
+    if not url.startswith("postgresql"):
+        return
+    engine = make_engine(url)
+    deadline = time.monotonic() + seconds
+    try:
+        with engine.connect() as conn:
+            while time.monotonic() < deadline:
+                open_elsewhere = conn.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%'"
+                    )
+                ).scalar_one()
+                conn.rollback()
+                if not open_elsewhere:
+                    return
+                time.sleep(0.05)
+    finally:
+        engine.dispose()
+
+
 class Launcher:
     """Starts worker processes on the test's stores and reports how each one ended."""
 
@@ -176,6 +204,7 @@ class Launcher:
         assert answer, self.errors.read_text()[-3000:]
         ended = json.loads(answer)
         assert ended["signal"] == signal.SIGKILL, self.errors.read_text()[-3000:]
+        _until_its_transactions_end(settings.database_url)
 
     def close(self) -> None:
         assert self.proc.stdin is not None
